@@ -1,0 +1,5 @@
+import sys
+
+from study_admin.cli import main
+
+sys.exit(main())

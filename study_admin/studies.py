@@ -1,0 +1,266 @@
+"""Operations on tuning studies: create, summarise, export the best configuration, pause, delete.
+
+A study's budget is a set of slots: ``create`` enqueues exactly ``n_trials`` WAITING trials and workers
+only ever pop WAITING trials (never create new ones), so racing workers cannot overshoot it. A trial
+handed back (SIGTERM) or found stale (heartbeat) is replaced by a WAITING retry linked to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study_admin.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition
+from study_admin.space import baseline_params, schedule_and_wrappers, to_sb3_kwargs
+
+
+class StudyError(ValueError):
+    """A study that does not exist, already exists, or has nothing to show."""
+
+
+def is_tuning_study(user_attrs: dict[str, Any]) -> bool:
+    return DEFINITION_ATTR in user_attrs
+
+
+def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
+    study_id = _study_id(storage, name)
+    attrs = storage.get_study_user_attrs(study_id)
+    if DEFINITION_ATTR not in attrs:
+        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
+    return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
+
+
+def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        known = [s.study_name for s in storage.get_all_studies()]
+        raise StudyError(
+            f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}"
+        ) from None
+
+
+def unique_name(storage: optuna.storages.BaseStorage, definition: StudyDefinition) -> str:
+    taken = {s.study_name for s in storage.get_all_studies()}
+    base = f"{definition.algo}-{definition.env_id}"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _internal_params(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:
+    """Readable values as the Optuna parameters that ``worker/sampling.py`` suggests."""
+    internal: dict[str, Any] = {}
+    for name, spec in definition.space.items():
+        if spec.fixed:
+            continue
+        value = params[name]
+        if spec.kind == "pow2":
+            internal[f"log2_{name}"] = int(value).bit_length() - 1
+        elif spec.kind == "discount":
+            internal[f"one_minus_{name}"] = 1.0 - value
+        else:
+            internal[name] = value
+    return internal
+
+
+def create_study(
+    storage: optuna.storages.BaseStorage, definition: StudyDefinition, name: str | None = None
+) -> str:
+    """Write the study, its budget of WAITING trials and, last, its definition; return its name.
+
+    Workers ignore a study until its definition is written, and a failure part-way deletes what was
+    written, so no worker ever sees a half-created study.
+    """
+    if name is not None:
+        existing = {s.study_name for s in storage.get_all_studies()}
+        if name in existing:
+            raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it")
+    while True:
+        study_name = name or unique_name(storage, definition)
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=study_name, direction="maximize"
+            )
+            break
+        except optuna.exceptions.DuplicatedStudyError:
+            if name is not None:
+                raise StudyError(f"a study named {name!r} already exists") from None
+    try:
+        slots = definition.n_trials
+        if definition.baseline:
+            baseline = baseline_params(definition.algo, definition.space, definition.n_envs)
+            study.enqueue_trial(
+                _internal_params(definition, baseline), user_attrs={"baseline": True}
+            )
+            slots -= 1
+        for _ in range(slots):
+            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
+        study.set_user_attr(PAUSED_ATTR, False)
+        study.set_user_attr(DEFINITION_ATTR, definition.to_json())
+    except BaseException:
+        optuna.delete_study(study_name=study_name, storage=storage)
+        raise
+    return study_name
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    algo: str
+    env_id: str
+    state: str
+    n_trials: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+    retried: int
+    best_value: float | None
+
+    @property
+    def done(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "done": self.done}
+
+
+def summarise(storage: optuna.storages.BaseStorage) -> list[Summary]:
+    summaries = []
+    for frozen in storage.get_all_studies():
+        if not is_tuning_study(frozen.user_attrs):
+            continue
+        definition = StudyDefinition.from_json(frozen.user_attrs[DEFINITION_ATTR])
+        sid = storage.get_study_id_from_name(frozen.study_name)
+        counts = {s: storage.get_n_trials(sid, state=s) for s in TrialState}
+        waiting, running = counts[TrialState.WAITING], counts[TrialState.RUNNING]
+        # Every slot is in exactly one live trial; FAILs beyond the finished slots were retried.
+        finished_slots = definition.n_trials - waiting - running
+        failed = max(finished_slots - counts[TrialState.COMPLETE] - counts[TrialState.PRUNED], 0)
+        paused = bool(frozen.user_attrs.get(PAUSED_ATTR, False))
+        if waiting == 0 and running == 0:
+            state = "finished"
+        else:
+            state = "paused" if paused else "running" if running else "waiting"
+        best = None
+        if counts[TrialState.COMPLETE]:
+            best = storage.get_best_trial(sid).value
+        summaries.append(
+            Summary(
+                name=frozen.study_name,
+                algo=definition.algo,
+                env_id=definition.env_id,
+                state=state,
+                n_trials=definition.n_trials,
+                complete=counts[TrialState.COMPLETE],
+                pruned=counts[TrialState.PRUNED],
+                failed=failed,
+                running=running,
+                waiting=waiting,
+                retried=counts[TrialState.FAIL] - failed,
+                best_value=best,
+            )
+        )
+    return summaries
+
+
+def summary_of(storage: optuna.storages.BaseStorage, name: str) -> Summary:
+    _study_id(storage, name)
+    for summary in summarise(storage):
+        if summary.name == name:
+            return summary
+    raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
+
+
+def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "hyperparams": attrs.get("hyperparams"),
+        "seed": attrs.get("seed"),
+        "env_steps": attrs.get("env_steps"),
+        "train_steps_per_second": attrs.get("train_steps_per_second"),
+        "wall_seconds": attrs.get("wall_seconds"),
+        "worker": attrs.get("worker"),
+        "fail_reason": attrs.get("fail_reason"),
+        "retry_of": trial.system_attrs.get("failed_trial"),
+    }
+
+
+def study_details(storage: optuna.storages.BaseStorage, name: str, top: int = 5) -> dict[str, Any]:
+    summary = summary_of(storage, name)
+    definition = load_definition(storage, name)
+    trials = storage.get_all_trials(_study_id(storage, name), deepcopy=False)
+    finished = [t for t in trials if t.state.is_finished()]
+    complete = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: t.value,  # type: ignore[arg-type, return-value]
+        reverse=True,
+    )
+    rates = [t.user_attrs["train_steps_per_second"] for t in finished if "train_steps_per_second" in t.user_attrs]
+    env_steps = sum(t.user_attrs.get("env_steps", 0) for t in finished)
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in finished if t.datetime_complete]
+    elapsed = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    return {
+        "summary": summary.to_dict(),
+        "definition": {
+            k: v for k, v in definition.__dict__.items() if k != "space"
+        },
+        "best": trial_record(complete[0]) if complete else None,
+        "throughput": {
+            "mean_train_steps_per_second_per_trial": sum(rates) / len(rates) if rates else None,
+            "env_steps_total": env_steps,
+            "study_env_steps_per_second": env_steps / elapsed if elapsed > 0 else None,
+        },
+        "top_trials": [trial_record(t) for t in complete[:top]],
+        "failures": [trial_record(t) for t in finished if t.user_attrs.get("fail_reason")][:top],
+    }
+
+
+def best_configuration(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any]:
+    """The best trial as SB3 keyword arguments, with its schedule spelled out."""
+    definition = load_definition(storage, name)
+    study_id = _study_id(storage, name)
+    if storage.get_n_trials(study_id, state=TrialState.COMPLETE) == 0:
+        raise StudyError(f"study {name!r} has no completed trial yet")
+    best = storage.get_best_trial(study_id)
+    params = best.user_attrs["hyperparams"]
+    return {
+        "study": name,
+        "trial": best.number,
+        "mean_reward": best.value,
+        "algo": definition.algo,
+        "env_id": definition.env_id,
+        "n_envs": definition.n_envs,
+        "seed": best.user_attrs.get("seed"),
+        "policy": definition.policy,
+        "kwargs": to_sb3_kwargs(definition.algo, params),
+        **schedule_and_wrappers(params),
+    }
+
+
+def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) -> None:
+    load_definition(storage, name)
+    storage.set_study_user_attr(_study_id(storage, name), PAUSED_ATTR, paused)
+
+
+def delete(storage: optuna.storages.BaseStorage, name: str) -> None:
+    _study_id(storage, name)
+    optuna.delete_study(study_name=name, storage=storage)
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}"

@@ -1,0 +1,1 @@
+"""Pulls trials of tuning studies from the shared Optuna storage, trains SB3 agents, reports back."""

@@ -137,6 +137,12 @@ def _check_value(name: str, spec: ParamSpec, value: Any, what: str) -> Any:
         if value not in spec.limits or isinstance(value, bool) != isinstance(spec.limits[0], bool):
             raise SpaceError(f"{name}: {what}={value!r} is not one of {list(spec.limits)}")
         return value
+    if isinstance(value, str):
+        # YAML 1.1 reads exponents without a dot ("1e-4") as strings.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if not _is_number(value) or not math.isfinite(value):
         raise SpaceError(f"{name}: {what}={value!r} must be a finite number")
     lo, hi = spec.limits

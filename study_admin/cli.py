@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--space", help="YAML file narrowing, widening or fixing parameters")
     create.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True, help="run SB3's defaults as the first trial (default on)")
 
+    init = commands.add_parser("init", help="create the schema once (and a read-only dashboard role)")
+    _storage_options(init)
+    init.add_argument(
+        "--dashboard-role",
+        default=os.environ.get("DASHBOARD_DB_USER"),
+        help="PostgreSQL role for optuna-dashboard with SELECT only; its password comes from "
+        "DASHBOARD_DB_PASSWORD [env: DASHBOARD_DB_USER]",
+    )
+
     listing = commands.add_parser("list", help="every study with its progress")
     _storage_options(listing)
     _format_option(listing, ("table", "json"))
@@ -181,7 +190,18 @@ def run(args: argparse.Namespace) -> int:
         print(studies.create_study(storage, definition, args.name))
         return 0
     storage = open_storage(resolve_url(args.storage, args.data_dir))
-    if args.command == "list":
+    if args.command == "init":
+        if args.dashboard_role:
+            from study_admin.roles import grant_read_only
+
+            try:
+                grant_read_only(storage.engine, args.dashboard_role, os.environ.get("DASHBOARD_DB_PASSWORD", ""))
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            print(f"schema ready; role {args.dashboard_role!r} can read, not write")
+        else:
+            print("schema ready")
+    elif args.command == "list":
         summaries = studies.summarise(storage)
         if args.format == "json":
             _dump([s.to_dict() for s in summaries], "json")

@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL role for optuna-dashboard with SELECT only; its password comes from "
         "DASHBOARD_DB_PASSWORD [env: DASHBOARD_DB_USER]",
     )
+    init.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("DEMO_STUDY", "false").lower() in ("1", "true", "yes"),
+        help="when the database holds no study, create one from DEMO_ALGO (ppo), DEMO_ENV "
+        "(InvertedPendulum-v5), DEMO_N_TRIALS (50) and DEMO_TIMESTEPS (20000) [env: DEMO_STUDY]",
+    )
 
     listing = commands.add_parser("list", help="every study with its progress")
     _storage_options(listing)
@@ -161,6 +168,19 @@ def definition_from_args(args: argparse.Namespace) -> StudyDefinition:
     )
 
 
+def demo_definition(environ: Any) -> StudyDefinition:
+    """The study a first ``docker compose up`` tunes, so the dashboard has something to show."""
+    args = build_parser().parse_args([
+        "create",
+        "--algo", environ.get("DEMO_ALGO", "ppo"),
+        "--env", environ.get("DEMO_ENV", "InvertedPendulum-v5"),
+        "--n-trials", environ.get("DEMO_N_TRIALS", "50"),
+        "--timesteps", environ.get("DEMO_TIMESTEPS", "20000"),
+        "--eval-episodes", environ.get("DEMO_EVAL_EPISODES", "5"),
+    ])
+    return definition_from_args(args)
+
+
 def _print_table(rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -201,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"schema ready; role {args.dashboard_role!r} can read, not write")
         else:
             print("schema ready")
+        if args.demo and not studies.summarise(storage):
+            print(studies.create_study(storage, demo_definition(os.environ)))
     elif args.command == "list":
         summaries = studies.summarise(storage)
         if args.format == "json":

@@ -6,6 +6,7 @@ import logging
 import warnings
 
 import optuna
+from optuna.trial import TrialState
 
 from study_admin.storage import open_storage, resolve_url
 from worker.config import WorkerConfig
@@ -55,11 +56,18 @@ class Worker:
             ),
         )
 
+    def _by_fewest_running(self, studies: list[ServedStudy]) -> list[ServedStudy]:
+        """Unpaused studies, least-served first, so a new study gets workers as soon as one frees."""
+        def running(study: ServedStudy) -> int:
+            return self.storage.get_n_trials(study.study_id, state=TrialState.RUNNING)
+
+        unpaused = [s for s in studies if not s.paused]
+        counts = self.retry("counting running trials", lambda: [running(s) for s in unpaused])
+        return [s for _, s in sorted(zip(counts, unpaused), key=lambda pair: pair[0])]
+
     def run_once(self) -> bool:
         """Run at most one trial of any runnable study; whether one ran."""
-        for study in self._studies():
-            if study.paused:
-                continue
+        for study in self._by_fewest_running(self._studies()):
             self.reclaim_stale(study)
             trial_id = self.retry("claiming a trial", lambda s=study: claim(self.storage, s.study_id))
             if trial_id is None:

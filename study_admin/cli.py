@@ -12,7 +12,8 @@ import difflib
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from study_admin.definition import ALGOS, PRUNERS, SAMPLERS, DefinitionError, StudyDefinition
 from study_admin.space import DEFAULT_SPACES, SpaceError, load_space_file
@@ -82,11 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--n-envs", type=_positive_int, default=1, help="training envs per trial (default 1)")
     create.add_argument("--sampler", default="tpe", help=f"one of {list(SAMPLERS)} (default tpe)")
     create.add_argument("--pruner", default="median", help=f"one of {list(PRUNERS)} (default median)")
-    create.add_argument("--pruner-startup-trials", type=_non_negative_int, default=5, help="median pruner: trials finished before pruning starts (default 5)")
-    create.add_argument("--pruner-warmup-evals", type=_non_negative_int, default=1, help="median pruner: evaluations before a trial may be pruned (default 1)")
-    create.add_argument("--seed", type=_non_negative_int, default=0, help="sampler seed; trial seeds are seed + trial number")
+    create.add_argument(
+        "--pruner-startup-trials",
+        type=_non_negative_int,
+        default=5,
+        help="median pruner: trials finished before pruning starts (default 5)",
+    )
+    create.add_argument(
+        "--pruner-warmup-evals",
+        type=_non_negative_int,
+        default=1,
+        help="median pruner: evaluations before a trial may be pruned (default 1)",
+    )
+    create.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="sampler seed; trial seeds are seed + trial number"
+    )
     create.add_argument("--space", help="YAML file narrowing, widening or fixing parameters")
-    create.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True, help="run SB3's defaults as the first trial (default on)")
+    create.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run SB3's defaults as the first trial (default on)",
+    )
 
     init = commands.add_parser("init", help="create the schema once (and a read-only dashboard role)")
     _storage_options(init)
@@ -170,21 +188,28 @@ def definition_from_args(args: argparse.Namespace) -> StudyDefinition:
 
 def demo_definition(environ: Any) -> StudyDefinition:
     """The study a first ``docker compose up`` tunes, so the dashboard has something to show."""
-    args = build_parser().parse_args([
-        "create",
-        "--algo", environ.get("DEMO_ALGO", "ppo"),
-        "--env", environ.get("DEMO_ENV", "InvertedPendulum-v5"),
-        "--n-trials", environ.get("DEMO_N_TRIALS", "50"),
-        "--timesteps", environ.get("DEMO_TIMESTEPS", "20000"),
-        "--eval-episodes", environ.get("DEMO_EVAL_EPISODES", "5"),
-    ])
+    args = build_parser().parse_args(
+        [
+            "create",
+            "--algo",
+            environ.get("DEMO_ALGO", "ppo"),
+            "--env",
+            environ.get("DEMO_ENV", "InvertedPendulum-v5"),
+            "--n-trials",
+            environ.get("DEMO_N_TRIALS", "50"),
+            "--timesteps",
+            environ.get("DEMO_TIMESTEPS", "20000"),
+            "--eval-episodes",
+            environ.get("DEMO_EVAL_EPISODES", "5"),
+        ]
+    )
     return definition_from_args(args)
 
 
 def _print_table(rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
 
 
 def _dump(data: Any, fmt: str) -> None:
@@ -196,12 +221,44 @@ def _dump(data: Any, fmt: str) -> None:
         print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
+def print_listing(summaries: list[Any], fmt: str) -> None:
+    from study_admin.progress import format_value
+
+    if fmt == "json":
+        _dump([s.to_dict() for s in summaries], "json")
+    elif not summaries:
+        print("no studies; create one with: study_admin create --algo ppo --env Hopper-v5")
+    else:
+        header = ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "PRUNED", "FAILED", "BEST"]
+        rows = [header] + [
+            [
+                s.name,
+                s.algo,
+                s.env_id,
+                s.state,
+                f"{s.done}/{s.n_trials}",
+                str(s.running),
+                str(s.pruned),
+                str(s.failed),
+                format_value(s.best_value),
+            ]
+            for s in summaries
+        ]
+        _print_table(rows)
+
+
 def run(args: argparse.Namespace) -> int:
-    # Imported here so that `study_admin --help` answers without importing Optuna.
+    from study_admin.storage import open_engine, open_storage, resolve_url
+
+    if args.command == "list":  # the fast path: no Optuna import (see study_admin/progress.py)
+        from study_admin.progress import summarise
+
+        print_listing(summarise(open_engine(resolve_url(args.storage, args.data_dir))), args.format)
+        return 0
+
     import optuna
 
     from study_admin import studies
-    from study_admin.storage import open_storage, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.command == "create":
@@ -221,22 +278,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"schema ready; role {args.dashboard_role!r} can read, not write")
         else:
             print("schema ready")
-        if args.demo and not studies.summarise(storage):
+        if args.demo and not studies.summarise(storage.engine):
             print(studies.create_study(storage, demo_definition(os.environ)))
-    elif args.command == "list":
-        summaries = studies.summarise(storage)
-        if args.format == "json":
-            _dump([s.to_dict() for s in summaries], "json")
-        elif not summaries:
-            print("no studies; create one with: study_admin create --algo ppo --env Hopper-v5")
-        else:
-            header = ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "PRUNED", "FAILED", "BEST"]
-            rows = [header] + [
-                [s.name, s.algo, s.env_id, s.state, f"{s.done}/{s.n_trials}", str(s.running),
-                 str(s.pruned), str(s.failed), studies.format_value(s.best_value)]
-                for s in summaries
-            ]
-            _print_table(rows)
     elif args.command == "show":
         details = studies.study_details(storage, args.name)
         if args.format == "json":
@@ -267,8 +310,8 @@ def _confirm(prompt: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from study_admin.definition import StudyError
     from study_admin.storage import StorageError
-    from study_admin.studies import StudyError
 
     try:
         return run(args)

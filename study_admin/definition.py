@@ -24,6 +24,10 @@ class DefinitionError(ValueError):
     """A study definition that cannot be run; the message names the value and what is accepted."""
 
 
+class StudyError(ValueError):
+    """A study that does not exist, already exists, or has nothing to show."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class StudyDefinition:
     """Everything a worker needs to run any trial of one study."""
@@ -74,8 +78,7 @@ class StudyDefinition:
                 raise DefinitionError(f"{name}={value!r} must be a non-negative integer")
         if self.eval_every > self.timesteps:
             raise DefinitionError(
-                f"eval_every={self.eval_every} exceeds timesteps={self.timesteps}; "
-                "a trial would never be evaluated"
+                f"eval_every={self.eval_every} exceeds timesteps={self.timesteps}; a trial would never be evaluated"
             )
         if self.sampler not in SAMPLERS:
             raise DefinitionError(f"sampler={self.sampler!r} is not one of {list(SAMPLERS)}")
@@ -83,8 +86,7 @@ class StudyDefinition:
             raise DefinitionError(f"pruner={self.pruner!r} is not one of {list(PRUNERS)}")
         if set(self.space) != set(DEFAULT_SPACES[self.algo]):
             raise DefinitionError(
-                f"space parameters {sorted(self.space)} do not match {self.algo}'s "
-                f"{sorted(DEFAULT_SPACES[self.algo])}"
+                f"space parameters {sorted(self.space)} do not match {self.algo}'s {sorted(DEFAULT_SPACES[self.algo])}"
             )
         try:
             check_constraints(self.algo, self.space, self.n_envs)

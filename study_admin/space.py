@@ -92,9 +92,7 @@ PPO_SPACE: dict[str, ParamSpec] = {
     "gae_lambda": _fixed("float", 0.95, (0.5, 1.0)),
     "clip_range": _fixed("float", 0.2, (0.01, 1.0)),
     "net_arch": ParamSpec(kind="choice", choices=_NETS, fixed=True, value="small", limits=_NETS),
-    "normalize": ParamSpec(
-        kind="choice", choices=(False, True), fixed=True, value=False, limits=(False, True)
-    ),
+    "normalize": ParamSpec(kind="choice", choices=(False, True), fixed=True, value=False, limits=(False, True)),
 }
 
 SAC_SPACE: dict[str, ParamSpec] = {
@@ -115,14 +113,29 @@ DEFAULT_SPACES: dict[str, dict[str, ParamSpec]] = {"ppo": PPO_SPACE, "sac": SAC_
 # Stable-Baselines3's own defaults: the guide's step 1 ("Baseline") runs these first.
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {
-        "learning_rate": 3e-4, "lr_schedule": "constant", "n_steps": 2048, "batch_size": 64,
-        "n_epochs": 10, "ent_coef": 0.0, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2,
-        "net_arch": "small", "normalize": False,
+        "learning_rate": 3e-4,
+        "lr_schedule": "constant",
+        "n_steps": 2048,
+        "batch_size": 64,
+        "n_epochs": 10,
+        "ent_coef": 0.0,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "clip_range": 0.2,
+        "net_arch": "small",
+        "normalize": False,
     },
     "sac": {
-        "learning_rate": 3e-4, "lr_schedule": "constant", "buffer_size": 1_000_000,
-        "batch_size": 256, "tau": 0.005, "train_freq": 1, "gradient_steps": 1, "gamma": 0.99,
-        "learning_starts": 100, "net_arch": "medium",
+        "learning_rate": 3e-4,
+        "lr_schedule": "constant",
+        "buffer_size": 1_000_000,
+        "batch_size": 256,
+        "tau": 0.005,
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "gamma": 0.99,
+        "learning_starts": 100,
+        "net_arch": "medium",
     },
 }
 
@@ -212,9 +225,7 @@ def load_space_file(path: str | Path, algo: str) -> dict[str, ParamSpec]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpaceError(
-            f"space file {str(path)!r} must be a mapping of parameter names, got {type(data).__name__}"
-        )
+        raise SpaceError(f"space file {str(path)!r} must be a mapping of parameter names, got {type(data).__name__}")
     try:
         return apply_overrides(algo, data)
     except SpaceError as exc:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import sqlalchemy
 import sqlalchemy.exc
+
+if TYPE_CHECKING:
+    import optuna
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "locomotion-tuner"
 EMBEDDED_FILE = "studies.sqlite3"
@@ -68,8 +71,7 @@ def _check_url(url: str) -> None:
         ) from None
     if parsed.drivername not in SUPPORTED_SCHEMES:
         raise StorageError(
-            f"storage URL scheme {parsed.drivername!r} is not supported; use one of "
-            f"{list(SUPPORTED_SCHEMES)}"
+            f"storage URL scheme {parsed.drivername!r} is not supported; use one of {list(SUPPORTED_SCHEMES)}"
         )
     if parsed.drivername.startswith("postgresql") and parsed.port is not None:
         if not 0 < parsed.port < 65536:
@@ -98,6 +100,23 @@ def _serialise_sqlite_writes(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()
 
 
+def _raise_storage_error(exc: BaseException, url: str) -> None:
+    message = describe_db_error(exc, url)
+    transient = not any(text in message.lower() for text in PERMANENT_FAILURES)
+    raise StorageError(message, transient=transient) from exc
+
+
+def open_engine(url: str, *, connect_timeout: int = 5) -> sqlalchemy.engine.Engine:
+    """A plain SQLAlchemy engine for read-only views; connects once to report problems early."""
+    _check_url(url)
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(url, connect_timeout))
+    try:
+        engine.connect().close()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        _raise_storage_error(exc, url)
+    return engine
+
+
 def describe_db_error(exc: BaseException, url: str) -> str:
     """One line that says what is wrong with the database at ``url``."""
     text = str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip().splitlines()
@@ -114,6 +133,8 @@ def open_storage(
     stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> optuna.storages.RDBStorage:
     """Connect (creating Optuna's schema if it is missing) or raise :class:`StorageError`."""
+    import optuna
+
     _check_url(url)
     try:
         storage = optuna.storages.RDBStorage(
@@ -124,9 +145,7 @@ def open_storage(
             heartbeat_stale_trial_callback=stale_trial_callback,
         )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        message = describe_db_error(exc, url)
-        transient = not any(text in message.lower() for text in PERMANENT_FAILURES)
-        raise StorageError(message, transient=transient) from exc
+        _raise_storage_error(exc, url)
     except (ValueError, ImportError, RuntimeError) as exc:
         raise StorageError(describe_db_error(exc, url)) from exc
     if url.startswith("sqlite"):

@@ -7,19 +7,14 @@ handed back (SIGTERM) or found stale (heartbeat) is replaced by a WAITING retry 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from study_admin.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition
+from study_admin.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
+from study_admin.progress import Summary, summarise
 from study_admin.space import baseline_params, schedule_and_wrappers, to_sb3_kwargs
-
-
-class StudyError(ValueError):
-    """A study that does not exist, already exists, or has nothing to show."""
 
 
 def is_tuning_study(user_attrs: dict[str, Any]) -> bool:
@@ -39,9 +34,7 @@ def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int:
         return storage.get_study_id_from_name(name)
     except KeyError:
         known = [s.study_name for s in storage.get_all_studies()]
-        raise StudyError(
-            f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}"
-        ) from None
+        raise StudyError(f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}") from None
 
 
 def unique_name(storage: optuna.storages.BaseStorage, definition: StudyDefinition) -> str:
@@ -70,9 +63,7 @@ def _internal_params(definition: StudyDefinition, params: dict[str, Any]) -> dic
     return internal
 
 
-def create_study(
-    storage: optuna.storages.BaseStorage, definition: StudyDefinition, name: str | None = None
-) -> str:
+def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefinition, name: str | None = None) -> str:
     """Write the study, its budget of WAITING trials and, last, its definition; return its name.
 
     Workers ignore a study until its definition is written, and a failure part-way deletes what was
@@ -85,9 +76,7 @@ def create_study(
     while True:
         study_name = name or unique_name(storage, definition)
         try:
-            study = optuna.create_study(
-                storage=storage, study_name=study_name, direction="maximize"
-            )
+            study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
             break
         except optuna.exceptions.DuplicatedStudyError:
             if name is not None:
@@ -96,9 +85,7 @@ def create_study(
         slots = definition.n_trials
         if definition.baseline:
             baseline = baseline_params(definition.algo, definition.space, definition.n_envs)
-            study.enqueue_trial(
-                _internal_params(definition, baseline), user_attrs={"baseline": True}
-            )
+            study.enqueue_trial(_internal_params(definition, baseline), user_attrs={"baseline": True})
             slots -= 1
         for _ in range(slots):
             study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
@@ -110,71 +97,9 @@ def create_study(
     return study_name
 
 
-@dataclass(frozen=True)
-class Summary:
-    name: str
-    algo: str
-    env_id: str
-    state: str
-    n_trials: int
-    complete: int
-    pruned: int
-    failed: int
-    running: int
-    waiting: int
-    retried: int
-    best_value: float | None
-
-    @property
-    def done(self) -> int:
-        return self.complete + self.pruned + self.failed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "done": self.done}
-
-
-def summarise(storage: optuna.storages.BaseStorage) -> list[Summary]:
-    summaries = []
-    for frozen in storage.get_all_studies():
-        if not is_tuning_study(frozen.user_attrs):
-            continue
-        definition = StudyDefinition.from_json(frozen.user_attrs[DEFINITION_ATTR])
-        sid = storage.get_study_id_from_name(frozen.study_name)
-        counts = {s: storage.get_n_trials(sid, state=s) for s in TrialState}
-        waiting, running = counts[TrialState.WAITING], counts[TrialState.RUNNING]
-        # Every slot is in exactly one live trial; FAILs beyond the finished slots were retried.
-        finished_slots = definition.n_trials - waiting - running
-        failed = max(finished_slots - counts[TrialState.COMPLETE] - counts[TrialState.PRUNED], 0)
-        paused = bool(frozen.user_attrs.get(PAUSED_ATTR, False))
-        if waiting == 0 and running == 0:
-            state = "finished"
-        else:
-            state = "paused" if paused else "running" if running else "waiting"
-        best = None
-        if counts[TrialState.COMPLETE]:
-            best = storage.get_best_trial(sid).value
-        summaries.append(
-            Summary(
-                name=frozen.study_name,
-                algo=definition.algo,
-                env_id=definition.env_id,
-                state=state,
-                n_trials=definition.n_trials,
-                complete=counts[TrialState.COMPLETE],
-                pruned=counts[TrialState.PRUNED],
-                failed=failed,
-                running=running,
-                waiting=waiting,
-                retried=counts[TrialState.FAIL] - failed,
-                best_value=best,
-            )
-        )
-    return summaries
-
-
-def summary_of(storage: optuna.storages.BaseStorage, name: str) -> Summary:
+def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
     _study_id(storage, name)
-    for summary in summarise(storage):
+    for summary in summarise(storage.engine):
         if summary.name == name:
             return summary
     raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
@@ -214,9 +139,7 @@ def study_details(storage: optuna.storages.BaseStorage, name: str, top: int = 5)
     elapsed = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
     return {
         "summary": summary.to_dict(),
-        "definition": {
-            k: v for k, v in definition.__dict__.items() if k != "space"
-        },
+        "definition": {k: v for k, v in definition.__dict__.items() if k != "space"},
         "best": trial_record(complete[0]) if complete else None,
         "throughput": {
             "mean_train_steps_per_second_per_trial": sum(rates) / len(rates) if rates else None,
@@ -258,9 +181,3 @@ def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) ->
 def delete(storage: optuna.storages.BaseStorage, name: str) -> None:
     _study_id(storage, name)
     optuna.delete_study(study_name=name, storage=storage)
-
-
-def format_value(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.2f}"

@@ -47,7 +47,9 @@ class PostgresCluster:
     def pg_ctl(self, *args: str) -> None:
         subprocess.run(
             self._as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-w", *args]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def start(self) -> None:
@@ -61,9 +63,7 @@ class PostgresCluster:
         return f"postgresql+psycopg2://{user or self.user}:{password}@127.0.0.1:{self.port}/{database}"
 
     def execute(self, sql: str, database: str = "postgres") -> None:
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=self.port, user=self.user, password=PG_PASSWORD, dbname=database
-        )
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=PG_PASSWORD, dbname=database)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
@@ -84,11 +84,20 @@ def postgres() -> PostgresCluster:
         os.chown(pwfile, owner.pw_uid, owner.pw_gid)
     cluster = PostgresCluster(datadir=datadir, port=free_port())
     subprocess.run(
-        cluster._as_owner([
-            str(PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres",
-            "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync",
-        ]),
-        check=True, stdout=subprocess.DEVNULL,
+        cluster._as_owner(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     cluster.start()
     yield cluster
@@ -119,22 +128,25 @@ def tiny_space(tmp_path: Path) -> Path:
     """A PPO space small enough to train in a second on Pendulum-v1."""
     path = tmp_path / "tiny.yaml"
     path.write_text(
-        "n_steps: {low: 64, high: 128}\n"
-        "batch_size: {low: 32, high: 64}\n"
-        "n_epochs: {low: 1, high: 2}\n"
-        "net_arch: tiny\n"
+        "n_steps: {low: 64, high: 128}\nbatch_size: {low: 32, high: 64}\nn_epochs: {low: 1, high: 2}\nnet_arch: tiny\n"
     )
     return path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run a console script of this project (``study_admin`` or ``worker``) as a user would."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TUNER_DATA_DIR")}
     full_env.update(env or {})
     return subprocess.run(
         [str(VENV_BIN / args[0]), *args[1:]],
-        capture_output=True, text=True, env=full_env, input=stdin, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 

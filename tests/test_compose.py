@@ -99,21 +99,51 @@ def test_compose_up_tunes_with_three_workers_and_takes_a_new_study(stack, tmp_pa
     demo = wait_for(demo_name, 300, interval=2, what="the demo study")
 
     def finished_by() -> set[str]:
-        return {t.user_attrs["worker"] for t in _trials(url, demo)
-                if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "worker" in t.user_attrs}
+        return {
+            t.user_attrs["worker"]
+            for t in _trials(url, demo)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "worker" in t.user_attrs
+        }
 
     wait_for(lambda: len(finished_by()) >= 3, 600, interval=3, what="trials finished by three workers")
 
     space = tmp_path / "sac.yaml"
     space.write_text("batch_size: 64\nbuffer_size: 10000\ntrain_freq: 1\ngradient_steps: 1\nnet_arch: tiny\n")
     space.chmod(0o644)
-    created = _sh(*compose, "run", "--rm", "-v", f"{space}:/space.yaml:ro", "study_admin", "create",
-                  "--algo", "sac", "--env", "InvertedPendulum-v5", "--name", "e2e-sac", "--n-trials", "3",
-                  "--timesteps", "600", "--eval-every", "300", "--eval-episodes", "2", "--space", "/space.yaml",
-                  env=env, timeout=300)
+    created = _sh(
+        *compose,
+        "run",
+        "--rm",
+        "-v",
+        f"{space}:/space.yaml:ro",
+        "study_admin",
+        "create",
+        "--algo",
+        "sac",
+        "--env",
+        "InvertedPendulum-v5",
+        "--name",
+        "e2e-sac",
+        "--n-trials",
+        "3",
+        "--timesteps",
+        "600",
+        "--eval-every",
+        "300",
+        "--eval-episodes",
+        "2",
+        "--space",
+        "/space.yaml",
+        env=env,
+        timeout=300,
+    )
     assert created.strip().splitlines()[-1] == "e2e-sac"
-    wait_for(lambda: any(t.state != TrialState.WAITING for t in _trials(url, "e2e-sac")), 300, interval=2,
-             what="a worker taking the new study")
+    wait_for(
+        lambda: any(t.state != TrialState.WAITING for t in _trials(url, "e2e-sac")),
+        300,
+        interval=2,
+        what="a worker taking the new study",
+    )
 
     base = f"http://127.0.0.1:{env['DASHBOARD_PORT']}"
     listed = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=10))["study_summaries"]
@@ -125,8 +155,15 @@ def test_compose_up_tunes_with_three_workers_and_takes_a_new_study(stack, tmp_pa
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{base}/dashboard")

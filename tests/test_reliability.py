@@ -22,11 +22,35 @@ pytestmark = pytest.mark.slow
 
 
 def create(url: str, space: Path, name: str, n_trials: int, timesteps: int, *extra: str) -> None:
-    assert admin([
-        "create", "--storage", url, "--name", name, "--algo", "ppo", "--env", "Pendulum-v1",
-        "--n-trials", str(n_trials), "--timesteps", str(timesteps), "--n-evaluations", "4",
-        "--eval-episodes", "1", "--pruner", "none", "--space", str(space), *extra,
-    ]) == 0
+    assert (
+        admin(
+            [
+                "create",
+                "--storage",
+                url,
+                "--name",
+                name,
+                "--algo",
+                "ppo",
+                "--env",
+                "Pendulum-v1",
+                "--n-trials",
+                str(n_trials),
+                "--timesteps",
+                str(timesteps),
+                "--n-evaluations",
+                "4",
+                "--eval-episodes",
+                "1",
+                "--pruner",
+                "none",
+                "--space",
+                str(space),
+                *extra,
+            ]
+        )
+        == 0
+    )
 
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -58,8 +82,9 @@ def test_sigkilled_workers_trials_are_retried_and_the_budget_met(pg_url: str, ti
     for i in range(4):
         process = start_worker(pg_url, *fast, log=tmp_path / f"w{i}.log")
         workers[process.pid] = process
-    running = wait_for(lambda: (r := running_by_pid(pg_url, "killed")) and len(r) >= 2 and r, 120,
-                       what="two workers training")
+    running = wait_for(
+        lambda: (r := running_by_pid(pg_url, "killed")) and len(r) >= 2 and r, 120, what="two workers training"
+    )
     victims = dict(list(running.items())[:2])
     killed_at = time.monotonic()
     for pid in victims:
@@ -87,8 +112,9 @@ def test_sigkilled_workers_trials_are_retried_and_the_budget_met(pg_url: str, ti
 
 def test_sigterm_hands_the_trial_back_and_exits_zero_in_time(pg_url: str, tiny_space: Path, tmp_path: Path) -> None:
     create(pg_url, tiny_space, "drained", 1, 2_000_000, "--no-baseline")
-    worker = start_worker(pg_url, "--drain-seconds", "5", "--heartbeat-interval", "1", "--grace-period", "4",
-                          log=tmp_path / "w.log")
+    worker = start_worker(
+        pg_url, "--drain-seconds", "5", "--heartbeat-interval", "1", "--grace-period", "4", log=tmp_path / "w.log"
+    )
     wait_for(lambda: running_by_pid(pg_url, "drained").get(worker.pid) is not None, 120, what="training")
     time.sleep(2)
     signalled = time.monotonic()
@@ -119,11 +145,24 @@ def test_sigterm_finishes_a_short_trial_and_a_second_signal_exits_at_once(
     assert time.monotonic() - second < 3
 
 
-def test_workers_survive_a_database_restart(postgres: PostgresCluster, pg_url: str, tiny_space: Path,
-                                            tmp_path: Path) -> None:
+def test_workers_survive_a_database_restart(
+    postgres: PostgresCluster, pg_url: str, tiny_space: Path, tmp_path: Path
+) -> None:
     create(pg_url, tiny_space, "outage", n_trials=4, timesteps=6000)
-    workers = [start_worker(pg_url, "--until-idle", "--poll-interval", "0.5", "--heartbeat-interval", "1",
-                            "--grace-period", "60", log=tmp_path / f"w{i}.log") for i in range(2)]
+    workers = [
+        start_worker(
+            pg_url,
+            "--until-idle",
+            "--poll-interval",
+            "0.5",
+            "--heartbeat-interval",
+            "1",
+            "--grace-period",
+            "60",
+            log=tmp_path / f"w{i}.log",
+        )
+        for i in range(2)
+    ]
     wait_for(lambda: len(running_by_pid(pg_url, "outage")) == 2, 120, what="both training")
     postgres.stop()
     time.sleep(8)  # longer than the first retry (1 s) and the second (2 s)
@@ -163,8 +202,15 @@ def test_the_dashboard_role_cannot_delete_a_study(postgres: PostgresCluster, pg_
     from optuna_dashboard._storage_url import get_storage
 
     create(pg_url, tiny_space, "precious", n_trials=2, timesteps=256)
-    granted = run_cli("study_admin", "init", "--storage", pg_url, "--dashboard-role", "dashboard_ro",
-                      env={"DASHBOARD_DB_PASSWORD": "ro-pass"})
+    granted = run_cli(
+        "study_admin",
+        "init",
+        "--storage",
+        pg_url,
+        "--dashboard-role",
+        "dashboard_ro",
+        env={"DASHBOARD_DB_PASSWORD": "ro-pass"},
+    )
     assert granted.returncode == 0, granted.stderr
     database = pg_url.rsplit("/", 1)[1]
     read_only_url = postgres.url(database, user="dashboard_ro", password="ro-pass")

@@ -14,10 +14,21 @@ from worker.schedules import make_schedule
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 GUIDE_RANGES = {
-    "ppo": {"learning_rate": (1e-5, 1e-3), "n_steps": (1024, 8192), "batch_size": (64, 512),
-            "n_epochs": (3, 20), "ent_coef": (0.0, 0.01)},
-    "sac": {"learning_rate": (1e-4, 1e-3), "buffer_size": (100_000, 1_000_000), "batch_size": (256, 1024),
-            "tau": (0.005, 0.02), "train_freq": (1, 64), "gradient_steps": (1, 64)},
+    "ppo": {
+        "learning_rate": (1e-5, 1e-3),
+        "n_steps": (1024, 8192),
+        "batch_size": (64, 512),
+        "n_epochs": (3, 20),
+        "ent_coef": (0.0, 0.01),
+    },
+    "sac": {
+        "learning_rate": (1e-4, 1e-3),
+        "buffer_size": (100_000, 1_000_000),
+        "batch_size": (256, 1024),
+        "tau": (0.005, 0.02),
+        "train_freq": (1, 64),
+        "gradient_steps": (1, 64),
+    },
 }
 POW2 = {"n_steps", "batch_size", "train_freq", "gradient_steps"}
 
@@ -53,8 +64,15 @@ def test_ppo_minibatch_never_exceeds_the_rollout() -> None:
 
 
 def test_overrides_narrow_widen_and_fix() -> None:
-    space = apply_overrides("ppo", {"learning_rate": {"low": 1e-4, "high": 2e-4}, "gamma": {"low": 0.95, "high": 0.999},
-                                    "ent_coef": 0.005, "lr_schedule": {"choices": ["linear"]}})
+    space = apply_overrides(
+        "ppo",
+        {
+            "learning_rate": {"low": 1e-4, "high": 2e-4},
+            "gamma": {"low": 0.95, "high": 0.999},
+            "ent_coef": 0.005,
+            "lr_schedule": {"choices": ["linear"]},
+        },
+    )
     samples = sample_many("ppo", space, n=100)
     assert all(1e-4 <= s["learning_rate"] <= 2e-4 for s in samples)
     assert all(0.95 <= s["gamma"] <= 0.999 for s in samples)
@@ -65,8 +83,16 @@ def test_overrides_narrow_widen_and_fix() -> None:
 
 def test_baseline_is_sb3_defaults() -> None:
     assert baseline_params("ppo", DEFAULT_SPACES["ppo"], 1) == {
-        "learning_rate": 3e-4, "lr_schedule": "constant", "n_steps": 2048, "batch_size": 64, "n_epochs": 10,
-        "ent_coef": 0.0, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "net_arch": "small",
+        "learning_rate": 3e-4,
+        "lr_schedule": "constant",
+        "n_steps": 2048,
+        "batch_size": 64,
+        "n_epochs": 10,
+        "ent_coef": 0.0,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "clip_range": 0.2,
+        "net_arch": "small",
         "normalize": False,
     }
     sac = baseline_params("sac", DEFAULT_SPACES["sac"], 1)
@@ -79,7 +105,7 @@ def test_baseline_is_sb3_defaults() -> None:
 )
 def test_schedules_at_progress_1_half_0(name: str, initial: float, expected: tuple) -> None:
     schedule = make_schedule(name, initial)
-    for progress, value in zip((1.0, 0.5, 0.0), expected):
+    for progress, value in zip((1.0, 0.5, 0.0), expected, strict=False):
         assert math.isclose(schedule(progress), value, abs_tol=1e-12)
 
 

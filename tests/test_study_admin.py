@@ -23,8 +23,7 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
         with engine.connect() as conn:
             tables = sqlalchemy.inspect(conn).get_table_names()
             return {
-                t: sorted(map(tuple, conn.execute(sqlalchemy.text(f"SELECT * FROM {t}"))), key=repr)
-                for t in tables
+                t: sorted(map(tuple, conn.execute(sqlalchemy.text(f"SELECT * FROM {t}"))), key=repr) for t in tables
             }
     finally:
         engine.dispose()
@@ -35,8 +34,21 @@ def admin(url: str, *args: str) -> int:
 
 
 def create_args(space: Path | None = None, *extra: str) -> list[str]:
-    args = ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "5", "--timesteps", "256",
-            "--n-evaluations", "2", "--eval-episodes", "2"]
+    args = [
+        "create",
+        "--algo",
+        "ppo",
+        "--env",
+        "Pendulum-v1",
+        "--n-trials",
+        "5",
+        "--timesteps",
+        "256",
+        "--n-evaluations",
+        "2",
+        "--eval-episodes",
+        "2",
+    ]
     return args + (["--space", str(space)] if space else []) + list(extra)
 
 
@@ -53,7 +65,9 @@ def test_create_list_show_pause_delete(storage_url: str, tiny_space: Path, capsy
 
     listing = admin_json(storage_url, capsys, "list")
     assert [(s["name"], s["state"], s["waiting"], s["n_trials"], s["done"]) for s in listing] == [
-        ("ppo-Pendulum-v1", "waiting", 5, 5, 0), ("ppo-Pendulum-v1-2", "waiting", 5, 5, 0)]
+        ("ppo-Pendulum-v1", "waiting", 5, 5, 0),
+        ("ppo-Pendulum-v1-2", "waiting", 5, 5, 0),
+    ]
 
     assert admin(storage_url, "list") == 0
     table = capsys.readouterr().out
@@ -84,25 +98,46 @@ def test_baseline_is_the_first_trial_and_can_be_turned_off(storage_url: str, tin
 
 def test_study_stays_a_plain_optuna_study(pg_url: str, tiny_space: Path) -> None:
     assert admin(pg_url, *create_args(tiny_space, "--name", "plain")) == 0
-    out = subprocess.run([str(Path(sys.executable).parent / "optuna"), "studies", "--storage", pg_url, "-f", "json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "optuna"), "studies", "--storage", pg_url, "-f", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert [s["name"] for s in json.loads(out)] == ["plain"]
 
 
 def test_console_script_answers_without_heavy_imports(tmp_path: Path) -> None:
-    code = ("import sys; from study_admin.cli import main; main(['list']); "
-            "heavy = [m for m in ('torch', 'stable_baselines3', 'mujoco') if m in sys.modules]; "
-            "sys.exit(1 if heavy else 0)")
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TUNER_DATA_DIR": str(tmp_path)},
-                            capture_output=True, text=True)
+    code = (
+        "import sys; from study_admin.cli import main; main(['list']); "
+        "heavy = [m for m in ('torch', 'stable_baselines3', 'mujoco', 'optuna', 'alembic') if m in sys.modules]; "
+        "sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TUNER_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "no studies" in result.stdout
 
 
 def test_embedded_default_needs_no_url(tmp_path: Path) -> None:
     env = {"TUNER_DATA_DIR": str(tmp_path / "data")}
-    created = run_cli("study_admin", "create", "--algo", "sac", "--env", "InvertedPendulum-v5", "--n-trials", "3",
-                      "--timesteps", "1000", env=env)
+    created = run_cli(
+        "study_admin",
+        "create",
+        "--algo",
+        "sac",
+        "--env",
+        "InvertedPendulum-v5",
+        "--n-trials",
+        "3",
+        "--timesteps",
+        "1000",
+        env=env,
+    )
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip() == "sac-InvertedPendulum-v5"
     assert (tmp_path / "data" / "studies.sqlite3").exists()
@@ -130,23 +165,44 @@ BAD_SPACES = {
 # (arguments after "study_admin", expected fragment of the one-line error); {space} = the space dir.
 BAD_ADMIN_INPUT = [
     (["create", "--algo", "dqn", "--env", "Pendulum-v1"], "unknown algorithm 'dqn'; choose one of ['ppo', 'sac']"),
-    (["create", "--algo", "ppo", "--env", "Halfcheetah-v5"], "unknown environment 'Halfcheetah-v5'; did you mean 'HalfCheetah-v5'?"),
+    (
+        ["create", "--algo", "ppo", "--env", "Halfcheetah-v5"],
+        "unknown environment 'Halfcheetah-v5'; did you mean 'HalfCheetah-v5'?",
+    ),
     (["create", "--algo", "ppo", "--env", "Nope-v0"], "unknown environment 'Nope-v0'"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "0"], "0 must be a positive integer"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "-5"], "-5 must be a positive integer"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "ten"], "'ten' is not an integer"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--eval-every", "10", "--n-evaluations", "3"], "not allowed with argument"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "100", "--eval-every", "500"], "eval_every=500 exceeds timesteps=100"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--sampler", "cmaes"], "sampler='cmaes' is not one of ['tpe', 'random']"),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--eval-every", "10", "--n-evaluations", "3"],
+        "not allowed with argument",
+    ),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "100", "--eval-every", "500"],
+        "eval_every=500 exceeds timesteps=100",
+    ),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--sampler", "cmaes"],
+        "sampler='cmaes' is not one of ['tpe', 'random']",
+    ),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--pruner", "often"], "pruner='often' is not one of"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/missing.yaml"], "cannot be read"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/hostile.yaml"], "is not plain YAML data"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/huge.yaml"], "outside the accepted range"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/inverted.yaml"], "low=0.01 > high=0.0001"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/unknown.yaml"], "unknown ppo parameter 'entropy'"),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/unknown.yaml"],
+        "unknown ppo parameter 'entropy'",
+    ),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/broken.yaml"], "is not plain YAML data"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/nofit.yaml"], "batch_size=128 can never fit"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--name", "existing"], "a study named 'existing' already exists"),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/nofit.yaml"],
+        "batch_size=128 can never fit",
+    ),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--name", "existing"],
+        "a study named 'existing' already exists",
+    ),
     (["show", "ghost"], "no study named 'ghost'; existing studies: existing"),
     (["best", "ghost"], "no study named 'ghost'"),
     (["best", "existing"], "study 'existing' has no completed trial yet"),
@@ -156,9 +212,12 @@ BAD_ADMIN_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), BAD_ADMIN_INPUT, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_bad_input_is_one_clear_line_and_writes_nothing(storage_url: str, tiny_space: Path, tmp_path: Path,
-                                                       args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_ADMIN_INPUT, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_bad_input_is_one_clear_line_and_writes_nothing(
+    storage_url: str, tiny_space: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
     for name, text in BAD_SPACES.items():
         (tmp_path / name).write_text(text)
     assert admin(storage_url, *create_args(tiny_space, "--name", "existing")) == 0
@@ -199,10 +258,22 @@ def test_best_is_reported_as_sb3_keyword_arguments(pg_url: str, tiny_space: Path
     assert admin(pg_url, *create_args(tiny_space, "--name", "done", "--no-baseline")) == 0
     study = optuna.load_study(study_name="done", storage=pg_url)
     trial = study.ask()
-    trial.set_user_attr("hyperparams", {
-        "learning_rate": 1e-3, "lr_schedule": "linear", "n_steps": 128, "batch_size": 64, "n_epochs": 2,
-        "ent_coef": 0.0, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "net_arch": "tiny",
-        "normalize": True})
+    trial.set_user_attr(
+        "hyperparams",
+        {
+            "learning_rate": 1e-3,
+            "lr_schedule": "linear",
+            "n_steps": 128,
+            "batch_size": 64,
+            "n_epochs": 2,
+            "ent_coef": 0.0,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "clip_range": 0.2,
+            "net_arch": "tiny",
+            "normalize": True,
+        },
+    )
     study.tell(trial, -150.0)
     capsys.readouterr()
     assert admin(pg_url, "best", "done", "--format", "yaml") == 0

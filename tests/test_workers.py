@@ -18,12 +18,40 @@ FAST_WORKER = ["--until-idle", "--poll-interval", "0.5", "--heartbeat-interval",
 
 
 def create_pruning_study(url: str, space: Path, name: str, n_trials: int = 8) -> None:
-    assert admin([
-        "create", "--storage", url, "--name", name, "--algo", "ppo", "--env", "Pendulum-v1",
-        "--n-trials", str(n_trials), "--timesteps", "512", "--eval-every", "128", "--eval-episodes", "1",
-        "--sampler", "random", "--pruner", "median", "--pruner-startup-trials", "1",
-        "--pruner-warmup-evals", "0", "--space", str(space),
-    ]) == 0
+    assert (
+        admin(
+            [
+                "create",
+                "--storage",
+                url,
+                "--name",
+                name,
+                "--algo",
+                "ppo",
+                "--env",
+                "Pendulum-v1",
+                "--n-trials",
+                str(n_trials),
+                "--timesteps",
+                "512",
+                "--eval-every",
+                "128",
+                "--eval-episodes",
+                "1",
+                "--sampler",
+                "random",
+                "--pruner",
+                "median",
+                "--pruner-startup-trials",
+                "1",
+                "--pruner-warmup-evals",
+                "0",
+                "--space",
+                str(space),
+            ]
+        )
+        == 0
+    )
 
 
 def test_two_workers_finish_a_postgresql_study_exactly(pg_url: str, tiny_space: Path, tmp_path: Path) -> None:
@@ -67,17 +95,36 @@ def test_best_configuration_builds_a_working_sb3_model(pg_url: str, tiny_space: 
     kwargs = dict(best["kwargs"])
     model = PPO(best["policy"], best["env_id"], seed=best["seed"], **kwargs)
     model.learn(64)
-    scheduled = PPO(best["policy"], best["env_id"], **{
-        **kwargs, "learning_rate": make_schedule(best["learning_rate_schedule"], kwargs["learning_rate"])})
+    scheduled = PPO(
+        best["policy"],
+        best["env_id"],
+        **{**kwargs, "learning_rate": make_schedule(best["learning_rate_schedule"], kwargs["learning_rate"])},
+    )
     scheduled.learn(64)
     assert model.n_steps == kwargs["n_steps"] and model.batch_size == kwargs["batch_size"]
 
 
 def test_two_local_workers_share_the_embedded_default(tmp_path: Path, tiny_space: Path) -> None:
     env = {"TUNER_DATA_DIR": str(tmp_path / "data")}
-    created = run_cli("study_admin", "create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "6",
-                      "--timesteps", "256", "--n-evaluations", "2", "--eval-episodes", "1",
-                      "--space", str(tiny_space), env=env)
+    created = run_cli(
+        "study_admin",
+        "create",
+        "--algo",
+        "ppo",
+        "--env",
+        "Pendulum-v1",
+        "--n-trials",
+        "6",
+        "--timesteps",
+        "256",
+        "--n-evaluations",
+        "2",
+        "--eval-episodes",
+        "1",
+        "--space",
+        str(tiny_space),
+        env=env,
+    )
     assert created.returncode == 0, created.stderr
     url = f"sqlite:///{tmp_path / 'data' / 'studies.sqlite3'}"
     workers = [start_worker(url, *FAST_WORKER, log=tmp_path / f"w{i}.log", env=env) for i in range(2)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
@@ -31,9 +32,7 @@ class TrialEvalCallback(EvalCallback):
         eval_freq: int,
         retry: Callable[[str, Callable[[], Any]], Any],
     ) -> None:
-        super().__init__(
-            eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq, deterministic=True, verbose=0
-        )
+        super().__init__(eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq, deterministic=True, verbose=0)
         self.trial = trial
         self.retry = retry
         self.pruned = False
@@ -101,6 +100,8 @@ class DrainOnShutdown(BaseCallback):
         self.decision = "finish" if estimate <= self.drain_seconds else "hand back"
         log.info(
             "shutdown: trial needs ~%.0f s more, drain budget %.0f s: %s it",
-            estimate, self.drain_seconds, self.decision,
+            estimate,
+            self.drain_seconds,
+            self.decision,
         )
         return self.decision == "finish"

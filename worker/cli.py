@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from study_admin.storage import StorageError
 from worker.config import WorkerConfig, config_from

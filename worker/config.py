@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any
 
 
 def _opt(default: Any, env: str, help: str) -> Any:
@@ -22,11 +23,19 @@ class WorkerConfig:
     threads: int = _opt(1, "WORKER_THREADS", "torch and BLAS threads per worker (one per core is right for a fleet)")
     poll_interval: float = _opt(5.0, "WORKER_POLL_INTERVAL", "seconds between looks for work when idle")
     heartbeat_interval: int = _opt(20, "WORKER_HEARTBEAT_INTERVAL", "seconds between heartbeats of a running trial")
-    grace_period: int = _opt(120, "WORKER_GRACE_PERIOD", "seconds without heartbeat before a trial is stale and retried")
+    grace_period: int = _opt(
+        120, "WORKER_GRACE_PERIOD", "seconds without heartbeat before a trial is stale and retried"
+    )
     max_retry: int = _opt(3, "WORKER_MAX_RETRY", "times a stale or handed-back configuration is retried")
-    drain_seconds: float = _opt(30.0, "WORKER_DRAIN_SECONDS", "on SIGTERM, finish the running trial only if it ends within this; else hand it back")
+    drain_seconds: float = _opt(
+        30.0,
+        "WORKER_DRAIN_SECONDS",
+        "on SIGTERM, finish the running trial only if it ends within this; else hand it back",
+    )
     db_retry_max_wait: float = _opt(30.0, "WORKER_DB_RETRY_MAX_WAIT", "longest back-off between database retries")
-    health_file: str | None = _opt(None, "WORKER_HEALTH_FILE", "file touched while the worker is alive and reaching the database")
+    health_file: str | None = _opt(
+        None, "WORKER_HEALTH_FILE", "file touched while the worker is alive and reaching the database"
+    )
 
     def __post_init__(self) -> None:
         positive = ("threads", "poll_interval", "heartbeat_interval", "grace_period", "db_retry_max_wait")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import optuna
 import sqlalchemy.exc
@@ -51,7 +52,9 @@ class Retrier:
                 detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
                 log.warning(
                     "database unavailable during %s (%s); retrying in %.0f s",
-                    what, detail[0] if detail else type(exc).__name__, delay,
+                    what,
+                    detail[0] if detail else type(exc).__name__,
+                    delay,
                 )
                 if self._stop.wait(delay):
                     raise RetryAborted(f"stopped while retrying {what}") from exc

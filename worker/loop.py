@@ -51,19 +51,18 @@ class Worker:
         """Fail trials whose worker died; the storage's callback queues their retries."""
         self.retry(
             "checking for stale trials",
-            lambda: optuna.storages.fail_stale_trials(
-                optuna.load_study(study_name=study.name, storage=self.storage)
-            ),
+            lambda: optuna.storages.fail_stale_trials(optuna.load_study(study_name=study.name, storage=self.storage)),
         )
 
     def _by_fewest_running(self, studies: list[ServedStudy]) -> list[ServedStudy]:
         """Unpaused studies, least-served first, so a new study gets workers as soon as one frees."""
+
         def running(study: ServedStudy) -> int:
             return self.storage.get_n_trials(study.study_id, state=TrialState.RUNNING)
 
         unpaused = [s for s in studies if not s.paused]
         counts = self.retry("counting running trials", lambda: [running(s) for s in unpaused])
-        return [s for _, s in sorted(zip(counts, unpaused), key=lambda pair: pair[0])]
+        return [s for _, s in sorted(zip(counts, unpaused, strict=False), key=lambda pair: pair[0])]
 
     def run_once(self) -> bool:
         """Run at most one trial of any runnable study; whether one ran."""
@@ -73,8 +72,14 @@ class Worker:
             if trial_id is None:
                 continue
             outcome = run_trial(
-                self.storage, study.name, trial_id, study.definition,
-                self.config, self.shutdown, self.retry, self.retry_stale,
+                self.storage,
+                study.name,
+                trial_id,
+                study.definition,
+                self.config,
+                self.shutdown,
+                self.retry,
+                self.retry_stale,
             )
             self.outcomes.append(outcome)
             return True

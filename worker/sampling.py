@@ -7,7 +7,8 @@ is well conditioned; the readable values are what these functions return and wha
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 

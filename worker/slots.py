@@ -32,7 +32,9 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         retries_left = self._max_retry is None or len(self.retry_history(trial)) < self._max_retry
         log.info(
             "trial %d of %s lost its worker; %s",
-            trial.number, study.study_name, "retrying it" if retries_left else "retries exhausted",
+            trial.number,
+            study.study_name,
+            "retrying it" if retries_left else "retries exhausted",
         )
         super().__call__(study, trimmed)
 

@@ -38,9 +38,7 @@ def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
             n_warmup_steps=definition.pruner_warmup_evals * definition.eval_every,
         )
     if definition.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=definition.eval_every, max_resource=definition.timesteps
-        )
+        return optuna.pruners.HyperbandPruner(min_resource=definition.eval_every, max_resource=definition.timesteps)
     return optuna.pruners.NopPruner()
 
 
@@ -86,8 +84,13 @@ def run_trial(
         log.info("trial %d of %s: %s seed=%d", number, study_name, params, seed)
         try:
             result = train_trial(
-                definition, params, seed, trial,
-                shutdown=shutdown, drain_seconds=config.drain_seconds, retry=retry,
+                definition,
+                params,
+                seed,
+                trial,
+                shutdown=shutdown,
+                drain_seconds=config.drain_seconds,
+                retry=retry,
             )
         except Exception as exc:  # noqa: BLE001 - any training failure ends this trial, not the worker
             reason = failure_reason(exc)

@@ -121,13 +121,13 @@ def test_sigterm_hands_the_trial_back_and_exits_zero_in_time(pg_url: str, tiny_s
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     drained = time.monotonic() - signalled
-    assert drained < 5
+    assert drained < 5  # --drain-seconds
     trials = trials_of(pg_url, "drained")
     assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["handed_back"] == "worker shut down"
     assert trials[1].state == TrialState.WAITING and trials[1].system_attrs["failed_trial"] == 0
     assert trials[1].params == trials[0].params
     log = (tmp_path / "w.log").read_text()
-    assert "hand back it" in log and "drained in" in log
+    assert "-> hand back" in log and "drained in" in log
     print(f"\nSIGTERM: trial handed back, worker exited 0 after {drained:.2f} s")
 
 
@@ -138,7 +138,7 @@ def test_sigterm_finishes_a_short_trial_and_a_second_signal_exits_at_once(
     worker = start_worker(pg_url, "--drain-seconds", "3600", log=tmp_path / "w.log")
     wait_for(lambda: running_by_pid(pg_url, "second").get(worker.pid) is not None, 120, what="training")
     worker.send_signal(signal.SIGTERM)
-    wait_for(lambda: "finish it" in (tmp_path / "w.log").read_text(), 30, what="the drain decision")
+    wait_for(lambda: "-> finish" in (tmp_path / "w.log").read_text(), 30, what="the drain decision")
     second = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 128 + signal.SIGTERM

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +24,7 @@ from tests.conftest import REPO, free_port, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 SHARED_DOCKER = REPO.parent / "shared" / "docker"
+BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "test-artifacts"
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -172,13 +175,46 @@ def test_compose_up_tunes_with_three_workers_and_takes_a_new_study(stack, tmp_pa
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
         browser.close()
 
-    # `down` drains: every worker exits 0 within its stop_grace_period and nothing stays RUNNING for long.
+    # Beyond one machine: the installed package outside Compose joins through the published port.
+    joined = subprocess.run(
+        [str(BIN / "worker"), "--storage", url, "--study", "e2e-sac", "--max-trials", "1", "--until-idle"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    host_prefix = f"{socket.gethostname()}:"
+    assert any(t.user_attrs.get("worker", "").startswith(host_prefix) for t in _trials(url, "e2e-sac"))
+    listed_from_host = _sh(str(BIN / "study_admin"), "list", "--storage", url)
+    assert "e2e-sac" in listed_from_host and demo in listed_from_host
+
+    # Scale down while training: the removed workers drain, and every trial stays accounted for.
+    _sh(*compose, "up", "-d", "--no-recreate", "--scale", "worker=1", env=env, timeout=300)
+    for study in (demo, "e2e-sac"):
+        trials = _trials(url, study)
+        assert sum(t.state == TrialState.RUNNING for t in trials) <= 1
+        retried = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
+        handed_back = {t.number for t in trials if "handed_back" in t.user_attrs}
+        assert handed_back <= retried
+
+    # `down` drains: the worker exits 0 within its stop_grace_period and nothing stays RUNNING.
     started = time.monotonic()
     _sh(*compose, "stop", "worker", env=env, timeout=300)
     stopped_after = time.monotonic() - started
     listed_ps = _sh(*compose, "ps", "-a", "--format", "json", "worker", env=env).strip()
     states = json.loads(listed_ps) if listed_ps.startswith("[") else [json.loads(x) for x in listed_ps.splitlines()]
-    assert len(states) == 3 and all(s["ExitCode"] == 0 for s in states), states
+    assert len(states) == 1 and all(s["ExitCode"] == 0 for s in states), states
     assert stopped_after < 120
     assert not [t for t in _trials(url, demo) if t.state == TrialState.RUNNING]
-    print(f"\ncompose: 3 workers stopped gracefully in {stopped_after:.1f} s")
+
+    # `up` again resumes from the same database.
+    finished_before = len([t for t in _trials(url, demo) if t.state.is_finished()])
+    _sh(*compose, "up", "-d", "--scale", "worker=2", env=env, timeout=300)
+    wait_for(
+        lambda: len([t for t in _trials(url, demo) if t.state.is_finished()]) > finished_before,
+        300,
+        interval=3,
+        what="trials finished after a restart",
+    )
+    print(f"\ncompose: scaled 3 -> 1 without losing a trial; last worker stopped in {stopped_after:.1f} s")

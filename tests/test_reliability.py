@@ -226,3 +226,13 @@ def test_the_dashboard_role_cannot_delete_a_study(postgres: PostgresCluster, pg_
     finally:
         server.shutdown()
     assert [t.number for t in trials_of(pg_url, "precious")] == [0, 1]
+
+
+def test_workers_starting_together_on_an_empty_database_create_the_schema_once(pg_url: str, tmp_path: Path) -> None:
+    workers = [
+        start_worker(pg_url, "--until-idle", "--poll-interval", "0.5", log=tmp_path / f"w{i}.log") for i in range(4)
+    ]
+    for i, w in enumerate(workers):
+        assert w.wait(timeout=120) == 0, (tmp_path / f"w{i}.log").read_text()[-2000:]
+    listed = run_cli("study_admin", "list", "--storage", pg_url)
+    assert listed.returncode == 0 and "no studies" in listed.stdout

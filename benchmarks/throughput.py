@@ -132,6 +132,9 @@ def bench_list(n_studies: int = 20, repeats: int = 10) -> None:
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "TUNER_DATA_DIR": data}
         env.pop("DATABASE_URL", None)
+        where = "embedded"
+        if os.environ.get("BENCH_DATABASE_URL"):
+            env["DATABASE_URL"], where = os.environ["BENCH_DATABASE_URL"], "PostgreSQL"
         for i in range(n_studies):
             subprocess.run(
                 [
@@ -156,7 +159,7 @@ def bench_list(n_studies: int = 20, repeats: int = 10) -> None:
             subprocess.run([str(BIN / "study_admin"), "list"], check=True, capture_output=True, env=env)
             times.append(time.perf_counter() - started)
     print(
-        f"study_admin list, {n_studies} studies x 50 trials, embedded: median {statistics.median(times):.3f} s, "
+        f"study_admin list, {n_studies} studies x 50 trials, {where}: median {statistics.median(times):.3f} s, "
         f"max {max(times):.3f} s"
     )
 

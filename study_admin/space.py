@@ -140,6 +140,20 @@ SB3_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def optuna_name(name: str, spec: ParamSpec) -> str:
+    """The Optuna parameter behind ``name``: sizes are searched as exponents, discounts as ``1 - x``."""
+    return {"pow2": f"log2_{name}", "discount": f"one_minus_{name}"}.get(spec.kind, name)
+
+
+def to_optuna_value(spec: ParamSpec, value: Any) -> Any:
+    """A readable value as the Optuna parameter :func:`optuna_name` names."""
+    if spec.kind == "pow2":
+        return int(value).bit_length() - 1
+    if spec.kind == "discount":
+        return 1.0 - value
+    return value
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

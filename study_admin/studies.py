@@ -14,11 +14,7 @@ from optuna.trial import TrialState
 
 from study_admin.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
 from study_admin.progress import Summary, summarise
-from study_admin.space import baseline_params, schedule_and_wrappers, to_sb3_kwargs
-
-
-def is_tuning_study(user_attrs: dict[str, Any]) -> bool:
-    return DEFINITION_ATTR in user_attrs
+from study_admin.space import baseline_params, optuna_name, schedule_and_wrappers, to_optuna_value, to_sb3_kwargs
 
 
 def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
@@ -49,18 +45,11 @@ def unique_name(storage: optuna.storages.BaseStorage, definition: StudyDefinitio
 
 def _internal_params(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:
     """Readable values as the Optuna parameters that ``worker/sampling.py`` suggests."""
-    internal: dict[str, Any] = {}
-    for name, spec in definition.space.items():
-        if spec.fixed:
-            continue
-        value = params[name]
-        if spec.kind == "pow2":
-            internal[f"log2_{name}"] = int(value).bit_length() - 1
-        elif spec.kind == "discount":
-            internal[f"one_minus_{name}"] = 1.0 - value
-        else:
-            internal[name] = value
-    return internal
+    return {
+        optuna_name(name, spec): to_optuna_value(spec, params[name])
+        for name, spec in definition.space.items()
+        if not spec.fixed
+    }
 
 
 def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefinition, name: str | None = None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from study_admin.space import ParamSpec
+from study_admin.space import ParamSpec, optuna_name, to_optuna_value
 
 
 def suggest(trial: optuna.Trial, name: str, spec: ParamSpec, *, low: Any = None, high: Any = None) -> Any:
@@ -21,15 +21,16 @@ def suggest(trial: optuna.Trial, name: str, spec: ParamSpec, *, low: Any = None,
         return spec.value
     lo = spec.low if low is None else low
     hi = spec.high if high is None else high
+    internal = optuna_name(name, spec)
     if spec.kind == "float":
-        return trial.suggest_float(name, lo, hi, log=spec.log)
+        return trial.suggest_float(internal, lo, hi, log=spec.log)
     if spec.kind == "int":
-        return trial.suggest_int(name, int(lo), int(hi), log=spec.log)
+        return trial.suggest_int(internal, int(lo), int(hi), log=spec.log)
     if spec.kind == "pow2":
-        return 2 ** trial.suggest_int(f"log2_{name}", int(lo).bit_length() - 1, int(hi).bit_length() - 1)
+        return 2 ** trial.suggest_int(internal, to_optuna_value(spec, lo), to_optuna_value(spec, hi))
     if spec.kind == "discount":
-        return 1.0 - trial.suggest_float(f"one_minus_{name}", 1.0 - hi, 1.0 - lo, log=True)
-    return trial.suggest_categorical(name, list(spec.choices))
+        return 1.0 - trial.suggest_float(internal, to_optuna_value(spec, hi), to_optuna_value(spec, lo), log=True)
+    return trial.suggest_categorical(internal, list(spec.choices))
 
 
 def _largest_pow2_at_most(limit: int) -> int:

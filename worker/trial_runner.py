@@ -132,5 +132,7 @@ def _finish(
             trial.number,
         )
         return "superseded"
-    log.info("trial %d of %s %s (value %s)", trial.number, study.study_name, outcome, value)
+    log.info(
+        "trial %d of %s %s%s", trial.number, study.study_name, outcome, "" if value is None else f" (value {value:.2f})"
+    )
     return outcome

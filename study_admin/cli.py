@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from study_admin.definition import ALGOS, PRUNERS, SAMPLERS, DefinitionError, StudyDefinition
-from study_admin.space import DEFAULT_SPACES, SpaceError, load_space_file
+from study_admin.space import DEFAULT_SPACES, SpaceError, fit_rollout_to_budget, load_space_file
 
 EXIT_DB = 1
 EXIT_INPUT = 2
@@ -168,6 +168,7 @@ def definition_from_args(args: argparse.Namespace) -> StudyDefinition:
     else:
         eval_every = max(args.timesteps // (args.n_evaluations or 10), 1)
     space = load_space_file(args.space, algo) if args.space else dict(DEFAULT_SPACES[algo])
+    space = fit_rollout_to_budget(algo, space, args.n_envs, args.timesteps)
     return StudyDefinition(
         algo=algo,
         env_id=args.env_id,

@@ -89,7 +89,7 @@ class StudyDefinition:
                 f"space parameters {sorted(self.space)} do not match {self.algo}'s {sorted(DEFAULT_SPACES[self.algo])}"
             )
         try:
-            check_constraints(self.algo, self.space, self.n_envs)
+            check_constraints(self.algo, self.space, self.n_envs, self.timesteps)
         except SpaceError as exc:
             raise DefinitionError(str(exc)) from None
 

@@ -246,11 +246,31 @@ def load_space_file(path: str | Path, algo: str) -> dict[str, ParamSpec]:
         raise SpaceError(f"space file {str(path)!r}: {exc}") from None
 
 
-def check_constraints(algo: str, space: dict[str, ParamSpec], n_envs: int) -> None:
+def fit_rollout_to_budget(algo: str, space: dict[str, ParamSpec], n_envs: int, timesteps: int) -> dict[str, ParamSpec]:
+    """Cap PPO's ``n_steps`` so one rollout (``n_steps * n_envs`` steps) fits in a trial's budget.
+
+    PPO always collects whole rollouts, so a larger ``n_steps`` would silently overshoot ``timesteps``.
+    """
+    steps = space.get("n_steps")
+    if algo != "ppo" or steps is None or steps.fixed:
+        return space
+    cap = 1 << ((timesteps // n_envs).bit_length() - 1) if timesteps >= n_envs else 0
+    if steps.low <= cap < steps.high:
+        return {**space, "n_steps": replace(steps, high=cap)}
+    return space
+
+
+def check_constraints(algo: str, space: dict[str, ParamSpec], n_envs: int, timesteps: int) -> None:
     """Reject spaces in which no valid configuration exists."""
     if algo != "ppo":
         return
     batch, n_steps = space["batch_size"], space["n_steps"]
+    smallest_rollout = (n_steps.value if n_steps.fixed else n_steps.low) * n_envs
+    if smallest_rollout > timesteps:
+        raise SpaceError(
+            f"n_steps x n_envs={smallest_rollout} exceeds timesteps={timesteps}: no trial could finish one "
+            "PPO rollout within its budget; raise --timesteps or lower n_steps in --space"
+        )
     smallest_batch = batch.value if batch.fixed else batch.low
     largest_rollout = (n_steps.value if n_steps.fixed else n_steps.high) * n_envs
     if smallest_batch > largest_rollout:

@@ -85,6 +85,18 @@ def test_create_list_show_pause_delete(storage_url: str, tiny_space: Path, capsy
     assert [s["name"] for s in admin_json(storage_url, capsys, "list")] == ["ppo-Pendulum-v1"]
 
 
+def test_ppo_rollouts_are_capped_to_the_trial_budget(storage_url: str, capsys) -> None:
+    args = ["create", "--algo", "ppo", "--env", "Hopper-v5", "--timesteps", "3000", "--n-envs", "2"]
+    assert admin(storage_url, *args) == 0
+    details = admin_json(storage_url, capsys, "show", "ppo-Hopper-v5")
+    assert details["definition"]["timesteps"] == 3000
+    from study_admin import studies
+    from study_admin.storage import open_storage
+
+    space = studies.load_definition(open_storage(storage_url), "ppo-Hopper-v5").space
+    assert (space["n_steps"].low, space["n_steps"].high) == (1024, 1024)  # 1024 x 2 envs <= 3000 < 2048 x 2
+
+
 def test_baseline_is_the_first_trial_and_can_be_turned_off(storage_url: str, tiny_space: Path) -> None:
     import optuna
 

@@ -75,15 +75,17 @@ def assert_budget_accounted(url: str, name: str, budget: int) -> list[optuna.tri
     return trials
 
 
-def test_sigkilled_workers_trials_are_retried_and_the_budget_met(pg_url: str, tiny_space: Path, tmp_path: Path) -> None:
-    create(pg_url, tiny_space, "killed", n_trials=8, timesteps=6000)
+def test_sigkilled_workers_trials_are_retried_and_the_budget_met(
+    storage_url: str, tiny_space: Path, tmp_path: Path
+) -> None:
+    create(storage_url, tiny_space, "killed", n_trials=8, timesteps=6000)
     fast = ["--until-idle", "--poll-interval", "0.5", "--heartbeat-interval", "1", "--grace-period", "4"]
     workers = {}
     for i in range(4):
-        process = start_worker(pg_url, *fast, log=tmp_path / f"w{i}.log")
+        process = start_worker(storage_url, *fast, log=tmp_path / f"w{i}.log")
         workers[process.pid] = process
     running = wait_for(
-        lambda: (r := running_by_pid(pg_url, "killed")) and len(r) >= 2 and r, 120, what="two workers training"
+        lambda: (r := running_by_pid(storage_url, "killed")) and len(r) >= 2 and r, 120, what="two workers training"
     )
     victims = dict(list(running.items())[:2])
     killed_at = time.monotonic()
@@ -92,14 +94,16 @@ def test_sigkilled_workers_trials_are_retried_and_the_budget_met(pg_url: str, ti
         workers[pid].wait()
 
     def retried_numbers() -> set[int]:
-        return {t.system_attrs["failed_trial"] for t in trials_of(pg_url, "killed") if "failed_trial" in t.system_attrs}
+        return {
+            t.system_attrs["failed_trial"] for t in trials_of(storage_url, "killed") if "failed_trial" in t.system_attrs
+        }
 
     wait_for(lambda: set(victims.values()) <= retried_numbers(), 60, what="stale trials retried")
     detected_after = time.monotonic() - killed_at
     for pid, process in workers.items():
         if pid not in victims:
             assert process.wait(timeout=300) == 0
-    trials = assert_budget_accounted(pg_url, "killed", 8)
+    trials = assert_budget_accounted(storage_url, "killed", 8)
     by_number = {t.number: t for t in trials}
     for number in victims.values():
         assert by_number[number].state == TrialState.FAIL
@@ -107,7 +111,10 @@ def test_sigkilled_workers_trials_are_retried_and_the_budget_met(pg_url: str, ti
         assert retry.state == TrialState.COMPLETE
         assert retry.params == by_number[number].params
         assert retry.user_attrs["seed"] == by_number[number].user_attrs["seed"]
-    print(f"\nSIGKILL: 2 trials retried; stale detected {detected_after:.1f} s after the kill (grace 4 s)")
+    print(
+        f"\nSIGKILL ({storage_url.split(':')[0]}): 2 trials retried; "
+        f"stale detected {detected_after:.1f} s after the kill (grace 4 s)"
+    )
 
 
 def test_sigterm_hands_the_trial_back_and_exits_zero_in_time(pg_url: str, tiny_space: Path, tmp_path: Path) -> None:

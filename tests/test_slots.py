@@ -1,0 +1,99 @@
+"""Budget slots under contention, on both storages: every trial is claimed once, never more."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from study_admin.cli import main as admin
+from study_admin.storage import open_storage
+from worker.slots import RetryStaleTrial, claim, hand_back
+
+
+def test_racing_claims_take_each_trial_exactly_once(storage_url: str, tiny_space: Path) -> None:
+    assert (
+        admin(
+            [
+                "create",
+                "--storage",
+                storage_url,
+                "--name",
+                "race",
+                "--algo",
+                "ppo",
+                "--env",
+                "Pendulum-v1",
+                "--n-trials",
+                "40",
+                "--timesteps",
+                "256",
+                "--space",
+                str(tiny_space),
+            ]
+        )
+        == 0
+    )
+    claimed: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def claimer() -> None:
+        storage = open_storage(storage_url)  # one storage (and connection pool) per worker
+        study_id = storage.get_study_id_from_name("race")
+        start.wait()
+        while (trial_id := claim(storage, study_id)) is not None:
+            with lock:
+                claimed.append(trial_id)
+
+    threads = [threading.Thread(target=claimer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 40 and len(set(claimed)) == 40
+    trials = optuna.load_study(study_name="race", storage=storage_url).get_trials()
+    assert len(trials) == 40 and all(t.state == TrialState.RUNNING for t in trials)
+
+
+def test_a_handed_back_trial_is_retried_with_its_configuration(storage_url: str, tiny_space: Path) -> None:
+    assert (
+        admin(
+            [
+                "create",
+                "--storage",
+                storage_url,
+                "--name",
+                "back",
+                "--algo",
+                "ppo",
+                "--env",
+                "Pendulum-v1",
+                "--n-trials",
+                "1",
+                "--no-baseline",
+                "--timesteps",
+                "256",
+                "--space",
+                str(tiny_space),
+            ]
+        )
+        == 0
+    )
+    storage = open_storage(storage_url)
+    study = optuna.load_study(study_name="back", storage=storage)
+    trial_id = claim(storage, storage.get_study_id_from_name("back"))
+    assert trial_id is not None
+    study.get_trials()
+    trial = optuna.Trial(study, trial_id)
+    lr = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    trial.set_user_attr("seed", 7)
+    trial.set_user_attr("eval_curve", [[128, -1000.0]])
+    hand_back(storage, study, trial_id, "worker shut down", RetryStaleTrial(max_retry=3))
+    first, retry = optuna.load_study(study_name="back", storage=storage_url).get_trials()
+    assert first.state == TrialState.FAIL and first.user_attrs["handed_back"] == "worker shut down"
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    assert retry.params == {"learning_rate": lr}
+    assert retry.user_attrs == {"seed": 7}  # the same seed, none of the dead run's results

@@ -173,6 +173,10 @@ def test_compose_up_tunes_with_three_workers_and_takes_a_new_study(stack, tmp_pa
         page.get_by_text("e2e-sac").first.wait_for(timeout=30_000)
         page.get_by_text(demo).first.wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        demo_id = next(s["study_id"] for s in listed if s["study_name"] == demo)
+        page.goto(f"{base}/dashboard/studies/{demo_id}")
+        page.get_by_text("Intermediate values", exact=False).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
         browser.close()
 
     # Beyond one machine: the installed package outside Compose joins through the published port.

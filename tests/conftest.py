@@ -133,6 +133,15 @@ def tiny_space(tmp_path: Path) -> Path:
     return path
 
 
+def create_tiny_study(url: str, name: str, space: Path, n_trials: int, timesteps: int, *extra: str) -> None:
+    """A PPO study on Pendulum-v1, created through study_admin's own entry point."""
+    from study_admin.cli import main as admin
+
+    argv = ["create", "--storage", url, "--name", name, "--algo", "ppo", "--env", "Pendulum-v1",
+            "--n-trials", str(n_trials), "--timesteps", str(timesteps), "--space", str(space), *extra]  # fmt: skip
+    assert admin(argv) == 0
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -15,42 +15,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study_admin.cli import main as admin
-from tests.conftest import PostgresCluster, free_port, run_cli, start_worker, wait_for
+from tests.conftest import PostgresCluster, create_tiny_study, free_port, run_cli, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def create(url: str, space: Path, name: str, n_trials: int, timesteps: int, *extra: str) -> None:
-    assert (
-        admin(
-            [
-                "create",
-                "--storage",
-                url,
-                "--name",
-                name,
-                "--algo",
-                "ppo",
-                "--env",
-                "Pendulum-v1",
-                "--n-trials",
-                str(n_trials),
-                "--timesteps",
-                str(timesteps),
-                "--n-evaluations",
-                "4",
-                "--eval-episodes",
-                "1",
-                "--pruner",
-                "none",
-                "--space",
-                str(space),
-                *extra,
-            ]
-        )
-        == 0
-    )
+    create_tiny_study(url, name, space, n_trials, timesteps, "--n-evaluations", "4", "--eval-episodes", "1",
+                      "--pruner", "none", *extra)  # fmt: skip
 
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

@@ -8,34 +8,13 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from study_admin.cli import main as admin
 from study_admin.storage import open_storage
+from tests.conftest import create_tiny_study
 from worker.slots import RetryStaleTrial, claim, hand_back
 
 
 def test_racing_claims_take_each_trial_exactly_once(storage_url: str, tiny_space: Path) -> None:
-    assert (
-        admin(
-            [
-                "create",
-                "--storage",
-                storage_url,
-                "--name",
-                "race",
-                "--algo",
-                "ppo",
-                "--env",
-                "Pendulum-v1",
-                "--n-trials",
-                "40",
-                "--timesteps",
-                "256",
-                "--space",
-                str(tiny_space),
-            ]
-        )
-        == 0
-    )
+    create_tiny_study(storage_url, "race", tiny_space, 40, 256)
     claimed: list[int] = []
     lock = threading.Lock()
     start = threading.Barrier(8)
@@ -59,29 +38,7 @@ def test_racing_claims_take_each_trial_exactly_once(storage_url: str, tiny_space
 
 
 def test_a_handed_back_trial_is_retried_with_its_configuration(storage_url: str, tiny_space: Path) -> None:
-    assert (
-        admin(
-            [
-                "create",
-                "--storage",
-                storage_url,
-                "--name",
-                "back",
-                "--algo",
-                "ppo",
-                "--env",
-                "Pendulum-v1",
-                "--n-trials",
-                "1",
-                "--no-baseline",
-                "--timesteps",
-                "256",
-                "--space",
-                str(tiny_space),
-            ]
-        )
-        == 0
-    )
+    create_tiny_study(storage_url, "back", tiny_space, 1, 256, "--no-baseline")
     storage = open_storage(storage_url)
     study = optuna.load_study(study_name="back", storage=storage)
     trial_id = claim(storage, storage.get_study_id_from_name("back"))

@@ -9,8 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study_admin.cli import main as admin
-from tests.conftest import run_cli, start_worker
+from tests.conftest import create_tiny_study, run_cli, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -18,40 +17,9 @@ FAST_WORKER = ["--until-idle", "--poll-interval", "0.5", "--heartbeat-interval",
 
 
 def create_pruning_study(url: str, space: Path, name: str, n_trials: int = 8) -> None:
-    assert (
-        admin(
-            [
-                "create",
-                "--storage",
-                url,
-                "--name",
-                name,
-                "--algo",
-                "ppo",
-                "--env",
-                "Pendulum-v1",
-                "--n-trials",
-                str(n_trials),
-                "--timesteps",
-                "512",
-                "--eval-every",
-                "128",
-                "--eval-episodes",
-                "1",
-                "--sampler",
-                "random",
-                "--pruner",
-                "median",
-                "--pruner-startup-trials",
-                "1",
-                "--pruner-warmup-evals",
-                "0",
-                "--space",
-                str(space),
-            ]
-        )
-        == 0
-    )
+    pruning = ["--eval-every", "128", "--eval-episodes", "1", "--sampler", "random", "--pruner", "median",
+               "--pruner-startup-trials", "1", "--pruner-warmup-evals", "0"]  # fmt: skip
+    create_tiny_study(url, name, space, n_trials, 512, *pruning)
 
 
 def test_two_workers_finish_a_postgresql_study_exactly(pg_url: str, tiny_space: Path, tmp_path: Path) -> None:

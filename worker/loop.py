@@ -8,7 +8,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from study_admin.storage import open_storage, resolve_url
+from study_admin.storage import mask_password, open_storage, resolve_url
 from worker.config import WorkerConfig
 from worker.db import Retrier
 from worker.heartbeat import touch
@@ -97,7 +97,14 @@ class Worker:
         return True
 
     def run(self) -> int:
-        log.info("worker ready (threads=%d, serving %s)", self.config.threads, self.config.study or "all studies")
+        log.info(
+            "worker ready on %s (threads=%d, serving %s)",
+            mask_password(self.storage.url),
+            self.config.threads,
+            self.config.study or "all studies",
+        )
+        if self.config.study and not self._studies():
+            log.warning("no study named %r yet; waiting for study_admin to create it", self.config.study)
         while not self.shutdown.requested:
             if self.run_once():
                 if self.config.max_trials and len(self.outcomes) >= self.config.max_trials:

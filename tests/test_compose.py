@@ -179,23 +179,46 @@ def test_compose_up_tunes_with_three_workers_and_takes_a_new_study(stack, tmp_pa
         page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
         browser.close()
 
-    # Beyond one machine: the installed package outside Compose joins through the published port.
-    joined = subprocess.run(
-        [str(BIN / "worker"), "--storage", url, "--study", "e2e-sac", "--max-trials", "1", "--until-idle"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+    # Beyond one machine: the installed package outside Compose creates a study and a worker joins it
+    # through the published port (the Compose workers are paused so that the host's worker gets the trial).
+    _sh(*compose, "pause", "worker", env=env)
+    try:
+        tiny = tmp_path / "tiny.yaml"
+        tiny.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
+        _sh(
+            str(BIN / "study_admin"),
+            "create",
+            "--storage",
+            url,
+            "--name",
+            "e2e-host",
+            "--algo",
+            "ppo",
+            "--env",
+            "Pendulum-v1",
+            "--n-trials",
+            "1",
+            "--timesteps",
+            "256",
+            "--eval-episodes",
+            "1",
+            "--space",
+            str(tiny),
+        )
+        joined = subprocess.run([str(BIN / "worker"), "--storage", url, "--study", "e2e-host", "--max-trials", "1"],
+                                capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    finally:
+        _sh(*compose, "unpause", "worker", env=env)
     assert joined.returncode == 0, joined.stderr[-2000:]
-    host_prefix = f"{socket.gethostname()}:"
-    assert any(t.user_attrs.get("worker", "").startswith(host_prefix) for t in _trials(url, "e2e-sac"))
+    (host_trial,) = _trials(url, "e2e-host")
+    assert host_trial.state == TrialState.COMPLETE
+    assert host_trial.user_attrs["worker"].startswith(f"{socket.gethostname()}:")
     listed_from_host = _sh(str(BIN / "study_admin"), "list", "--storage", url)
     assert "e2e-sac" in listed_from_host and demo in listed_from_host
 
     # Scale down while training: the removed workers drain, and every trial stays accounted for.
     _sh(*compose, "up", "-d", "--no-recreate", "--scale", "worker=1", env=env, timeout=300)
-    for study in (demo, "e2e-sac"):
+    for study in (demo, "e2e-sac", "e2e-host"):
         trials = _trials(url, study)
         assert sum(t.state == TrialState.RUNNING for t in trials) <= 1
         retried = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}

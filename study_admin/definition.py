@@ -93,10 +93,6 @@ class StudyDefinition:
         except SpaceError as exc:
             raise DefinitionError(str(exc)) from None
 
-    @property
-    def n_evaluations(self) -> int:
-        return self.timesteps // self.eval_every
-
     def to_json(self) -> str:
         data = asdict(self)
         data["space"] = {name: spec.to_dict() for name, spec in self.space.items()}

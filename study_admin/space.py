@@ -50,10 +50,6 @@ class ParamSpec:
     value: Any = None
     limits: tuple[Any, ...] = ()
 
-    @property
-    def is_range(self) -> bool:
-        return self.kind != "choice"
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["choices"] = list(self.choices)

@@ -58,10 +58,6 @@ def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefiniti
     Workers ignore a study until its definition is written, and a failure part-way deletes what was
     written, so no worker ever sees a half-created study.
     """
-    if name is not None:
-        existing = {s.study_name for s in storage.get_all_studies()}
-        if name in existing:
-            raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it")
     while True:
         study_name = name or unique_name(storage, definition)
         try:
@@ -69,7 +65,7 @@ def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefiniti
             break
         except optuna.exceptions.DuplicatedStudyError:
             if name is not None:
-                raise StudyError(f"a study named {name!r} already exists") from None
+                raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it") from None
     try:
         slots = definition.n_trials
         if definition.baseline:

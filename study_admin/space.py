@@ -150,6 +150,14 @@ def to_optuna_value(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
+def largest_pow2_at_most(limit: int) -> int:
+    return 1 << (int(limit).bit_length() - 1)
+
+
+def smallest_pow2_at_least(limit: float) -> int:
+    return 1 << max(math.ceil(math.log2(limit)), 0)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -250,7 +258,7 @@ def fit_rollout_to_budget(algo: str, space: dict[str, ParamSpec], n_envs: int, t
     steps = space.get("n_steps")
     if algo != "ppo" or steps is None or steps.fixed:
         return space
-    cap = 1 << ((timesteps // n_envs).bit_length() - 1) if timesteps >= n_envs else 0
+    cap = largest_pow2_at_most(timesteps // n_envs) if timesteps >= n_envs else 0
     if steps.low <= cap < steps.high:
         return {**space, "n_steps": replace(steps, high=cap)}
     return space
@@ -290,10 +298,8 @@ def baseline_params(algo: str, space: dict[str, ParamSpec], n_envs: int) -> dict
     if algo == "ppo":
         steps = space["n_steps"]
         if params["batch_size"] > params["n_steps"] * n_envs and not steps.fixed:
-            wanted = 1 << math.ceil(math.log2(params["batch_size"] / n_envs))
-            params["n_steps"] = min(wanted, steps.high)
-        largest_fit = 1 << ((params["n_steps"] * n_envs).bit_length() - 1)
-        params["batch_size"] = min(params["batch_size"], largest_fit)
+            params["n_steps"] = min(smallest_pow2_at_least(params["batch_size"] / n_envs), steps.high)
+        params["batch_size"] = min(params["batch_size"], largest_pow2_at_most(params["n_steps"] * n_envs))
     return params
 
 

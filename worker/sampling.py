@@ -6,13 +6,12 @@ is well conditioned; the readable values are what these functions return and wha
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 
-from study_admin.space import ParamSpec, optuna_name, to_optuna_value
+from study_admin.space import ParamSpec, largest_pow2_at_most, optuna_name, smallest_pow2_at_least, to_optuna_value
 
 
 def suggest(trial: optuna.Trial, name: str, spec: ParamSpec, *, low: Any = None, high: Any = None) -> Any:
@@ -33,24 +32,16 @@ def suggest(trial: optuna.Trial, name: str, spec: ParamSpec, *, low: Any = None,
     return trial.suggest_categorical(internal, list(spec.choices))
 
 
-def _largest_pow2_at_most(limit: int) -> int:
-    return 1 << (int(limit).bit_length() - 1)
-
-
-def _smallest_pow2_at_least(limit: float) -> int:
-    return 1 << max(math.ceil(math.log2(limit)), 0)
-
-
 def sample_ppo_params(trial: optuna.Trial, space: dict[str, ParamSpec], n_envs: int) -> dict[str, Any]:
     """PPO parameters with ``batch_size <= n_steps * n_envs`` guaranteed by the ranges offered."""
     params: dict[str, Any] = {}
     n_steps, batch = space["n_steps"], space["batch_size"]
     rollout_max = (n_steps.value if n_steps.fixed else n_steps.high) * n_envs
-    batch_high = None if batch.fixed else min(batch.high, _largest_pow2_at_most(rollout_max))
+    batch_high = None if batch.fixed else min(batch.high, largest_pow2_at_most(rollout_max))
     params["batch_size"] = suggest(trial, "batch_size", batch, high=batch_high)
     steps_low = None
     if not n_steps.fixed:
-        steps_low = max(n_steps.low, _smallest_pow2_at_least(params["batch_size"] / n_envs))
+        steps_low = max(n_steps.low, smallest_pow2_at_least(params["batch_size"] / n_envs))
     params["n_steps"] = suggest(trial, "n_steps", n_steps, low=steps_low)
     for name, spec in space.items():
         if name not in params:

@@ -30,6 +30,40 @@ _BEST = sqlalchemy.text(
 
 
 @dataclass(frozen=True)
+class TuningStudy:
+    """A study created by study_admin, as a worker needs it."""
+
+    study_id: int
+    name: str
+    definition: StudyDefinition
+    paused: bool
+
+
+def _read_tuning_studies(conn: sqlalchemy.engine.Connection) -> list[TuningStudy]:
+    attrs: dict[int, dict[str, Any]] = {}
+    for study_id, name, key, value_json in conn.execute(_ATTRS, {"definition": DEFINITION_ATTR, "paused": PAUSED_ATTR}):
+        attrs.setdefault(study_id, {"name": name})[key] = json.loads(value_json)
+    return [
+        TuningStudy(
+            study_id=study_id,
+            name=study["name"],
+            definition=StudyDefinition.from_json(study[DEFINITION_ATTR]),
+            paused=bool(study.get(PAUSED_ATTR, False)),
+        )
+        for study_id, study in attrs.items()
+        if DEFINITION_ATTR in study
+    ]
+
+
+def tuning_studies(engine: sqlalchemy.engine.Engine) -> list[TuningStudy]:
+    """Every study created by study_admin, oldest first; empty for a fresh database."""
+    with engine.connect() as conn:
+        if not sqlalchemy.inspect(conn).has_table("studies"):
+            return []
+        return _read_tuning_studies(conn)
+
+
+@dataclass(frozen=True)
 class Summary:
     name: str
     algo: str
@@ -57,31 +91,28 @@ def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
     with engine.connect() as conn:
         if not sqlalchemy.inspect(conn).has_table("studies"):
             return []
-        attrs: dict[int, dict[str, Any]] = {}
-        for study_id, name, key, value_json in conn.execute(
-            _ATTRS, {"definition": DEFINITION_ATTR, "paused": PAUSED_ATTR}
-        ):
-            attrs.setdefault(study_id, {"name": name})[key] = json.loads(value_json)
+        studies = _read_tuning_studies(conn)
         counts: dict[tuple[int, str], int] = {(sid, state): n for sid, state, n in conn.execute(_COUNTS)}
         best = dict(conn.execute(_BEST).all())
     summaries = []
-    for study_id, study in attrs.items():
-        if DEFINITION_ATTR not in study:
-            continue
-        definition = StudyDefinition.from_json(study[DEFINITION_ATTR])
-        n = {state: counts.get((study_id, state), 0) for state in ("WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL")}
+    for study in studies:
+        definition = study.definition
+        n = {
+            state: counts.get((study.study_id, state), 0)
+            for state in ("WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL")
+        }
         # Every budget slot is in exactly one live trial; FAILs beyond the finished slots were retried.
         finished_slots = definition.n_trials - n["WAITING"] - n["RUNNING"]
         failed = max(finished_slots - n["COMPLETE"] - n["PRUNED"], 0)
         if n["WAITING"] == 0 and n["RUNNING"] == 0:
             state = "finished"
-        elif study.get(PAUSED_ATTR):
+        elif study.paused:
             state = "paused"
         else:
             state = "running" if n["RUNNING"] else "waiting"
         summaries.append(
             Summary(
-                name=study["name"],
+                name=study.name,
                 algo=definition.algo,
                 env_id=definition.env_id,
                 state=state,
@@ -92,7 +123,7 @@ def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
                 running=n["RUNNING"],
                 waiting=n["WAITING"],
                 retried=n["FAIL"] - failed,
-                best_value=best.get(study_id),
+                best_value=best.get(study.study_id),
             )
         )
     return summaries

@@ -13,7 +13,7 @@ from worker.config import WorkerConfig
 from worker.db import Retrier
 from worker.heartbeat import touch
 from worker.shutdown import ShutdownFlag
-from worker.slots import RetryStaleTrial, ServedStudy, claim, has_live_trials, served_studies
+from worker.slots import RetryStaleTrial, TuningStudy, claim, has_live_trials, served_studies
 from worker.trial_runner import run_trial
 
 log = logging.getLogger(__name__)
@@ -44,20 +44,20 @@ class Worker:
         self.retry_stale = RetryStaleTrial(max_retry=config.max_retry)
         self.outcomes: list[str] = []
 
-    def _studies(self) -> list[ServedStudy]:
+    def _studies(self) -> list[TuningStudy]:
         return self.retry("listing studies", lambda: served_studies(self.storage, self.config.study))
 
-    def reclaim_stale(self, study: ServedStudy) -> None:
+    def reclaim_stale(self, study: TuningStudy) -> None:
         """Fail trials whose worker died; the storage's callback queues their retries."""
         self.retry(
             "checking for stale trials",
             lambda: optuna.storages.fail_stale_trials(optuna.load_study(study_name=study.name, storage=self.storage)),
         )
 
-    def _by_fewest_running(self, studies: list[ServedStudy]) -> list[ServedStudy]:
+    def _by_fewest_running(self, studies: list[TuningStudy]) -> list[TuningStudy]:
         """Unpaused studies, least-served first, so a new study gets workers as soon as one frees."""
 
-        def running(study: ServedStudy) -> int:
+        def running(study: TuningStudy) -> int:
             return self.storage.get_n_trials(study.study_id, state=TrialState.RUNNING)
 
         unpaused = [s for s in studies if not s.paused]
@@ -87,11 +87,13 @@ class Worker:
         return False
 
     def is_idle(self) -> bool:
-        """No served, unpaused study has a trial to run or one that may come back for a retry."""
+        """No served, unpaused study has a trial to run or one that may come back for a retry.
+
+        Called after a ``run_once`` that found nothing, which already failed every stale trial.
+        """
         for study in self._studies():
             if study.paused:
                 continue
-            self.reclaim_stale(study)
             if self.retry("counting trials", lambda s=study: has_live_trials(self.storage, s.study_id)):
                 return False
         return True

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from study_admin.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition
+from study_admin.progress import TuningStudy, tuning_studies
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +38,8 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trimmed)
 
 
-@dataclass(frozen=True)
-class ServedStudy:
-    name: str
-    study_id: int
-    definition: StudyDefinition
-    paused: bool
-
-
-def served_studies(storage: optuna.storages.BaseStorage, only: str | None) -> list[ServedStudy]:
-    studies = []
-    for frozen in storage.get_all_studies():
-        if DEFINITION_ATTR not in frozen.user_attrs or (only and frozen.study_name != only):
-            continue
-        studies.append(
-            ServedStudy(
-                name=frozen.study_name,
-                study_id=storage.get_study_id_from_name(frozen.study_name),
-                definition=StudyDefinition.from_json(frozen.user_attrs[DEFINITION_ATTR]),
-                paused=bool(frozen.user_attrs.get(PAUSED_ATTR, False)),
-            )
-        )
-    return studies
+def served_studies(storage: optuna.storages.RDBStorage, only: str | None) -> list[TuningStudy]:
+    return [s for s in tuning_studies(storage.engine) if not only or s.name == only]
 
 
 def claim(storage: optuna.storages.BaseStorage, study_id: int) -> int | None:

@@ -79,8 +79,7 @@ def run_trial(
             "sampling", lambda: SAMPLE_PARAMS[definition.algo](trial, definition.space, definition.n_envs)
         )
         seed = int(trial.user_attrs.get("seed", definition.seed + number))
-        for key, value in (("seed", seed), ("hyperparams", params), ("worker", WORKER_ID)):
-            retry("recording", lambda k=key, v=value: trial.set_user_attr(k, v))
+        _record(retry, trial, {"seed": seed, "hyperparams": params, "worker": WORKER_ID})
         log.info("trial %d of %s: %s seed=%d", number, study_name, params, seed)
         try:
             result = train_trial(
@@ -100,8 +99,7 @@ def run_trial(
         if result.outcome == "handed back":
             waited = shutdown.seconds_since_request()
             log.info("trial %d of %s handed back %.1f s after the signal", number, study_name, waited)
-            for key, value in attrs.items():
-                retry("recording", lambda k=key, v=value: trial.set_user_attr(k, v))
+            _record(retry, trial, attrs)
             retry(
                 "handing back",
                 lambda: hand_back(storage, study, trial_id, "worker shut down", retry_stale),
@@ -110,6 +108,11 @@ def run_trial(
         if result.outcome == "pruned":
             return _finish(retry, study, trial, "pruned", attrs, state=TrialState.PRUNED)
         return _finish(retry, study, trial, "complete", attrs, value=result.value)
+
+
+def _record(retry: Retrier, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        retry("recording", lambda k=key, v=value: trial.set_user_attr(k, v))
 
 
 def _finish(
@@ -123,8 +126,7 @@ def _finish(
     value: float | None = None,
 ) -> str:
     try:
-        for key, attr in attrs.items():
-            retry("recording", lambda k=key, v=attr: trial.set_user_attr(k, v))
+        _record(retry, trial, attrs)
         retry("telling", lambda: study.tell(trial, value, state=state))
     except optuna.exceptions.UpdateFinishedTrialError:
         log.warning(

@@ -58,11 +58,13 @@ class TrialEvalCallback(EvalCallback):
         self.curve: list[list[float]] = []
 
     def evaluate_now(self) -> float:
+        started = time.perf_counter()
         self.n_calls, saved = self.eval_freq, self.n_calls  # make EvalCallback evaluate at once
         try:
             super()._on_step()
         finally:
             self.n_calls = saved
+            self.eval_seconds += time.perf_counter() - started
         value = float(self.last_mean_reward)
         if not math.isfinite(value):
             raise DivergedError(f"evaluation mean reward is {value} at step {self.num_timesteps}")
@@ -72,10 +74,10 @@ class TrialEvalCallback(EvalCallback):
     def _on_step(self) -> bool:
         if self.n_calls % self.eval_freq:
             return True
-        # Evaluating, reporting and asking the pruner is timed apart from training throughput.
+        value = self.evaluate_now()
+        # Reporting and asking the pruner are timed with evaluation, apart from training throughput.
         started = time.perf_counter()
         try:
-            value = self.evaluate_now()
             self.retry("reporting", lambda: self.trial.report(value, step=self.num_timesteps))
             self.pruned = self.retry("pruning check", self.trial.should_prune)
         finally:

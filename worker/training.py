@@ -99,9 +99,7 @@ def train_trial(
         else:
             outcome = "complete"
             if evaluator.last_evaluated_step != model.num_timesteps:
-                started_eval = time.perf_counter()
                 evaluator.evaluate_now()  # the value of a trial is its final evaluation
-                evaluator.eval_seconds += time.perf_counter() - started_eval
         value = evaluator.curve[-1][1] if evaluator.curve else None
         return TrainingResult(
             outcome=outcome,

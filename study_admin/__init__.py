@@ -1,1 +1,1 @@
-"""Writes tuning-study definitions into the shared Optuna storage. Imports no torch, SB3 or MuJoCo."""
+"""Writes and inspects tuning-study definitions in the shared storage. Imports no torch, SB3 or MuJoCo."""

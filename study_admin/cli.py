@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
-from study_admin.definition import ALGOS, PRUNERS, SAMPLERS, DefinitionError, StudyDefinition
-from study_admin.space import DEFAULT_SPACES, SpaceError, fit_rollout_to_budget, load_space_file
+from study_contract.algorithms import algorithm
+from study_contract.definition import DEFAULT_ENV, DefinitionError, StudyDefinition, StudyError, check_study_name
+from study_contract.options import Option, add_options, collect, options_of, parse_bool
+from study_contract.space import SpaceError, apply_overrides, read_space_file
+from study_contract.storage import StorageError
 
 EXIT_DB = 1
 EXIT_INPUT = 2
+CREATE_OPTIONS = options_of(StudyDefinition)
+DEFAULTS = {f.name: f.default for f in fields(StudyDefinition)}
 
 
 class InputError(ValueError):
@@ -41,107 +46,79 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _format_option(parser: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
-    parser.add_argument("--format", choices=choices, default=choices[0], help="output format")
+def _command(
+    commands: Any, name: str, text: str, *, formats: tuple[str, ...] = (), study: bool = False
+) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+    _storage_options(sub)
+    if study:
+        sub.add_argument("name", help="study name")
+    if formats:
+        sub.add_argument("--format", choices=formats, default=formats[0], help=f"output format (default {formats[0]})")
+    return sub
 
 
-def _int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} {wording}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "must be a positive integer")
-_non_negative_int = _int_at_least(0, "must be >= 0")
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study_admin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    create = commands.add_parser("create", help="define a study; workers pick it up at once")
-    _storage_options(create)
-    create.add_argument("--algo", required=True, help=f"one of {list(ALGOS)}")
-    create.add_argument("--env", required=True, dest="env_id", help="Gymnasium id, e.g. Ant-v5")
+    create = _command(commands, "create", "define a study; workers pick it up at once")
+    add_options(create, CREATE_OPTIONS, required=("algo",))
     create.add_argument("--name", help="study name (default: ALGO-ENV, made unique)")
-    create.add_argument("--n-trials", type=_positive_int, default=100, help="trials in the whole study (default 100)")
-    create.add_argument("--timesteps", type=_positive_int, default=1_000_000, help="env-steps per trial (default 1e6)")
-    evals = create.add_mutually_exclusive_group()
-    evals.add_argument("--eval-every", type=_positive_int, help="env-steps between evaluations")
-    evals.add_argument("--n-evaluations", type=_positive_int, help="evaluations per trial (default 10)")
-    create.add_argument("--eval-episodes", type=_positive_int, default=10, help="episodes per evaluation (default 10)")
-    create.add_argument("--n-envs", type=_positive_int, default=1, help="training envs per trial (default 1)")
-    create.add_argument("--sampler", default="tpe", help=f"one of {list(SAMPLERS)} (default tpe)")
-    create.add_argument("--pruner", default="median", help=f"one of {list(PRUNERS)} (default median)")
     create.add_argument(
-        "--pruner-startup-trials",
-        type=_non_negative_int,
-        default=5,
-        help="median pruner: trials finished before pruning starts (default 5)",
+        "--space", metavar="FILE", help="YAML file narrowing, widening or fixing parameters of the preset"
     )
-    create.add_argument(
-        "--pruner-warmup-evals",
-        type=_non_negative_int,
-        default=1,
-        help="median pruner: evaluations before a trial may be pruned (default 1)",
-    )
-    create.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="sampler seed; trial seeds are seed + trial number"
-    )
-    create.add_argument("--space", help="YAML file narrowing, widening or fixing parameters")
-    create.add_argument(
-        "--baseline",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run SB3's defaults as the first trial (default on)",
-    )
+    create.add_argument("--n-evaluations", type=_positive, help="evaluations per trial, instead of --eval-every")
 
-    init = commands.add_parser("init", help="create the schema once (and a read-only dashboard role)")
-    _storage_options(init)
-    init.add_argument(
-        "--dashboard-role",
-        default=os.environ.get("DASHBOARD_DB_USER"),
-        help="PostgreSQL role for optuna-dashboard with SELECT only; its password comes from "
-        "DASHBOARD_DB_PASSWORD [env: DASHBOARD_DB_USER]",
-    )
+    init = _command(commands, "init", "create the schema once, and the worker and dashboard roles")
+    for kind, text in (
+        ("owner", "owns the tables; study_admin connects as it"),
+        ("worker", "reads and writes trials, cannot change the schema"),
+        ("dashboard", "SELECT only, for optuna-dashboard"),
+    ):
+        variable = "ADMIN" if kind == "owner" else kind.upper()
+        init.add_argument(
+            f"--{kind}-role",
+            default=os.environ.get(f"{variable}_DB_USER"),
+            help=f"PostgreSQL role that {text}; password from {variable}_DB_PASSWORD [env: {variable}_DB_USER]",
+        )
     init.add_argument(
         "--demo",
         action=argparse.BooleanOptionalAction,
-        default=os.environ.get("DEMO_STUDY", "false").lower() in ("1", "true", "yes"),
+        default=parse_bool(os.environ.get("DEMO_STUDY", "false")),
         help="when the database holds no study, create one from DEMO_ALGO (ppo), DEMO_ENV "
-        "(InvertedPendulum-v5), DEMO_N_TRIALS (50) and DEMO_TIMESTEPS (20000) [env: DEMO_STUDY]",
+        "(InvertedPendulum-v5), DEMO_N_TRIALS (50), DEMO_TIMESTEPS (20000) and DEMO_EVAL_EPISODES (5) "
+        "[env: DEMO_STUDY]",
     )
 
-    listing = commands.add_parser("list", help="every study with its progress")
-    _storage_options(listing)
-    _format_option(listing, ("table", "json"))
-
-    show = commands.add_parser("show", help="progress, best trial, throughput and top trials")
-    _storage_options(show)
-    show.add_argument("name")
-    _format_option(show, ("table", "json"))
-
-    best = commands.add_parser("best", help="the best configuration as SB3 keyword arguments")
-    _storage_options(best)
-    best.add_argument("name")
-    _format_option(best, ("yaml", "json"))
-
-    for verb, text in (("pause", "stop handing out new trials"), ("resume", "hand out trials again")):
-        sub = commands.add_parser(verb, help=text)
-        _storage_options(sub)
-        sub.add_argument("name")
-
-    remove = commands.add_parser("delete", help="delete a study and all its trials")
-    _storage_options(remove)
-    remove.add_argument("name")
+    _command(commands, "list", "every study with its progress, workers and ETA", formats=("table", "json"))
+    _command(commands, "show", "progress, ETA, best trial, top trials and failures", formats=("table", "yaml", "json"),
+             study=True)  # fmt: skip
+    _command(commands, "best", "the best configuration as SB3 keyword arguments", formats=("yaml", "json"), study=True)
+    _command(commands, "pause", "stop handing out new trials", study=True)
+    _command(commands, "resume", "hand out trials again (clears a failure pause)", study=True)
+    remove = _command(commands, "delete", "delete a study and all its trials", study=True)
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    remove.add_argument("--force", action="store_true", help="delete even while trials run (workers drop them)")
+
+    dashboard = _command(commands, "dashboard", "serve optuna-dashboard (survives database restarts)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
+    dashboard.add_argument(
+        "--artifact-dir",
+        default=os.environ.get("TUNER_ARTIFACT_DIR"),
+        help="directory of the artifact store the workers write [env: TUNER_ARTIFACT_DIR]",
+    )
     return parser
 
 
@@ -155,146 +132,136 @@ def check_env_id(env_id: str) -> None:
         raise InputError(f"unknown environment {env_id!r}; {hint}")
 
 
-def definition_from_args(args: argparse.Namespace) -> StudyDefinition:
-    algo = args.algo.lower()
-    if algo not in ALGOS:
-        raise InputError(f"unknown algorithm {args.algo!r}; choose one of {list(ALGOS)}")
-    check_env_id(args.env_id)
-    if args.eval_every is not None:
-        eval_every = args.eval_every
-    else:
-        eval_every = max(args.timesteps // (args.n_evaluations or 10), 1)
-    space = load_space_file(args.space, algo) if args.space else dict(DEFAULT_SPACES[algo])
-    space = fit_rollout_to_budget(algo, space, args.n_envs, args.timesteps)
-    return StudyDefinition(
-        algo=algo,
-        env_id=args.env_id,
-        n_trials=args.n_trials,
-        timesteps=args.timesteps,
-        eval_every=eval_every,
-        eval_episodes=args.eval_episodes,
-        n_envs=args.n_envs,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        pruner_startup_trials=args.pruner_startup_trials,
-        pruner_warmup_evals=args.pruner_warmup_evals,
-        seed=args.seed,
-        baseline=args.baseline,
-        space=space,
-    )
+def build_definition(
+    values: Mapping[str, Any], *, space_file: str | None = None, n_evaluations: int | None = None
+) -> StudyDefinition:
+    """A validated definition from option values (defaults for the rest), a space file and an evaluation count."""
+    values = dict(values)
+    entry = algorithm(values["algo"])
+    check_env_id(values.get("env_id", DEFAULT_ENV))
+    timesteps, n_envs = values.get("timesteps", DEFAULTS["timesteps"]), values.get("n_envs", DEFAULTS["n_envs"])
+    if n_evaluations is not None:
+        if "eval_every" in values:
+            raise InputError("give --eval-every or --n-evaluations, not both")
+        values["eval_every"] = max(timesteps // n_evaluations, 1)
+    space = entry.space(values.get("space_preset", DEFAULTS["space_preset"]), timesteps, n_envs)
+    if space_file:
+        overrides = read_space_file(space_file)
+        try:
+            space = entry.fit(apply_overrides(entry.name, space, overrides), timesteps, n_envs)
+        except SpaceError as exc:
+            raise SpaceError(f"space file {space_file!r}: {exc}") from None
+    return StudyDefinition(**values, space=space)
 
 
-def demo_definition(environ: Any) -> StudyDefinition:
+def demo_definition(environ: Mapping[str, str]) -> StudyDefinition:
     """The study a first ``docker compose up`` tunes, so the dashboard has something to show."""
-    args = build_parser().parse_args(
-        [
-            "create",
-            "--algo",
-            environ.get("DEMO_ALGO", "ppo"),
-            "--env",
-            environ.get("DEMO_ENV", "InvertedPendulum-v5"),
-            "--n-trials",
-            environ.get("DEMO_N_TRIALS", "50"),
-            "--timesteps",
-            environ.get("DEMO_TIMESTEPS", "20000"),
-            "--eval-episodes",
-            environ.get("DEMO_EVAL_EPISODES", "5"),
+    by_name: dict[str, Option] = {o.name: o for o in CREATE_OPTIONS}
+    given = {
+        "algo": ("DEMO_ALGO", "ppo"),
+        "env_id": ("DEMO_ENV", "InvertedPendulum-v5"),
+        "n_trials": ("DEMO_N_TRIALS", "50"),
+        "timesteps": ("DEMO_TIMESTEPS", "20000"),
+        "eval_episodes": ("DEMO_EVAL_EPISODES", "5"),
+    }
+    try:
+        values = {name: by_name[name].convert(environ.get(var, default), var) for name, (var, default) in given.items()}
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return build_definition(values)
+
+
+def _role_url(url: str, user: str, password: str) -> str:
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
+
+
+def run_init(args: argparse.Namespace, url: str) -> None:
+    from study_admin import studies
+    from study_admin.roles import Role, RoleError, grant_rights, prepare_roles
+    from study_contract.catalog import summarise
+    from study_contract.storage import open_engine, open_storage
+
+    try:
+        roles = [
+            Role(name, os.environ.get(f"{variable}_DB_PASSWORD", ""), kind)
+            for kind, variable, name in (
+                ("owner", "ADMIN", args.owner_role),
+                ("worker", "WORKER", args.worker_role),
+                ("dashboard", "DASHBOARD", args.dashboard_role),
+            )
+            if name
         ]
-    )
-    return definition_from_args(args)
+        if roles:
+            prepare_roles(open_engine(url), roles)
+        owner = next((r for r in roles if r.kind == "owner"), None)
+        storage = open_storage(_role_url(url, owner.name, owner.password) if owner else url)
+        if roles:
+            grant_rights(open_engine(url), roles)
+    except RoleError as exc:
+        raise InputError(str(exc)) from None
+    print("schema ready" + "".join(f"; {r.kind} role {r.name!r}" for r in roles))
+    if args.demo and not summarise(storage.engine):
+        print(studies.create_study(storage, demo_definition(os.environ)))
 
 
-def _print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
-
-
-def _dump(data: Any, fmt: str) -> None:
-    if fmt == "json":
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        import yaml
-
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-
-
-def print_listing(summaries: list[Any], fmt: str) -> None:
-    from study_admin.progress import format_value
-
-    if fmt == "json":
-        _dump([s.to_dict() for s in summaries], "json")
-    elif not summaries:
-        print("no studies; create one with: study_admin create --algo ppo --env Hopper-v5")
-    else:
-        header = ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "PRUNED", "FAILED", "BEST"]
-        rows = [header] + [
-            [
-                s.name,
-                s.algo,
-                s.env_id,
-                s.state,
-                f"{s.done}/{s.n_trials}",
-                str(s.running),
-                str(s.pruned),
-                str(s.failed),
-                format_value(s.best_value),
-            ]
-            for s in summaries
-        ]
-        _print_table(rows)
+def _print(text: str) -> None:
+    sys.stdout.write(text)
 
 
 def run(args: argparse.Namespace) -> int:
-    from study_admin.storage import open_engine, open_storage, resolve_url
+    from study_contract.storage import open_engine, open_storage, resolve_url
 
-    if args.command == "list":  # the fast path: no Optuna import (see study_admin/progress.py)
-        from study_admin.progress import summarise
+    url = resolve_url(args.storage, args.data_dir)
+    if args.command == "list":  # the fast path: no Optuna import (see study_contract/catalog.py)
+        from study_admin.display import dump, listing
+        from study_contract.catalog import summarise
 
-        print_listing(summarise(open_engine(resolve_url(args.storage, args.data_dir))), args.format)
+        summaries = summarise(open_engine(url))
+        _print(dump([s.to_dict() for s in summaries], "json") if args.format == "json" else listing(summaries))
+        return 0
+    if args.command == "dashboard":
+        from study_admin.dashboard import serve
+
+        serve(url, args.host, args.port, args.artifact_dir)
         return 0
 
     import optuna
 
-    from study_admin import studies
+    from study_admin import display, studies
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.command == "create":
-        definition = definition_from_args(args)  # validate everything before connecting
-        storage = open_storage(resolve_url(args.storage, args.data_dir))
-        print(studies.create_study(storage, definition, args.name))
+        if args.name is not None:
+            check_study_name(args.name)
+        values = collect(args, CREATE_OPTIONS)
+        definition = build_definition(values, space_file=args.space, n_evaluations=args.n_evaluations)
+        print(studies.create_study(open_storage(url), definition, args.name))
         return 0
-    storage = open_storage(resolve_url(args.storage, args.data_dir))
     if args.command == "init":
-        if args.dashboard_role:
-            from study_admin.roles import grant_read_only
-
-            try:
-                grant_read_only(storage.engine, args.dashboard_role, os.environ.get("DASHBOARD_DB_PASSWORD", ""))
-            except ValueError as exc:
-                raise InputError(str(exc)) from None
-            print(f"schema ready; role {args.dashboard_role!r} can read, not write")
-        else:
-            print("schema ready")
-        if args.demo and not studies.summarise(storage.engine):
-            print(studies.create_study(storage, demo_definition(os.environ)))
-    elif args.command == "show":
-        details = studies.study_details(storage, args.name)
-        if args.format == "json":
-            _dump(details, "json")
-        else:
-            _dump(details, "yaml")
-    elif args.command == "best":
-        _dump(studies.best_configuration(storage, args.name), args.format)
-    elif args.command in ("pause", "resume"):
-        studies.set_paused(storage, args.name, args.command == "pause")
-        print(f"{args.name}: {'paused' if args.command == 'pause' else 'resumed'}")
-    elif args.command == "delete":
-        studies.summary_of(storage, args.name)
+        run_init(args, url)
+        return 0
+    storage = open_storage(url)
+    handlers: dict[str, Callable[[], None]] = {
+        "show": lambda: _print(
+            display.show(studies.study_details(storage, args.name))
+            if args.format == "table"
+            else display.dump(studies.study_details(storage, args.name), args.format)
+        ),
+        "best": lambda: _print(display.dump(studies.best_configuration(storage, args.name), args.format)),
+        "pause": lambda: (studies.set_paused(storage, args.name, True), print(f"{args.name}: paused")),
+        "resume": lambda: (studies.set_paused(storage, args.name, False), print(f"{args.name}: resumed")),
+    }
+    if args.command in handlers:
+        handlers[args.command]()
+        return 0
+    if args.command == "delete":
+        studies.study_id_of(storage, args.name)
         if not args.yes and not _confirm(f"delete study {args.name!r} and all its trials? [y/N] "):
             print("not deleted", file=sys.stderr)
             return EXIT_INPUT
-        studies.delete(storage, args.name)
+        studies.delete(storage, args.name, force=args.force)
         print(f"{args.name}: deleted")
     return 0
 
@@ -308,9 +275,6 @@ def _confirm(prompt: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from study_admin.definition import StudyError
-    from study_admin.storage import StorageError
-
     try:
         return run(args)
     except (InputError, SpaceError, DefinitionError, StudyError) as exc:

@@ -1,35 +1,148 @@
-"""A read-only PostgreSQL role for optuna-dashboard, which has no authentication of its own.
+"""Least-privilege PostgreSQL roles: an owner, a worker role and a read-only dashboard role.
 
-Its API can delete studies and rewrite trials; connected as this role, those requests fail in the
-database. Notes saved from the dashboard need writes too, so they fail as well (read-only by design).
+- **owner** (``study_admin``): owns Optuna's tables; creates, pauses and deletes studies.
+- **worker**: reads and writes Optuna's rows (trials, attributes, heartbeats, follow-up studies) but
+  cannot change the schema, create roles or own anything.
+- **dashboard**: SELECT only. optuna-dashboard has no login; connected as this role its delete and edit
+  requests fail in the database.
+
+``init`` runs once as a role that may create roles (the image's superuser in Compose): the superuser
+password never reaches workers, the dashboard or ``study_admin``. Every statement is composed with
+``psycopg2.sql``, so any password works, and an existing worker or dashboard role that holds more than
+it should is refused, not silently used.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import sqlalchemy
+from psycopg2 import sql
 
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+ROLE_LOCK = 727274  # advisory lock key: one init at a time creates roles
+WORKER_TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+DASHBOARD_TABLE_RIGHTS = ("SELECT",)
+ALL_TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
-def grant_read_only(engine: sqlalchemy.engine.Engine, role: str, password: str) -> None:
-    """Create or update ``role`` with SELECT on the current (and future) Optuna tables, nothing else."""
-    if not ROLE_NAME.match(role):
-        raise ValueError(f"dashboard role {role!r} must match {ROLE_NAME.pattern}")
-    if not password:
-        raise ValueError("the dashboard role needs a password (DASHBOARD_DB_PASSWORD)")
+class RoleError(ValueError):
+    """A role that cannot be set up as asked; the message names the role and the problem."""
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    password: str
+    kind: str  # "owner", "worker" or "dashboard"
+
+    def __post_init__(self) -> None:
+        if not ROLE_NAME.match(self.name):
+            raise RoleError(f"{self.kind} role {self.name!r} must match {ROLE_NAME.pattern}")
+        if not self.password:
+            raise RoleError(f"the {self.kind} role {self.name!r} needs a password")
+
+
+def _execute(conn: sqlalchemy.Connection, statement: sql.Composable) -> None:
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        cursor.execute(statement)
+
+
+def _ensure_login(conn: sqlalchemy.Connection, role: Role) -> None:
+    exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role.name}).first()
+    verb = sql.SQL("ALTER ROLE") if exists else sql.SQL("CREATE ROLE")
+    _execute(
+        conn,
+        sql.SQL("{} {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}").format(
+            verb, sql.Identifier(role.name), sql.Literal(role.password)
+        ),
+    )
+
+
+def _tables(conn: sqlalchemy.Connection) -> list[str]:
+    return list(conn.execute(sqlalchemy.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars())
+
+
+def prepare_roles(engine: sqlalchemy.engine.Engine, roles: list[Role]) -> None:
+    """Create or update the roles (before the schema exists) and let the owner create it."""
     if engine.dialect.name != "postgresql":
-        raise ValueError(f"a dashboard role needs PostgreSQL, not {engine.dialect.name}")
+        raise RoleError(f"database roles need PostgreSQL, not {engine.dialect.name}")
     with engine.begin() as conn:
-        # One creator at a time: several init runs racing on CREATE ROLE would otherwise collide.
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(727274)"))
-        exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
-        verb = "ALTER" if exists else "CREATE"
-        quoted_password = password.replace("'", "''")
-        conn.execute(sqlalchemy.text(f"{verb} ROLE {role} LOGIN PASSWORD '{quoted_password}'"))
-        database = conn.execute(sqlalchemy.text("SELECT current_database()")).scalar_one()
-        conn.execute(sqlalchemy.text(f'GRANT CONNECT ON DATABASE "{database}" TO {role}'))
-        conn.execute(sqlalchemy.text(f"GRANT USAGE ON SCHEMA public TO {role}"))
-        conn.execute(sqlalchemy.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
-        conn.execute(sqlalchemy.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}"))
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROLE_LOCK})
+        database = sql.Identifier(conn.execute(sqlalchemy.text("SELECT current_database()")).scalar_one())
+        # Nobody but the owner creates tables in the schema (PUBLIC may on PostgreSQL < 15).
+        _execute(conn, sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+        for role in roles:
+            _ensure_login(conn, role)
+            name = sql.Identifier(role.name)
+            _execute(conn, sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, name))
+            rights = "USAGE, CREATE" if role.kind == "owner" else "USAGE"
+            _execute(conn, sql.SQL("GRANT {} ON SCHEMA public TO {}").format(sql.SQL(rights), name))
+
+
+def grant_rights(engine: sqlalchemy.engine.Engine, roles: list[Role]) -> None:
+    """Hand the tables to the owner and grant the worker and dashboard rights on them, now and later."""
+    owner = next((r for r in roles if r.kind == "owner"), None)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROLE_LOCK})
+        if owner is not None:
+            for table in _tables(conn):  # tables created before there was an owner role (older deployments)
+                _execute(
+                    conn,
+                    sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(owner.name)),
+                )
+        creator = sql.SQL("FOR ROLE {} ").format(sql.Identifier(owner.name)) if owner else sql.SQL("")
+        for role in roles:
+            if role.kind == "owner":
+                continue
+            rights = WORKER_TABLE_RIGHTS if role.kind == "worker" else DASHBOARD_TABLE_RIGHTS
+            name, granted = sql.Identifier(role.name), sql.SQL(", ").join(map(sql.SQL, rights))
+            default = sql.SQL("ALTER DEFAULT PRIVILEGES {}IN SCHEMA public GRANT {} ON {} TO {}")
+            _execute(conn, sql.SQL("GRANT {} ON ALL TABLES IN SCHEMA public TO {}").format(granted, name))
+            _execute(conn, default.format(creator, granted, sql.SQL("TABLES"), name))
+            if role.kind == "worker":  # inserting a row draws from the table's id sequence
+                _execute(conn, sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(name))
+                _execute(conn, default.format(creator, sql.SQL("USAGE"), sql.SQL("SEQUENCES"), name))
+        for role in roles:
+            if role.kind != "owner":
+                check_least_privilege(conn, role)
+
+
+def check_least_privilege(conn: sqlalchemy.Connection, role: Role) -> None:
+    """Refuse a worker or dashboard role that could do more than its job."""
+    flags = conn.execute(
+        sqlalchemy.text("SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = :r"),
+        {"r": role.name},
+    ).one()
+    extra = [name for name, on in zip(("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS"), flags, strict=True) if on]
+    owned = (
+        conn.execute(
+            sqlalchemy.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tableowner = :r"),
+            {"r": role.name},
+        )
+        .scalars()
+        .all()
+    )
+    if owned:
+        extra.append(f"owns tables {sorted(owned)}")
+    if conn.execute(sqlalchemy.text("SELECT has_schema_privilege(:r, 'public', 'CREATE')"), {"r": role.name}).scalar():
+        extra.append("CREATE on schema public")
+    allowed = WORKER_TABLE_RIGHTS if role.kind == "worker" else DASHBOARD_TABLE_RIGHTS
+    for table in _tables(conn):
+        for right in ALL_TABLE_RIGHTS:
+            if right in allowed:
+                continue
+            held = conn.execute(
+                sqlalchemy.text("SELECT has_table_privilege(:r, :t, :p)"),
+                {"r": role.name, "t": f"public.{table}", "p": right},
+            ).scalar()
+            if held:
+                extra.append(f"{right} on {table}")
+    if extra:
+        raise RoleError(
+            f"the {role.kind} role {role.name!r} holds more than it should: {', '.join(extra[:6])}"
+            f"{' ...' if len(extra) > 6 else ''}; use a role of its own with nothing else granted"
+        )

@@ -1,7 +1,7 @@
 """Operations on tuning studies: create, summarise, export the best configuration, pause, delete.
 
 A study's budget is a set of slots: ``create`` enqueues exactly ``n_trials`` WAITING trials and workers
-only ever pop WAITING trials (never create new ones), so racing workers cannot overshoot it. A trial
+only ever claim WAITING trials (never create new ones), so racing workers cannot overshoot it. A trial
 handed back (SIGTERM) or found stale (heartbeat) is replaced by a WAITING retry linked to it.
 """
 
@@ -12,25 +12,36 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from study_admin.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
-from study_admin.progress import Summary, summarise
-from study_admin.space import baseline_params, optuna_name, schedule_and_wrappers, to_optuna_value, to_sb3_kwargs
+from study_contract.algorithms import algorithm
+from study_contract.catalog import FAIL_REASON_ATTR, RETRY_ATTR, Summary, summarise
+from study_contract.definition import (
+    DEFINITION_ATTR,
+    PAUSED_ATTR,
+    PAUSED_REASON_ATTR,
+    DefinitionError,
+    StudyDefinition,
+    StudyError,
+)
+from study_contract.schedules import formula
+from study_contract.space import optuna_params
 
 
-def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
-    study_id = _study_id(storage, name)
-    attrs = storage.get_study_user_attrs(study_id)
-    if DEFINITION_ATTR not in attrs:
-        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
-    return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
-
-
-def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int:
+def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
     try:
         return storage.get_study_id_from_name(name)
     except KeyError:
         known = [s.study_name for s in storage.get_all_studies()]
         raise StudyError(f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}") from None
+
+
+def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
+    attrs = storage.get_study_user_attrs(study_id_of(storage, name))
+    if DEFINITION_ATTR not in attrs:
+        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
+    try:
+        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
+    except DefinitionError as exc:
+        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
 
 
 def unique_name(storage: optuna.storages.BaseStorage, definition: StudyDefinition) -> str:
@@ -41,15 +52,6 @@ def unique_name(storage: optuna.storages.BaseStorage, definition: StudyDefinitio
         n += 1
         name = f"{base}-{n}"
     return name
-
-
-def _internal_params(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:
-    """Readable values as the Optuna parameters that ``worker/sampling.py`` suggests."""
-    return {
-        optuna_name(name, spec): to_optuna_value(spec, params[name])
-        for name, spec in definition.space.items()
-        if not spec.fixed
-    }
 
 
 def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefinition, name: str | None = None) -> str:
@@ -69,8 +71,8 @@ def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefiniti
     try:
         slots = definition.n_trials
         if definition.baseline:
-            baseline = baseline_params(definition.algo, definition.space, definition.n_envs)
-            study.enqueue_trial(_internal_params(definition, baseline), user_attrs={"baseline": True})
+            baseline = algorithm(definition.algo).baseline(definition.space, definition.n_envs)
+            study.enqueue_trial(optuna_params(definition.space, baseline), user_attrs={"baseline": True})
             slots -= 1
         for _ in range(slots):
             study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
@@ -83,7 +85,7 @@ def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefiniti
 
 
 def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
-    _study_id(storage, name)
+    study_id_of(storage, name)
     for summary in summarise(storage.engine):
         if summary.name == name:
             return summary
@@ -102,15 +104,17 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "train_steps_per_second": attrs.get("train_steps_per_second"),
         "wall_seconds": attrs.get("wall_seconds"),
         "worker": attrs.get("worker"),
-        "fail_reason": attrs.get("fail_reason"),
+        "fail_reason": attrs.get(FAIL_REASON_ATTR),
+        "retried": attrs.get(RETRY_ATTR),
         "retry_of": trial.system_attrs.get("failed_trial"),
+        "progress": attrs.get("progress"),
     }
 
 
-def study_details(storage: optuna.storages.BaseStorage, name: str, top: int = 5) -> dict[str, Any]:
+def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) -> dict[str, Any]:
     summary = summary_of(storage, name)
     definition = load_definition(storage, name)
-    trials = storage.get_all_trials(_study_id(storage, name), deepcopy=False)
+    trials = storage.get_all_trials(study_id_of(storage, name), deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
     complete = sorted(
         (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
@@ -119,50 +123,71 @@ def study_details(storage: optuna.storages.BaseStorage, name: str, top: int = 5)
     )
     rates = [t.user_attrs["train_steps_per_second"] for t in finished if "train_steps_per_second" in t.user_attrs]
     env_steps = sum(t.user_attrs.get("env_steps", 0) for t in finished)
-    starts = [t.datetime_start for t in trials if t.datetime_start]
-    ends = [t.datetime_complete for t in finished if t.datetime_complete]
-    elapsed = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    final_failures = [t for t in finished if t.state == TrialState.FAIL and t.user_attrs.get(FAIL_REASON_ATTR)]
+    final_failures.sort(key=lambda t: t.number, reverse=True)
     return {
         "summary": summary.to_dict(),
         "definition": {k: v for k, v in definition.__dict__.items() if k != "space"},
+        "space": {n: s.to_dict() for n, s in definition.space.items()},
         "best": trial_record(complete[0]) if complete else None,
         "throughput": {
             "mean_train_steps_per_second_per_trial": sum(rates) / len(rates) if rates else None,
             "env_steps_total": env_steps,
-            "study_env_steps_per_second": env_steps / elapsed if elapsed > 0 else None,
         },
+        "running": [trial_record(t) for t in trials if t.state == TrialState.RUNNING],
         "top_trials": [trial_record(t) for t in complete[:top]],
-        "failures": [trial_record(t) for t in finished if t.user_attrs.get("fail_reason")][:top],
+        "failures": [trial_record(t) for t in final_failures[:top]],
     }
 
 
 def best_configuration(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any]:
     """The best trial as SB3 keyword arguments, with its schedule spelled out."""
     definition = load_definition(storage, name)
-    study_id = _study_id(storage, name)
+    study_id = study_id_of(storage, name)
     if storage.get_n_trials(study_id, state=TrialState.COMPLETE) == 0:
         raise StudyError(f"study {name!r} has no completed trial yet")
     best = storage.get_best_trial(study_id)
     params = best.user_attrs["hyperparams"]
-    return {
+    return configuration(definition, params) | {
         "study": name,
         "trial": best.number,
         "mean_reward": best.value,
+        "seed": best.user_attrs.get("seed"),
+    }
+
+
+def configuration(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:
+    """What reproduces a configuration: the SB3 keyword arguments plus what wraps them."""
+    entry = algorithm(definition.algo)
+    return {
         "algo": definition.algo,
         "env_id": definition.env_id,
         "n_envs": definition.n_envs,
-        "seed": best.user_attrs.get("seed"),
+        "timesteps": definition.timesteps,
         "policy": definition.policy,
-        "kwargs": to_sb3_kwargs(definition.algo, params),
-        **schedule_and_wrappers(params),
+        "sb3_class": entry.sb3_class,
+        "kwargs": entry.sb3_kwargs(params),
+        "learning_rate_schedule": params["lr_schedule"],
+        "learning_rate_formula": formula(params["lr_schedule"], params["learning_rate"]),
+        "normalize_observations": bool(params.get("normalize", False)),
+        "hyperparams": params,
     }
 
 
 def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) -> None:
     load_definition(storage, name)
-    storage.set_study_user_attr(_study_id(storage, name), PAUSED_ATTR, paused)
+    study_id = study_id_of(storage, name)
+    storage.set_study_user_attr(study_id, PAUSED_ATTR, paused)
+    if not paused:
+        storage.set_study_user_attr(study_id, PAUSED_REASON_ATTR, None)
 
 
-def delete(storage: optuna.storages.BaseStorage, name: str) -> None:
-    _study_id(storage, name)
+def delete(storage: optuna.storages.BaseStorage, name: str, *, force: bool = False) -> None:
+    study_id = study_id_of(storage, name)
+    running = storage.get_n_trials(study_id, state=TrialState.RUNNING)
+    if running and not force:
+        raise StudyError(
+            f"study {name!r} has {running} running trial(s); pause it and wait, or delete with --force "
+            "(workers then drop those trials and go on)"
+        )
     optuna.delete_study(study_name=name, storage=storage)

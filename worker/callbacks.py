@@ -1,4 +1,4 @@
-"""SB3 callbacks of a trial: evaluate-report-prune, and drain on shutdown."""
+"""SB3 callbacks of a trial: evaluate-report-prune, drain on shutdown, progress and health, divergence."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 import optuna
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
+from study_contract.catalog import format_duration
+from worker.health import touch
 from worker.shutdown import ShutdownFlag
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,10 @@ log = logging.getLogger(__name__)
 
 class DivergedError(RuntimeError):
     """Training produced non-finite values."""
+
+
+class TrialTimeout(RuntimeError):
+    """The trial trained longer than ``--max-trial-seconds``."""
 
 
 class StopOnNonFinite(BaseCallback):
@@ -88,46 +94,68 @@ class TrialEvalCallback(EvalCallback):
     def last_evaluated_step(self) -> int:
         return int(self.curve[-1][0]) if self.curve else -1
 
+    @property
+    def last_value(self) -> float | None:
+        return self.curve[-1][1] if self.curve else None
+
+
+class TrainingClock(BaseCallback):
+    """Training time apart from evaluation: the rate, and the time a trial still needs at that rate."""
+
+    def __init__(self, evaluator: TrialEvalCallback, total: int) -> None:
+        super().__init__()
+        self.evaluator = evaluator
+        self.total = total
+        self.started = time.perf_counter()
+        self.first_step = 0
+
+    def _on_training_start(self) -> None:
+        self.started = time.perf_counter()
+        self.first_step = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def steps_per_second(self) -> float:
+        train_seconds = max(self.seconds - self.evaluator.eval_seconds, 1e-9)
+        return max(self.num_timesteps - self.first_step, 1) / train_seconds
+
+    def seconds_left(self) -> float:
+        """Remaining training steps at the measured rate plus the remaining evaluations at their measured length."""
+        steps_left = max(self.total - self.num_timesteps, 0)
+        n_evals = max(len(self.evaluator.curve), 1)
+        evals_left = steps_left // (self.evaluator.eval_freq * self.training_env.num_envs) + 1
+        return steps_left / self.steps_per_second + evals_left * self.evaluator.eval_seconds / n_evals
+
 
 class DrainOnShutdown(BaseCallback):
     """On the first shutdown signal, decide once: finish the trial within ``drain_seconds``, or stop.
 
-    The estimate is the remaining training steps at the measured training rate plus the remaining
-    evaluations at their measured duration. A signal in the first seconds of training waits (at most
-    ``MEASURE_SECONDS``) until the rate means something.
+    A signal in the first seconds of training waits (at most ``MEASURE_SECONDS``) until the rate
+    means something.
     """
 
     MEASURE_SECONDS = 2.0
 
-    def __init__(self, flag: ShutdownFlag, evaluator: TrialEvalCallback, drain_seconds: float, total: int) -> None:
+    def __init__(self, flag: ShutdownFlag, clock: TrainingClock, drain_seconds: float) -> None:
         super().__init__()
         self.flag = flag
-        self.evaluator = evaluator
+        self.clock = clock
         self.drain_seconds = drain_seconds
-        self.total = total
         self.decision: str | None = None
-        self._started = time.perf_counter()
-        self._first_step = 0
-
-    def _on_training_start(self) -> None:
-        self._started = time.perf_counter()
-        self._first_step = self.num_timesteps
-
-    def estimated_seconds_left(self) -> float:
-        train_seconds = max(time.perf_counter() - self._started - self.evaluator.eval_seconds, 1e-9)
-        rate = max(self.num_timesteps - self._first_step, 1) / train_seconds
-        steps_left = max(self.total - self.num_timesteps, 0)
-        n_evals = max(len(self.evaluator.curve), 1)
-        evals_left = steps_left // (self.evaluator.eval_freq * self.training_env.num_envs) + 1
-        return steps_left / rate + evals_left * self.evaluator.eval_seconds / n_evals
 
     def _on_step(self) -> bool:
         if not self.flag.requested or self.decision is not None:
             return self.decision != "hand back"
-        measuring = time.perf_counter() - self._started < self.MEASURE_SECONDS
+        measuring = self.clock.seconds < self.MEASURE_SECONDS
         if measuring and self.flag.seconds_since_request() < self.MEASURE_SECONDS:
             return True
-        estimate = self.estimated_seconds_left()
+        estimate = self.clock.seconds_left()
         self.decision = "finish" if estimate <= self.drain_seconds else "hand back"
         log.info(
             "shutdown: trial needs ~%.0f s more, drain budget %.0f s -> %s",
@@ -136,3 +164,72 @@ class DrainOnShutdown(BaseCallback):
             self.decision,
         )
         return self.decision == "finish"
+
+
+class TrialProgress(BaseCallback):
+    """Progress lines, progress records for ``study_admin``, the health file, and the trial's time limit.
+
+    A line is logged at each evaluation and otherwise every ``interval`` seconds; the same numbers go
+    to ``record`` (the trial's ``progress`` attribute). The health file is touched while steps advance,
+    so a hung training step makes the worker unhealthy.
+    """
+
+    HEALTH_EVERY = 5.0
+
+    def __init__(
+        self,
+        label: str,
+        clock: TrainingClock,
+        *,
+        interval: float,
+        record: Callable[[dict[str, Any]], None],
+        health_file: str | None,
+        max_seconds: float | None,
+    ) -> None:
+        super().__init__()
+        self.label = label
+        self.clock = clock
+        self.interval = interval
+        self.record = record
+        self.health_file = health_file
+        self.max_seconds = max_seconds
+        self._last_line = self._last_touch = time.monotonic()
+        self._evals_seen = 0
+
+    def _on_step(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_touch >= self.HEALTH_EVERY:
+            touch(self.health_file)
+            self._last_touch = now
+        if self.max_seconds is not None and self.clock.seconds > self.max_seconds:
+            raise TrialTimeout(
+                f"trial ran {self.clock.seconds:.0f} s, longer than --max-trial-seconds={self.max_seconds:g}"
+            )
+        evals = len(self.clock.evaluator.curve)
+        if evals != self._evals_seen or now - self._last_line >= self.interval:
+            self._evals_seen = evals
+            self._last_line = now
+            self.report()
+        return True
+
+    def report(self) -> dict[str, Any]:
+        last = self.clock.evaluator.last_value
+        progress = {
+            "env_steps": int(self.num_timesteps),
+            "total": self.clock.total,
+            "steps_per_second": round(self.clock.steps_per_second, 2),
+            "last_eval": last,
+            "eta_seconds": round(self.clock.seconds_left(), 1),
+        }
+        log.info(
+            "progress %s env_steps=%d/%d (%.0f%%) steps_per_s=%.1f last_eval=%s eta=%s",
+            self.label,
+            progress["env_steps"],
+            progress["total"],
+            100 * progress["env_steps"] / max(progress["total"], 1),
+            progress["steps_per_second"],
+            "-" if last is None else f"{last:.2f}",
+            format_duration(progress["eta_seconds"]),
+        )
+        self.record(progress)
+        return progress

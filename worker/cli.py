@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import time
 from collections.abc import Sequence
 
-from study_admin.storage import StorageError
-from worker.config import WorkerConfig, config_from
+from study_contract.storage import StorageError
+from worker.config import config_from
+from worker.health import is_fresh
 
+EXIT_DATABASE = 1
 EXIT_CONFIG = 2
-
-
-def check_health(config: WorkerConfig) -> int:
-    """0 when the health file was touched recently enough for a live worker."""
-    if not config.health_file or not os.path.exists(config.health_file):
-        return 1
-    age = time.time() - os.path.getmtime(config.health_file)
-    return 0 if age <= 3 * max(config.heartbeat_interval, config.poll_interval) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,23 +24,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"worker: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if health_only:
-        return check_health(config)
+        return 0 if is_fresh(config.health_file, config.health_max_age) else 1
 
     from worker.threads import pin_threads
 
     pin_threads(config.threads)  # before SB3, numpy's BLAS or torch start their thread pools
 
-    from worker.db import Retrier, RetryAborted
-    from worker.loop import Worker, connect
+    from worker.db import DatabaseUnavailable, Retrier, RetryAborted
+    from worker.loop import DatabaseRefused, Worker, connect
     from worker.shutdown import ShutdownFlag
 
     shutdown = ShutdownFlag()
     shutdown.install()
+    retry = Retrier(max_wait=config.db_retry_max_wait, deadline=config.db_retry_deadline, stop=shutdown.event)
     try:
-        storage = connect(config, Retrier(config.db_retry_max_wait, stop=shutdown.event))
+        storage = connect(config, retry)
     except StorageError as exc:
         print(f"worker: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except DatabaseUnavailable as exc:
+        print(f"worker: error: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
     except RetryAborted:
         return 0
-    return Worker(config, storage, shutdown).run()
+    try:
+        return Worker(config, storage, shutdown).run()
+    except RetryAborted:
+        logging.getLogger("worker").info("stopped while waiting for the database; exiting")
+        return 0
+    except (DatabaseUnavailable, DatabaseRefused) as exc:
+        print(f"worker: error: {exc}", file=sys.stderr)
+        return EXIT_DATABASE

@@ -1,101 +1,159 @@
-"""The worker loop: small steps (look for work, run one trial), stopped by the shutdown flag."""
+"""The worker loop: small steps (look after a study, claim a trial, run it), stopped by the shutdown flag.
+
+No study can stop the worker: an unreadable definition is skipped with one warning, an error while
+looking after one study is logged and the next study served. Only a shutdown, a database outage
+longer than the retry deadline, or a database that refuses this worker for good (credentials, rights)
+ends the loop.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
+from collections.abc import Callable
 
 import optuna
-from optuna.trial import TrialState
+import sqlalchemy.exc
 
-from study_admin.storage import mask_password, open_storage, resolve_url
+from study_contract.catalog import TuningStudy, live_counts, running_counts, tuning_studies
+from study_contract.storage import describe_first_line, is_permanent, mask_password, open_storage, resolve_url
 from worker.config import WorkerConfig
 from worker.db import Retrier
-from worker.heartbeat import touch
+from worker.faults import crash_point
+from worker.health import touch
 from worker.shutdown import ShutdownFlag
-from worker.slots import RetryStaleTrial, TuningStudy, claim, has_live_trials, served_studies
-from worker.trial_runner import run_trial
+from worker.slots import claim, maintain
+from worker.trial_runner import TrialContext, run_trial
 
 log = logging.getLogger(__name__)
+
+
+class DatabaseRefused(RuntimeError):
+    """The database refuses this worker for good (credentials, rights); waiting will not help."""
 
 
 def connect(config: WorkerConfig, retry: Retrier) -> optuna.storages.RDBStorage:
     """The storage with heartbeats on; connection failures that may pass are retried."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     url = resolve_url(config.storage, config.data_dir)
-    retry_stale = RetryStaleTrial(max_retry=config.max_retry)
     return retry(
         "connecting",
-        lambda: open_storage(
-            url,
-            heartbeat_interval=config.heartbeat_interval,
-            grace_period=config.grace_period,
-            stale_trial_callback=retry_stale,
-        ),
+        lambda: open_storage(url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period),
     )
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, storage: optuna.storages.RDBStorage, shutdown: ShutdownFlag) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        storage: optuna.storages.RDBStorage,
+        shutdown: ShutdownFlag,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.storage = storage
         self.shutdown = shutdown
-        self.retry = Retrier(config.db_retry_max_wait)
-        self.retry_stale = RetryStaleTrial(max_retry=config.max_retry)
+        self.clock = clock
+        self.retry = Retrier(max_wait=config.db_retry_max_wait, deadline=config.db_retry_deadline, stop=shutdown.event)
         self.outcomes: list[str] = []
+        self._warned: dict[str, str] = {}
+        self._maintained: dict[int, float] = {}
 
-    def _studies(self) -> list[TuningStudy]:
-        return self.retry("listing studies", lambda: served_studies(self.storage, self.config.study))
+    @property
+    def maintenance_interval(self) -> float:
+        """How often one worker looks after one study: stale trials are detected within a grace period anyway."""
+        return self.config.grace_period / 4
 
-    def reclaim_stale(self, study: TuningStudy) -> None:
-        """Fail trials whose worker died; the storage's callback queues their retries."""
-        self.retry(
-            "checking for stale trials",
-            lambda: optuna.storages.fail_stale_trials(optuna.load_study(study_name=study.name, storage=self.storage)),
+    def _warn_once(self, study_name: str, message: str) -> None:
+        if self._warned.get(study_name) != message:
+            self._warned[study_name] = message
+            log.warning("study %s: %s", study_name, message)
+
+    def studies(self) -> list[TuningStudy]:
+        """The readable studies this worker serves; each unreadable one is named once, with the reason."""
+        served = []
+        for study in self.retry("listing studies", lambda: tuning_studies(self.storage.engine)):
+            if self.config.study and study.name != self.config.study:
+                continue
+            if study.definition is None:
+                self._warn_once(study.name, f"skipped: {study.error}")
+                continue
+            served.append(study)
+        return served
+
+    def _guarded(self, study: TuningStudy, what: str, step: Callable[[], object]) -> object:
+        """Run one step for one study; a failure there is that study's problem, not the worker's."""
+        try:
+            return step()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if is_permanent(exc):
+                raise DatabaseRefused(describe_first_line(exc)) from exc
+            self._warn_once(study.name, f"{what} failed: {describe_first_line(exc)}")
+        except KeyError:
+            log.info("study %s was deleted while this worker %s", study.name, what)
+        except Exception as exc:  # noqa: BLE001 - one study's trouble must not stop the others
+            self._warn_once(study.name, f"{what} failed: {type(exc).__name__}: {describe_first_line(exc)}")
+        return None
+
+    def maintain(self, study: TuningStudy, *, force: bool = False) -> None:
+        """Fail stale trials, release unstarted claims, restore lost slots (at most every maintenance interval)."""
+        now = self.clock()
+        if not force and now - self._maintained.get(study.study_id, -float("inf")) < self.maintenance_interval:
+            return
+        self._maintained[study.study_id] = now
+        assert study.definition is not None
+        definition = study.definition
+        self._guarded(
+            study,
+            "looking after its trials",
+            lambda: self.retry(
+                "looking after trials",
+                lambda: maintain(
+                    self.storage,
+                    study.study_id,
+                    grace_period=self.config.grace_period,
+                    max_retry=definition.max_retry,
+                ),
+            ),
         )
 
-    def _by_fewest_running(self, studies: list[TuningStudy]) -> list[TuningStudy]:
-        """Unpaused studies, least-served first, so a new study gets workers as soon as one frees."""
-
-        def running(study: TuningStudy) -> int:
-            return self.storage.get_n_trials(study.study_id, state=TrialState.RUNNING)
-
-        unpaused = [s for s in studies if not s.paused]
-        counts = self.retry("counting running trials", lambda: [running(s) for s in unpaused])
-        return [s for _, s in sorted(zip(counts, unpaused, strict=False), key=lambda pair: pair[0])]
-
     def run_once(self) -> bool:
-        """Run at most one trial of any runnable study; whether one ran."""
-        for study in self._by_fewest_running(self._studies()):
-            self.reclaim_stale(study)
-            trial_id = self.retry("claiming a trial", lambda s=study: claim(self.storage, s.study_id))
+        """Run at most one trial of any runnable study, least-served study first; whether one ran."""
+        studies = self.studies()
+        counts = self.retry("counting running trials", lambda: running_counts(self.storage.engine))
+        for study in sorted((s for s in studies if not s.paused), key=lambda s: counts.get(s.study_id, 0)):
+            self.maintain(study)
+            trial_id = self._guarded(
+                study,
+                "claiming a trial",
+                lambda s=study: self.retry("claiming a trial", lambda: claim(self.storage, s.study_id)),
+            )
             if trial_id is None:
                 continue
-            outcome = run_trial(
-                self.storage,
-                study.name,
-                trial_id,
-                study.definition,
-                self.config,
-                self.shutdown,
-                self.retry,
-                self.retry_stale,
+            crash_point("claim")
+            context = TrialContext(
+                storage=self.storage,
+                study=study,
+                trial_id=int(trial_id),  # type: ignore[call-overload]
+                config=self.config,
+                shutdown=self.shutdown,
+                retry=self.retry,
             )
-            self.outcomes.append(outcome)
+            self.outcomes.append(run_trial(context))
             return True
         touch(self.config.health_file)
         return False
 
     def is_idle(self) -> bool:
-        """No served, unpaused study has a trial to run or one that may come back for a retry.
-
-        Called after a ``run_once`` that found nothing, which already failed every stale trial.
-        """
-        for study in self._studies():
-            if study.paused:
+        """No served, unpaused study has a trial to run or one that may come back for a retry."""
+        counts = self.retry("counting trials", lambda: live_counts(self.storage.engine))
+        for study in self.studies():
+            if study.paused or not counts.get(study.study_id):
                 continue
-            if self.retry("counting trials", lambda s=study: has_live_trials(self.storage, s.study_id)):
-                return False
+            self.maintain(study, force=True)  # a dead worker's trial must come back before we call it idle
+            return False
         return True
 
     def run(self) -> int:
@@ -105,7 +163,7 @@ class Worker:
             self.config.threads,
             self.config.study or "all studies",
         )
-        if self.config.study and not self._studies():
+        if self.config.study and not self.studies():
             log.warning("no study named %r yet; waiting for study_admin to create it", self.config.study)
         while not self.shutdown.requested:
             if self.run_once():

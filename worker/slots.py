@@ -1,72 +1,189 @@
-"""Budget slots: claim a WAITING trial, hand a running one back, retry stale ones.
+"""Budget slots: claim a WAITING trial, fail-and-retry stale ones, hand running ones back, restore lost ones.
 
-Workers never create trials: ``study_admin create`` enqueued the whole budget as WAITING trials, and
-claiming uses the storage's atomic WAITING -> RUNNING transition (the one ``Study.ask`` uses), so two
-workers never get the same trial and the budget is never overshot.
+Workers never create trials except retries: ``study_admin create`` enqueued the whole budget as WAITING
+trials. A claim moves one WAITING trial to RUNNING and writes its first heartbeat in one transaction,
+so a worker that dies at any moment after it leaves a trial that turns stale. Failing a trial and
+queueing its retry are several Optuna calls; they run under the study's lock, and each failed trial
+records beforehand whether it is to be retried (``retry``), so :func:`maintain` can tell a slot lost
+between two calls (a worker killed in between) from a final failure, and restores it.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+import sqlalchemy
+from optuna.storages._rdb import models  # Optuna's table objects: one-transaction claims need them
 from optuna.trial import FrozenTrial, TrialState
 
-from study_admin.progress import TuningStudy, tuning_studies
+from study_contract.catalog import FAIL_REASON_ATTR, HANDED_BACK_ATTR, RETRY_ATTR, WORKER_ATTR, failures
+from study_contract.locks import study_lock
 
 log = logging.getLogger(__name__)
 
-# What a retry inherits from the trial it replaces: the same configuration and seed.
-INHERITED_ATTRS = ("seed", "hyperparams", "baseline")
+# What a retry inherits from the trial it replaces: the same configuration, seed and role.
+INHERITED_ATTRS = ("seed", "hyperparams", "baseline", "candidate")
+STALE_RETRIES = "stale_retries"  # system attribute: retries this configuration got after dead workers
 
 
-class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry callback, minus the dead run's results (curve, worker, timings)."""
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        trimmed = copy.deepcopy(trial)
-        trimmed.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED_ATTRS}
-        retries_left = self._max_retry is None or len(self.retry_history(trial)) < self._max_retry
-        log.info(
-            "trial %d of %s lost its worker; %s",
-            trial.number,
-            study.study_name,
-            "retrying it" if retries_left else "retries exhausted",
-        )
-        super().__call__(study, trimmed)
-
-
-def served_studies(storage: optuna.storages.RDBStorage, only: str | None) -> list[TuningStudy]:
-    return [s for s in tuning_studies(storage.engine) if not only or s.name == only]
+def _claim_statement(dialect: str, study_id: int) -> sqlalchemy.Update:
+    trials = models.TrialModel.__table__
+    pick = (
+        sqlalchemy.select(trials.c.trial_id)
+        .where(trials.c.study_id == study_id, trials.c.state == TrialState.WAITING)
+        .order_by(trials.c.trial_id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)  # racing workers take different rows, none waits
+    return (
+        sqlalchemy.update(trials)
+        .where(trials.c.trial_id == pick.scalar_subquery(), trials.c.state == TrialState.WAITING)
+        .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+        .returning(trials.c.trial_id)
+    )
 
 
-def claim(storage: optuna.storages.BaseStorage, study_id: int) -> int | None:
-    """Atomically move one WAITING trial to RUNNING; its trial id, or None if none is left."""
-    for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return trial_id
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
+def _heartbeat_statement(dialect: str, trial_id: int) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = sqlalchemy.func.current_timestamp()
+    statement = insert(models.TrialHeartbeatModel.__table__).values(trial_id=trial_id, heartbeat=now)
+    return statement.on_conflict_do_update(index_elements=["trial_id"], set_={"heartbeat": now})
 
 
-def has_live_trials(storage: optuna.storages.BaseStorage, study_id: int) -> bool:
-    """Whether trials may still run: WAITING ones, or RUNNING ones that may turn stale."""
-    return any(storage.get_n_trials(study_id, state=s) for s in (TrialState.WAITING, TrialState.RUNNING))
+def claim(storage: optuna.storages.RDBStorage, study_id: int) -> int | None:
+    """Move the oldest WAITING trial to RUNNING with a first heartbeat, in one transaction; its id or None."""
+    engine = storage.engine
+    with engine.begin() as conn:
+        trial_id = conn.execute(_claim_statement(engine.dialect.name, study_id)).scalar()
+        if trial_id is not None:
+            conn.execute(_heartbeat_statement(engine.dialect.name, trial_id))
+    return trial_id
 
 
-def hand_back(
-    storage: optuna.storages.BaseStorage,
-    study: optuna.Study,
-    trial_id: int,
-    reason: str,
-    retry: RetryStaleTrial,
-) -> None:
+def release(storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+    """Return a claimed trial that never started training to WAITING (its sampled values stay)."""
+    storage.set_trial_state_values(trial_id, state=TrialState.WAITING)
+
+
+def enqueue_retry(storage: optuna.storages.BaseStorage, study_id: int, failed: FrozenTrial, *, stale: bool) -> None:
+    """Queue ``failed``'s configuration and seed as a new WAITING trial, linked as Optuna's retry callback does."""
+    system_attrs: dict[str, Any] = {"failed_trial": failed.number, "retry_history": [], **failed.system_attrs}
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], failed.number]
+    system_attrs[STALE_RETRIES] = failed.system_attrs.get(STALE_RETRIES, 0) + int(stale)
+    template = optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        params=failed.params,
+        distributions=failed.distributions,
+        user_attrs={k: v for k, v in failed.user_attrs.items() if k in INHERITED_ATTRS},
+        system_attrs=system_attrs,
+    )
+    storage.create_new_trial(study_id, template_trial=template)
+
+
+def _fail(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, Any]) -> bool:
+    """Record why and whether it will be retried, then fail it; False if it finished meanwhile."""
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    try:
+        return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def hand_back(storage: optuna.storages.RDBStorage, study_id: int, trial_id: int, reason: str) -> None:
     """End a running trial unfinished and queue the same configuration for another worker."""
-    storage.set_trial_user_attr(trial_id, "handed_back", reason)
-    storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    retry(study, storage.get_trial(trial_id))
+    with study_lock(storage.engine, study_id):
+        attrs = {HANDED_BACK_ATTR: reason, FAIL_REASON_ATTR: f"handed back: {reason}", RETRY_ATTR: True}
+        if _fail(storage, trial_id, attrs):
+            enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=False)
+
+
+@dataclass
+class Maintenance:
+    """What one pass of :func:`maintain` did."""
+
+    stale: list[int] = field(default_factory=list)
+    exhausted: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+    restored: list[int] = field(default_factory=list)
+    skipped: bool = False
+
+
+def _db_now(conn: sqlalchemy.Connection) -> datetime:
+    value = conn.execute(sqlalchemy.select(sqlalchemy.func.current_timestamp())).scalar()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=None)
+
+
+def _running(conn: sqlalchemy.Connection, study_id: int) -> list[tuple[int, datetime | None, datetime | None]]:
+    trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    query = (
+        sqlalchemy.select(trials.c.trial_id, trials.c.datetime_start, beats.c.heartbeat)
+        .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+        .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
+    )
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def maintain(
+    storage: optuna.storages.RDBStorage, study_id: int, *, grace_period: float, max_retry: int, wait: bool = False
+) -> Maintenance:
+    """Under the study's lock: fail stale trials (and retry them), release claims that never started,
+    and queue the retries that a killed worker did not. Idempotent; skipped when another process holds
+    the lock (``wait=False``)."""
+    done = Maintenance()
+    with study_lock(storage.engine, study_id, wait=wait) as taken:
+        if not taken:
+            done.skipped = True
+            return done
+        with storage.engine.connect() as conn:
+            now, running = _db_now(conn), _running(conn, study_id)
+            lost = [n for n, kind in failures(conn).get(study_id, {}).items() if kind == "lost"]
+        cutoff = timedelta(seconds=grace_period)
+        for trial_id, started, heartbeat in running:
+            if heartbeat is not None and now - heartbeat > cutoff:
+                _fail_stale(storage, study_id, trial_id, grace_period, max_retry, done)
+            elif heartbeat is None and started is not None and datetime.now() - started > cutoff:
+                release(storage, trial_id)  # claimed by a worker that died before its first heartbeat
+                done.released.append(trial_id)
+        for number in lost:
+            failed = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+            enqueue_retry(storage, study_id, failed, stale=False)
+            done.restored.append(number)
+    for kind in ("stale", "exhausted", "released", "restored"):
+        if getattr(done, kind):
+            log.info("study id %d: %s trials %s", study_id, kind, getattr(done, kind))
+    return done
+
+
+def _fail_stale(
+    storage: optuna.storages.RDBStorage,
+    study_id: int,
+    trial_id: int,
+    grace_period: float,
+    max_retry: int,
+    done: Maintenance,
+) -> None:
+    trial = storage.get_trial(trial_id)
+    retries = trial.system_attrs.get(STALE_RETRIES, 0)
+    retry = retries < max_retry
+    who = trial.user_attrs.get(WORKER_ATTR, "its worker")
+    reason = f"{who} stopped sending heartbeats (none for {grace_period:.0f} s)"
+    if not retry:
+        reason += f"; not retried: its {retries} retries used up max_retry={max_retry}"
+    if not _fail(storage, trial_id, {FAIL_REASON_ATTR: reason, RETRY_ATTR: retry}):
+        return
+    if retry:
+        enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=True)
+        done.stale.append(trial.number)
+    else:
+        done.exhausted.append(trial.number)

@@ -9,20 +9,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from stable_baselines3 import PPO, SAC
+import stable_baselines3
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from study_admin.definition import StudyDefinition
-from study_admin.space import schedule_and_wrappers, to_sb3_kwargs
-from worker.callbacks import DrainOnShutdown, StopOnNonFinite, TrialEvalCallback
-from worker.schedules import make_schedule
+from study_contract.algorithms import algorithm
+from study_contract.definition import EVAL_SEED_OFFSET, StudyDefinition, derive_seed
+from study_contract.schedules import make_schedule
+from worker.callbacks import DrainOnShutdown, StopOnNonFinite, TrainingClock, TrialEvalCallback, TrialProgress
 from worker.shutdown import ShutdownFlag
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
-EVAL_SEED_OFFSET = 1_000_003
+ACTIVATION_FNS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingOptions:
+    """How the worker around a trial wants it run: shutdown, database retries, progress and health."""
+
+    shutdown: ShutdownFlag
+    drain_seconds: float
+    retry: Callable[[str, Callable[[], Any]], Any]
+    label: str
+    progress_interval: float
+    record_progress: Callable[[dict[str, Any]], None]
+    health_file: str | None = None
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -51,7 +65,7 @@ class TrainingResult:
 def make_envs(definition: StudyDefinition, normalize: bool, seed: int) -> tuple[VecEnv, VecEnv]:
     """Training envs and a separate, differently seeded evaluation env."""
     train_env: VecEnv = make_vec_env(definition.env_id, n_envs=definition.n_envs, seed=seed)
-    eval_env: VecEnv = make_vec_env(definition.env_id, n_envs=1, seed=seed + EVAL_SEED_OFFSET)
+    eval_env: VecEnv = make_vec_env(definition.env_id, n_envs=1, seed=derive_seed(seed, EVAL_SEED_OFFSET))
     if normalize:
         train_env = VecNormalize(train_env)
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
@@ -59,23 +73,19 @@ def make_envs(definition: StudyDefinition, normalize: bool, seed: int) -> tuple[
 
 
 def build_model(definition: StudyDefinition, params: dict[str, Any], env: VecEnv, seed: int) -> BaseAlgorithm:
-    kwargs = to_sb3_kwargs(definition.algo, params)
+    entry = algorithm(definition.algo)
+    kwargs = entry.sb3_kwargs(params)
     kwargs["learning_rate"] = make_schedule(params["lr_schedule"], params["learning_rate"])
-    return ALGORITHMS[definition.algo](definition.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
+    policy_kwargs = kwargs["policy_kwargs"]
+    policy_kwargs["activation_fn"] = ACTIVATION_FNS[policy_kwargs["activation_fn"]]
+    sb3_class: type[BaseAlgorithm] = getattr(stable_baselines3, entry.sb3_class)
+    return sb3_class(definition.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
 
 
 def train_trial(
-    definition: StudyDefinition,
-    params: dict[str, Any],
-    seed: int,
-    trial: optuna.Trial,
-    *,
-    shutdown: ShutdownFlag,
-    drain_seconds: float,
-    retry: Callable[[str, Callable[[], Any]], Any],
+    definition: StudyDefinition, params: dict[str, Any], seed: int, trial: optuna.Trial, options: TrainingOptions
 ) -> TrainingResult:
-    normalize = schedule_and_wrappers(params)["normalize_observations"]
-    train_env, eval_env = make_envs(definition, normalize, seed)
+    train_env, eval_env = make_envs(definition, bool(params.get("normalize", False)), seed)
     try:
         model = build_model(definition, params, train_env, seed)
         evaluator = TrialEvalCallback(
@@ -83,15 +93,25 @@ def train_trial(
             trial,
             n_eval_episodes=definition.eval_episodes,
             eval_freq=max(definition.eval_every // definition.n_envs, 1),
-            retry=retry,
+            retry=options.retry,
         )
-        drain = DrainOnShutdown(shutdown, evaluator, drain_seconds, definition.timesteps)
+        clock = TrainingClock(evaluator, definition.timesteps)
+        drain = DrainOnShutdown(options.shutdown, clock, options.drain_seconds)
+        progress = TrialProgress(
+            options.label,
+            clock,
+            interval=options.progress_interval,
+            record=options.record_progress,
+            health_file=options.health_file,
+            max_seconds=options.max_seconds,
+        )
         # Park the worker's long-lived objects (Optuna, SQLAlchemy, ...) outside the garbage collector's
         # scans: training allocates constantly, and rescanning them cost ~1.5 % of throughput.
         gc.collect()
         gc.freeze()
         started = time.perf_counter()
-        model.learn(definition.timesteps, callback=CallbackList([StopOnNonFinite(), evaluator, drain]))
+        callbacks = CallbackList([StopOnNonFinite(), evaluator, clock, drain, progress])
+        model.learn(definition.timesteps, callback=callbacks)
         if drain.decision == "hand back":
             outcome = "handed back"
         elif evaluator.pruned:
@@ -100,10 +120,10 @@ def train_trial(
             outcome = "complete"
             if evaluator.last_evaluated_step != model.num_timesteps:
                 evaluator.evaluate_now()  # the value of a trial is its final evaluation
-        value = evaluator.curve[-1][1] if evaluator.curve else None
+                progress.report()
         return TrainingResult(
             outcome=outcome,
-            value=value,
+            value=evaluator.last_value,
             env_steps=model.num_timesteps,
             wall_seconds=time.perf_counter() - started,
             eval_seconds=evaluator.eval_seconds,

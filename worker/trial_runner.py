@@ -1,4 +1,10 @@
-"""Run one claimed trial: sample, train, report, and record the outcome on the trial."""
+"""Run one claimed trial: sample, train, report, and record the outcome on the trial.
+
+Whatever goes wrong inside a trial ends that trial (FAIL with a reason) and the worker goes on; a
+trial whose study was deleted meanwhile is dropped; one declared stale while this worker was cut off
+is left to its retry. Only a shutdown signal during a database wait, or a database outage longer than
+the retry deadline, leaves this function by an exception (the trial then turns stale and is retried).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +12,51 @@ import logging
 import os
 import socket
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from study_admin.definition import StudyDefinition
+from study_contract.algorithms import algorithm
+from study_contract.catalog import FAIL_REASON_ATTR, PROGRESS_ATTR, RETRY_ATTR, WORKER_ATTR, TuningStudy
+from study_contract.definition import SEED_SPACE, StudyDefinition
 from worker.config import WorkerConfig
-from worker.db import Retrier
+from worker.db import DatabaseUnavailable, Retrier, RetryAborted
+from worker.faults import crash_point
 from worker.heartbeat import Heartbeat
-from worker.sampling import SAMPLE_PARAMS
 from worker.shutdown import ShutdownFlag
-from worker.slots import RetryStaleTrial, hand_back
+from worker.slots import hand_back, release
+from worker.study_health import pause_if_failing
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
+class TrialGone(RuntimeError):
+    """The trial's study was deleted, or the trial was failed by another worker, while this one ran it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialContext:
+    """One claimed trial and everything the worker lends to run it."""
+
+    storage: optuna.storages.RDBStorage
+    study: TuningStudy
+    trial_id: int
+    config: WorkerConfig
+    shutdown: ShutdownFlag
+    retry: Retrier
+
+    @property
+    def definition(self) -> StudyDefinition:
+        assert self.study.definition is not None  # only readable studies are served
+        return self.study.definition
+
+
 def make_sampler(definition: StudyDefinition, trial_number: int) -> optuna.samplers.BaseSampler:
     # A fresh seed per trial: workers sharing one history must not draw identical configurations.
-    seed = definition.seed * 100_003 + trial_number
+    seed = (definition.seed * 100_003 + trial_number) % SEED_SPACE
     if definition.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
@@ -48,75 +79,120 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip()[:500]}{where}"
 
 
-def run_trial(
-    storage: optuna.storages.RDBStorage,
-    study_name: str,
-    trial_id: int,
-    definition: StudyDefinition,
-    config: WorkerConfig,
-    shutdown: ShutdownFlag,
-    retry: Retrier,
-    retry_stale: RetryStaleTrial,
-) -> str:
-    """Train the claimed trial to its end; return its outcome (complete, pruned, failed, ...)."""
-    from worker.training import train_trial  # torch and SB3: only once a trial really runs
+def run_trial(ctx: TrialContext) -> str:
+    """Train the claimed trial to its end; return its outcome (complete, pruned, failed, dropped, ...)."""
+    with Heartbeat(ctx.storage, ctx.trial_id, ctx.config.heartbeat_interval):
+        try:
+            return _run(ctx)
+        except (RetryAborted, DatabaseUnavailable):
+            raise
+        except TrialGone as exc:
+            log.info("trial id %d of %s: %s; going on", ctx.trial_id, ctx.study.name, exc)
+            return "dropped"
+        except Exception as exc:  # noqa: BLE001 - anything else ends this trial, never the worker
+            return _fail(ctx, failure_reason(exc))
 
-    number = retry("loading trial", lambda: storage.get_trial_number_from_id(trial_id))
+
+def _run(ctx: TrialContext) -> str:
+    from worker.training import TrainingOptions, train_trial  # torch and SB3: only once a trial really runs
+
+    definition, retry = ctx.definition, ctx.retry
+    number = retry(
+        "loading trial", lambda: _gone_if_missing(lambda: ctx.storage.get_trial_number_from_id(ctx.trial_id))
+    )
+    crash_point("setup")
+    if ctx.shutdown.requested:
+        retry("releasing", lambda: release(ctx.storage, ctx.trial_id))
+        return "released"
     study = retry(
         "loading study",
         lambda: optuna.load_study(
-            study_name=study_name,
-            storage=storage,
+            study_name=ctx.study.name,
+            storage=ctx.storage,
             sampler=make_sampler(definition, number),
             pruner=make_pruner(definition),
         ),
     )
     # The study caches trials it has read; read once so it knows the trial claimed on `storage`.
     retry("syncing study", lambda: study.get_trials(deepcopy=False))
-    with Heartbeat(storage, trial_id, config.heartbeat_interval, config.health_file):
-        trial = optuna.Trial(study, trial_id)
-        params: dict[str, Any] = retry(
-            "sampling", lambda: SAMPLE_PARAMS[definition.algo](trial, definition.space, definition.n_envs)
-        )
-        seed = int(trial.user_attrs.get("seed", definition.seed + number))
-        _record(retry, trial, {"seed": seed, "hyperparams": params, "worker": WORKER_ID})
-        log.info("trial %d of %s: %s seed=%d", number, study_name, params, seed)
-        try:
-            result = train_trial(
-                definition,
-                params,
-                seed,
-                trial,
-                shutdown=shutdown,
-                drain_seconds=config.drain_seconds,
-                retry=retry,
-            )
-        except Exception as exc:  # noqa: BLE001 - any training failure ends this trial, not the worker
-            reason = failure_reason(exc)
-            log.warning("trial %d of %s failed: %s", number, study_name, reason)
-            return _finish(retry, study, trial, "failed", {"fail_reason": reason}, state=TrialState.FAIL)
-        attrs = result.attrs()
-        if result.outcome == "handed back":
-            waited = shutdown.seconds_since_request()
-            log.info("trial %d of %s handed back %.1f s after the signal", number, study_name, waited)
-            _record(retry, trial, attrs)
-            retry(
-                "handing back",
-                lambda: hand_back(storage, study, trial_id, "worker shut down", retry_stale),
-            )
-            return "handed back"
-        if result.outcome == "pruned":
-            return _finish(retry, study, trial, "pruned", attrs, state=TrialState.PRUNED)
-        return _finish(retry, study, trial, "complete", attrs, value=result.value)
+    trial = optuna.Trial(study, ctx.trial_id)
+    entry = algorithm(definition.algo)
+    params: dict[str, Any] = retry("sampling", lambda: entry.sample(trial, definition.space, definition.n_envs))
+    seed = int(trial.user_attrs.get("seed", definition.trial_seed(number)))
+    _record(ctx, trial, {"seed": seed, "hyperparams": params, WORKER_ATTR: WORKER_ID})
+    log.info("trial %d of %s: %s seed=%d", number, ctx.study.name, params, seed)
+    options = TrainingOptions(
+        shutdown=ctx.shutdown,
+        drain_seconds=ctx.config.drain_seconds,
+        retry=retry,
+        label=f"study={ctx.study.name} trial={number}",
+        progress_interval=ctx.config.progress_interval,
+        record_progress=lambda progress: _record_progress(ctx, progress),
+        health_file=ctx.config.health_file,
+        max_seconds=ctx.config.max_trial_seconds,
+    )
+    result = train_trial(definition, params, seed, trial, options)
+    attrs = result.attrs()
+    if result.outcome == "handed back":
+        log.info("trial %d of %s handed back %.1f s after the signal", number, ctx.study.name,
+                 ctx.shutdown.seconds_since_request())  # fmt: skip
+        _record(ctx, trial, attrs)
+        retry("handing back", lambda: hand_back(ctx.storage, ctx.study.study_id, ctx.trial_id, "worker shut down"))
+        return "handed back"
+    if result.outcome == "pruned":
+        return _finish(ctx, study, trial, "pruned", attrs, state=TrialState.PRUNED)
+    return _finish(ctx, study, trial, "complete", attrs, value=result.value)
 
 
-def _record(retry: Retrier, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+def _gone_if_missing(fn: Any) -> Any:
+    try:
+        return fn()
+    except KeyError:
+        raise TrialGone("its study was deleted") from None
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise TrialGone("it was failed as stale while this worker was cut off; its retry counts instead") from None
+
+
+def _tell(
+    ctx: TrialContext, study: optuna.Study, trial: optuna.Trial, value: float | None, state: TrialState | None
+) -> None:
+    try:
+        study.tell(trial, value, state=state)
+    except ValueError:  # Optuna refuses to tell a finished trial: another worker failed it as stale
+        if ctx.storage.get_trial(ctx.trial_id).state.is_finished():
+            raise optuna.exceptions.UpdateFinishedTrialError() from None
+        raise
+
+
+def _record(ctx: TrialContext, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     for key, value in attrs.items():
-        retry("recording", lambda k=key, v=value: trial.set_user_attr(k, v))
+        ctx.retry("recording", lambda k=key, v=value: _gone_if_missing(lambda: trial.set_user_attr(k, v)))
+
+
+def _record_progress(ctx: TrialContext, progress: dict[str, Any]) -> None:
+    """Best effort (no retries: training must not wait); a trial that is gone stops training."""
+    try:
+        _gone_if_missing(lambda: ctx.storage.set_trial_user_attr(ctx.trial_id, PROGRESS_ATTR, progress))
+    except TrialGone:
+        raise
+    except Exception as exc:  # noqa: BLE001 - progress is informative; the database may be restarting
+        log.debug("progress of trial id %d not recorded: %s", ctx.trial_id, exc)
+
+
+def _fail(ctx: TrialContext, reason: str) -> str:
+    log.warning("trial id %d of %s failed: %s", ctx.trial_id, ctx.study.name, reason)
+    try:
+        for key, value in ((FAIL_REASON_ATTR, reason), (RETRY_ATTR, False)):
+            ctx.retry("recording", lambda k=key, v=value: ctx.storage.set_trial_user_attr(ctx.trial_id, k, v))
+        ctx.retry("failing", lambda: ctx.storage.set_trial_state_values(ctx.trial_id, state=TrialState.FAIL))
+    except (KeyError, optuna.exceptions.UpdateFinishedTrialError):
+        return "dropped"
+    ctx.retry("checking failures", lambda: pause_if_failing(ctx.storage, ctx.study))
+    return "failed"
 
 
 def _finish(
-    retry: Retrier,
+    ctx: TrialContext,
     study: optuna.Study,
     trial: optuna.Trial,
     outcome: str,
@@ -125,16 +201,10 @@ def _finish(
     state: TrialState | None = None,
     value: float | None = None,
 ) -> str:
-    try:
-        _record(retry, trial, attrs)
-        retry("telling", lambda: study.tell(trial, value, state=state))
-    except optuna.exceptions.UpdateFinishedTrialError:
-        log.warning(
-            "trial %d was declared stale while this worker was cut off; its retry counts instead",
-            trial.number,
-        )
-        return "superseded"
+    _record(ctx, trial, attrs)
+    crash_point("finish")
+    ctx.retry("telling", lambda: _gone_if_missing(lambda: _tell(ctx, study, trial, value, state)))
     log.info(
-        "trial %d of %s %s%s", trial.number, study.study_name, outcome, "" if value is None else f" (value {value:.2f})"
+        "trial %d of %s %s%s", trial.number, ctx.study.name, outcome, "" if value is None else f" (value {value:.2f})"
     )
     return outcome

@@ -2,14 +2,15 @@
 
 Both are Optuna's ``RDBStorage``, so heartbeats, stale-trial retries and the dashboard work the same on
 each. SQLite gets immediate write transactions so that several local worker processes serialise their
-writes instead of failing with "database is locked".
+writes instead of failing with "database is locked". PostgreSQL sessions run in UTC: Optuna stores
+naive timestamps in the session's time zone, and a daylight-saving jump would otherwise make every
+running trial look stale at once.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,14 +25,24 @@ EMBEDDED_FILE = "studies.sqlite3"
 SUPPORTED_SCHEMES = ("postgresql", "postgresql+psycopg2", "sqlite")
 
 
-# Connection failures that no wait will fix; all other connection failures may pass (a restart).
+# Database errors that no wait will fix; other connection failures may pass (a restart, a blip).
 PERMANENT_FAILURES = (
     "password authentication failed",
     "no password supplied",
     "does not exist",
+    "could not translate host name",
+    "name or service not known",
     "unable to open database file",
     "permission denied",
+    "must be owner",
     "readonly database",
+    "attempt to write a readonly database",
+)
+# Errors a restart, a network blip or a dropped idle connection produce.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
 )
 
 
@@ -78,11 +89,54 @@ def _check_url(url: str) -> None:
             raise StorageError(f"storage URL port {parsed.port} is outside 1-65535")
 
 
-def _engine_kwargs(url: str, connect_timeout: int) -> dict[str, Any]:
+def engine_kwargs(url: str, connect_timeout: int = 5) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60, "isolation_level": None}}
     # pre_ping: connections dropped while idle (server restart, firewall) are replaced before use.
     return {"pool_pre_ping": True, "pool_size": 2, "connect_args": {"connect_timeout": connect_timeout}}
+
+
+def _utc_sessions(engine: sqlalchemy.engine.Engine) -> None:
+    # A SET on connect rather than the "options" startup parameter, which PgBouncer refuses; TimeZone
+    # is one of the settings PgBouncer keeps per client, so this also holds behind transaction pooling.
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.commit()
+
+
+def prepare_engine(engine: sqlalchemy.engine.Engine, *, writes: bool) -> sqlalchemy.engine.Engine:
+    """Session settings connections need: UTC on PostgreSQL; immediate transactions on SQLite for writers."""
+    if engine.dialect.name == "postgresql":
+        _utc_sessions(engine)
+    elif writes:
+        _serialise_sqlite_writes(engine)
+    engine.dispose()  # connections opened before the listeners existed are not reused
+    return engine
+
+
+def describe_first_line(exc: BaseException) -> str:
+    """The first line of what went wrong (the driver's message when there is one), never empty."""
+    text = str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a database error names something no wait will fix (credentials, rights, a missing name)."""
+    if isinstance(exc, StorageError):
+        return not exc.transient
+    return any(text in describe_first_line(exc).lower() for text in PERMANENT_FAILURES)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether waiting and trying again may help (a restart, a network blip, a dropped connection)."""
+    if isinstance(exc, StorageError):
+        return exc.transient
+    import optuna  # StorageInternalError wraps the SQLAlchemy error of a failed commit
+
+    transient = isinstance(exc, TRANSIENT_ERRORS) or isinstance(exc, optuna.exceptions.StorageInternalError)
+    return transient and not is_permanent(exc)
 
 
 def _serialise_sqlite_writes(engine: sqlalchemy.engine.Engine) -> None:
@@ -97,19 +151,15 @@ def _serialise_sqlite_writes(engine: sqlalchemy.engine.Engine) -> None:
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    engine.dispose()
-
 
 def _raise_storage_error(exc: BaseException, url: str) -> None:
-    message = describe_db_error(exc, url)
-    transient = not any(text in message.lower() for text in PERMANENT_FAILURES)
-    raise StorageError(message, transient=transient) from exc
+    raise StorageError(describe_db_error(exc, url), transient=not is_permanent(exc)) from exc
 
 
 def open_engine(url: str, *, connect_timeout: int = 5) -> sqlalchemy.engine.Engine:
     """A plain SQLAlchemy engine for read-only views; connects once to report problems early."""
     _check_url(url)
-    engine = sqlalchemy.create_engine(url, **_engine_kwargs(url, connect_timeout))
+    engine = prepare_engine(sqlalchemy.create_engine(url, **engine_kwargs(url, connect_timeout)), writes=False)
     try:
         engine.connect().close()
     except sqlalchemy.exc.SQLAlchemyError as exc:
@@ -119,9 +169,7 @@ def open_engine(url: str, *, connect_timeout: int = 5) -> sqlalchemy.engine.Engi
 
 def describe_db_error(exc: BaseException, url: str) -> str:
     """One line that says what is wrong with the database at ``url``."""
-    text = str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip().splitlines()
-    detail = text[0] if text else type(exc).__name__
-    return f"cannot use database {mask_password(url)}: {detail}"
+    return f"cannot use database {mask_password(url)}: {describe_first_line(exc)}"
 
 
 def open_storage(
@@ -130,24 +178,31 @@ def open_storage(
     connect_timeout: int = 5,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> optuna.storages.RDBStorage:
-    """Connect (creating Optuna's schema if it is missing) or raise :class:`StorageError`."""
+    """Connect (creating Optuna's schema if it is missing) or raise :class:`StorageError`.
+
+    A role that may not create the schema (the worker and dashboard roles) waits for ``study_admin
+    init`` instead: that error is transient.
+    """
     import optuna
 
     _check_url(url)
     try:
         storage = optuna.storages.RDBStorage(
             url,
-            engine_kwargs=_engine_kwargs(url, connect_timeout),
+            engine_kwargs=engine_kwargs(url, connect_timeout),
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            heartbeat_stale_trial_callback=stale_trial_callback,
         )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        if "permission denied for schema" in describe_first_line(exc).lower():
+            raise StorageError(
+                f"{describe_db_error(exc, url)}: the database has no tuning schema yet and this role may not "
+                "create it; run `study_admin init` as the owner",
+                transient=True,
+            ) from exc
         _raise_storage_error(exc, url)
     except (ValueError, ImportError, RuntimeError) as exc:
         raise StorageError(describe_db_error(exc, url)) from exc
-    if url.startswith("sqlite"):
-        _serialise_sqlite_writes(storage.engine)
+    prepare_engine(storage.engine, writes=True)
     return storage

@@ -1,0 +1,132 @@
+"""Plain-text output for people: tables, a progress bar, and machine formats without YAML anchors.
+
+Plain text (no colours, no cursor control) reads the same in a terminal, a log and a pipe, and keeps
+``list`` fast; a table library would add an import and escape codes to strip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from study_contract.catalog import Summary, format_duration, format_value
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(data: Any, fmt: str) -> str:
+    """JSON or YAML text of ``data``; YAML never uses anchors, even where a dict appears twice."""
+    if fmt == "json":
+        return json.dumps(data, indent=2, default=str) + "\n"
+    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False, default_flow_style=False)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart, no trailing spaces."""
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows) + "\n"
+
+
+def bar(done: int, total: int, width: int = 30) -> str:
+    filled = round(width * done / total) if total else width
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def listing(summaries: list[Summary]) -> str:
+    if not summaries:
+        return "no studies; create one with: study_admin create --algo ppo --env Hopper-v5\n"
+    header = ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "WORKERS", "PRUNED", "FAILED", "BEST", "ETA"]
+    rows = [header] + [
+        [
+            s.name,
+            s.algo or "-",
+            s.env_id or "-",
+            s.state,
+            f"{s.done}/{s.n_trials}" if s.algo else "-",
+            str(s.running),
+            str(s.workers),
+            str(s.pruned),
+            str(s.failed),
+            format_value(s.best_value),
+            format_duration(s.eta_seconds),
+        ]
+        for s in summaries
+    ]
+    notes = [f"{s.name}: {s.error}" for s in summaries if s.error]
+    notes += [f"{s.name}: {s.paused_reason}" for s in summaries if s.paused_reason]
+    return table(rows) + "".join(f"  {note}\n" for note in notes)
+
+
+def format_param(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def show(details: dict[str, Any]) -> str:
+    """``study_admin show`` for people: header, progress and ETA, accounting, best, top trials, failures."""
+    s, d = details["summary"], details["definition"]
+    lines = [f"{s['name']}: {d['algo'].upper()} on {d['env_id']}, {s['state']}"]
+    if s.get("paused_reason"):
+        lines.append(f"  paused: {s['paused_reason']}")
+    eta = format_duration(s["eta_seconds"])
+    workers = f"{s['workers']} worker{'s' if s['workers'] != 1 else ''}"
+    lines.append(
+        f"progress  {bar(s['done'], s['n_trials'])} {s['done']}/{s['n_trials']} done, ETA {eta} with {workers}"
+    )
+    lines.append(
+        f"trials    complete {s['complete']}, pruned {s['pruned']}, failed {s['failed']}, running {s['running']}, "
+        f"waiting {s['waiting']} = {s['accounted']} of budget {s['n_trials']}"
+        + (f"; retried {s['retried']}" if s["retried"] else "")
+    )
+    if s.get("mismatch"):
+        lines.append(f"  MISMATCH: {s['mismatch']}")
+    throughput = details["throughput"]
+    if throughput["mean_train_steps_per_second_per_trial"]:
+        lines.append(
+            f"speed     {throughput['mean_train_steps_per_second_per_trial']:.0f} env-steps/s per trial, "
+            f"{throughput['env_steps_total']} env-steps so far"
+        )
+    lines.append(
+        f"budget    {d['n_trials']} trials x {d['timesteps']} env-steps, evaluated every {d['eval_every']} "
+        f"on {d['eval_episodes']} episodes; sampler {d['sampler']}, pruner {d['pruner']}, seed {d['seed']}"
+    )
+    best = details.get("best")
+    if best:
+        lines.append(f"best      trial {best['number']}: {format_value(best['value'])} (seed {best['seed']})")
+        params = best.get("hyperparams") or {}
+        lines.extend(f"            {name} = {format_param(value)}" for name, value in params.items())
+    else:
+        lines.append("best      - (no completed trial yet)")
+    top = details.get("top_trials") or []
+    if top:
+        varying = [
+            n
+            for n in (top[0].get("hyperparams") or {})
+            if len({repr((t.get("hyperparams") or {}).get(n)) for t in top}) > 1
+        ]
+        rows = [["TRIAL", "VALUE", "SEED", "MINUTES", *varying]] + [
+            [
+                str(t["number"]),
+                format_value(t["value"]),
+                str(t["seed"]),
+                f"{(t['wall_seconds'] or 0) / 60:.1f}",
+                *[format_param((t.get("hyperparams") or {}).get(n)) for n in varying],
+            ]
+            for t in top
+        ]
+        lines.append("top trials")
+        lines.extend("  " + row for row in table(rows).splitlines())
+    failures = details.get("failures") or []
+    if failures:
+        lines.append("recent failures")
+        lines.extend(f"  trial {f['number']}: {f['fail_reason']}" for f in failures)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,328 @@
+"""Read-only views of the tuning studies, straight from Optuna's tables (no Optuna import).
+
+``study_admin list`` must answer in well under half a second; constructing Optuna's ``RDBStorage``
+alone takes about 0.3 s (it imports Alembic and checks the schema version), so these views use
+SQLAlchemy Core on Optuna's stable table layout (studies, study_user_attributes, trials,
+trial_user_attributes, trial_system_attributes, trial_values). Workers use the same queries to find
+their studies, so both sides agree on what a study is, which are unreadable, and how its budget
+slots are accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy
+
+from study_contract.definition import (
+    DEFINITION_ATTR,
+    PAUSED_ATTR,
+    PAUSED_REASON_ATTR,
+    DefinitionError,
+    StudyDefinition,
+)
+
+# Trial user attributes that say what became of a failed trial (set before it is failed).
+RETRY_ATTR = "retry"  # True: queued again under a new number; False: a final failure
+FAIL_REASON_ATTR = "fail_reason"
+HANDED_BACK_ATTR = "handed_back"  # schema 1 workers marked hand-backs only this way
+PROGRESS_ATTR = "progress"
+WORKER_ATTR = "worker"
+RECENT_TRIALS = 20  # finished trials whose durations estimate the next ones
+
+_ATTRS = sqlalchemy.text(
+    "SELECT s.study_id, s.study_name, a.key, a.value_json FROM studies s "
+    "JOIN study_user_attributes a ON a.study_id = s.study_id WHERE a.key IN (:definition, :paused, :reason) "
+    "ORDER BY s.study_id"
+)
+_COUNTS = sqlalchemy.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
+_RUNNING = sqlalchemy.text("SELECT study_id, COUNT(*) FROM trials WHERE state = 'RUNNING' GROUP BY study_id")
+_LIVE = sqlalchemy.text("SELECT study_id, COUNT(*) FROM trials WHERE state IN ('RUNNING', 'WAITING') GROUP BY study_id")
+_BEST = sqlalchemy.text(
+    "SELECT t.study_id, MAX(v.value) FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+    "WHERE t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE' GROUP BY t.study_id"
+)
+_FAILED = sqlalchemy.text(
+    "SELECT t.study_id, t.number, a.key, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
+    "ON a.trial_id = t.trial_id AND a.key IN (:retry, :reason, :handed_back) WHERE t.state = 'FAIL'"
+)
+_RETRIES = sqlalchemy.text(
+    "SELECT t.study_id, s.value_json FROM trials t JOIN trial_system_attributes s ON s.trial_id = t.trial_id "
+    "WHERE s.key = 'retry_history'"
+)
+_LIVE_ATTRS = sqlalchemy.text(
+    "SELECT t.study_id, t.trial_id, a.key, a.value_json FROM trials t JOIN trial_user_attributes a "
+    "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND a.key IN (:worker, :progress)"
+)
+_DURATIONS = sqlalchemy.text(
+    "SELECT study_id, datetime_start, datetime_complete FROM (SELECT study_id, datetime_start, "
+    "datetime_complete, ROW_NUMBER() OVER (PARTITION BY study_id ORDER BY trial_id DESC) AS recent FROM trials "
+    "WHERE state IN ('COMPLETE', 'PRUNED') AND datetime_start IS NOT NULL AND datetime_complete IS NOT NULL) r "
+    "WHERE recent <= :recent"
+)
+
+
+@dataclass(frozen=True)
+class TuningStudy:
+    """A study created by study_admin. ``definition`` is None when it cannot be read (``error`` says why)."""
+
+    study_id: int
+    name: str
+    definition: StudyDefinition | None
+    paused: bool = False
+    paused_reason: str | None = None
+    error: str | None = None
+
+
+def _read_tuning_studies(conn: sqlalchemy.engine.Connection) -> list[TuningStudy]:
+    attrs: dict[int, dict[str, Any]] = {}
+    params = {"definition": DEFINITION_ATTR, "paused": PAUSED_ATTR, "reason": PAUSED_REASON_ATTR}
+    for study_id, name, key, value_json in conn.execute(_ATTRS, params):
+        attrs.setdefault(study_id, {"name": name})[key] = json.loads(value_json)
+    studies = []
+    for study_id, study in attrs.items():
+        if DEFINITION_ATTR not in study:
+            continue  # not created by study_admin, or still being created
+        definition, error = None, None
+        try:
+            definition = StudyDefinition.from_json(study[DEFINITION_ATTR])
+        except DefinitionError as exc:
+            error = str(exc)
+        studies.append(
+            TuningStudy(
+                study_id=study_id,
+                name=study["name"],
+                definition=definition,
+                paused=bool(study.get(PAUSED_ATTR, False)),
+                paused_reason=study.get(PAUSED_REASON_ATTR) or None,
+                error=error,
+            )
+        )
+    return studies
+
+
+def _has_schema(conn: sqlalchemy.engine.Connection) -> bool:
+    return sqlalchemy.inspect(conn).has_table("studies")
+
+
+def tuning_studies(engine: sqlalchemy.engine.Engine) -> list[TuningStudy]:
+    """Every study created by study_admin, oldest first, readable or not; empty for a fresh database."""
+    with engine.connect() as conn:
+        return _read_tuning_studies(conn) if _has_schema(conn) else []
+
+
+def running_counts(engine: sqlalchemy.engine.Engine) -> dict[int, int]:
+    """RUNNING trials per study id."""
+    with engine.connect() as conn:
+        return {study_id: n for study_id, n in conn.execute(_RUNNING)}
+
+
+def live_counts(engine: sqlalchemy.engine.Engine) -> dict[int, int]:
+    """WAITING + RUNNING trials per study id: the trials that may still run."""
+    with engine.connect() as conn:
+        return {study_id: n for study_id, n in conn.execute(_LIVE)}
+
+
+def failure_kind(attrs: dict[str, Any], retried: bool) -> str:
+    """What a FAIL trial is for the budget: ``final`` (a slot used), ``retried`` or ``lost`` (a slot to restore).
+
+    ``attrs`` are its user attributes among retry/fail_reason/handed_back; ``retried`` says whether a
+    later trial retries it. Trials failed by schema-1 workers carry no ``retry`` attribute: a failure
+    with a reason that was not a hand-back was final.
+    """
+    if retried:
+        return "retried"
+    if RETRY_ATTR in attrs:
+        return "lost" if attrs[RETRY_ATTR] else "final"
+    return "final" if FAIL_REASON_ATTR in attrs and HANDED_BACK_ATTR not in attrs else "lost"
+
+
+def failures(conn: sqlalchemy.engine.Connection) -> dict[int, dict[int, str]]:
+    """study id -> {FAIL trial number -> its :func:`failure_kind`}."""
+    params = {"retry": RETRY_ATTR, "reason": FAIL_REASON_ATTR, "handed_back": HANDED_BACK_ATTR}
+    failed: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for study_id, number, key, value_json in conn.execute(_FAILED, params):
+        attrs = failed[study_id].setdefault(number, {})
+        if key is not None:
+            attrs[key] = json.loads(value_json)
+    retried: dict[int, set[int]] = defaultdict(set)
+    for study_id, value_json in conn.execute(_RETRIES):
+        history = json.loads(value_json)
+        if history:
+            retried[study_id].add(history[-1])
+    return {
+        study_id: {n: failure_kind(attrs, n in retried[study_id]) for n, attrs in trials.items()}
+        for study_id, trials in failed.items()
+    }
+
+
+def _as_datetime(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True)
+class Eta:
+    """Inputs and result of a study's time-to-finish estimate (see :func:`estimate_seconds`)."""
+
+    trial_seconds: float | None
+    running_seconds_left: list[float | None] = field(default_factory=list)
+    waiting: int = 0
+    workers: int = 0
+
+    @property
+    def seconds(self) -> float | None:
+        """(time left of each running trial + waiting trials x one trial's time) / workers serving it.
+
+        A running trial's time left comes from its last progress record (env-steps left at its
+        training rate), else half a trial; one trial's time is the mean of the last finished ones.
+        """
+        if self.workers == 0 or (self.trial_seconds is None and self.waiting):
+            return None
+        per_trial = self.trial_seconds or 0.0
+        running = sum(per_trial / 2 if left is None else left for left in self.running_seconds_left)
+        if running == 0 and self.waiting == 0:
+            return 0.0
+        return (running + self.waiting * per_trial) / self.workers
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    algo: str | None
+    env_id: str | None
+    state: str
+    n_trials: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+    retried: int
+    lost: int
+    best_value: float | None
+    workers: int
+    eta_seconds: float | None
+    paused_reason: str | None = None
+    error: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    @property
+    def accounted(self) -> int:
+        """Budget slots found: WAITING + RUNNING + COMPLETE + PRUNED + finally failed."""
+        return self.waiting + self.running + self.done
+
+    @property
+    def mismatch(self) -> str | None:
+        if self.error:
+            return None
+        if self.lost:
+            return f"{self.lost} failed trial(s) neither retried nor final: a worker will queue their retries"
+        if self.accounted != self.n_trials:
+            return f"{self.accounted} slots accounted for, budget is {self.n_trials}"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "done": self.done, "accounted": self.accounted, "mismatch": self.mismatch}
+
+
+def _running_left(definition: StudyDefinition, progress: dict[str, Any] | None) -> float | None:
+    if not progress or not progress.get("steps_per_second"):
+        return None
+    return max(definition.timesteps - progress.get("env_steps", 0), 0) / progress["steps_per_second"]
+
+
+def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
+    """One summary per study created by study_admin, oldest first; empty for a fresh database."""
+    with engine.connect() as conn:
+        if not _has_schema(conn):
+            return []
+        studies = _read_tuning_studies(conn)
+        counts: dict[tuple[int, str], int] = {(sid, state): n for sid, state, n in conn.execute(_COUNTS)}
+        best = dict(conn.execute(_BEST).all())
+        failed = failures(conn)
+        live: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+        for study_id, trial_id, key, value_json in conn.execute(
+            _LIVE_ATTRS, {"worker": WORKER_ATTR, "progress": PROGRESS_ATTR}
+        ):
+            live[study_id].setdefault(trial_id, {})[key] = json.loads(value_json)
+        durations: dict[int, list[float]] = defaultdict(list)
+        for study_id, start, complete in conn.execute(_DURATIONS, {"recent": RECENT_TRIALS}):
+            durations[study_id].append((_as_datetime(complete) - _as_datetime(start)).total_seconds())
+    return [_summary(s, counts, best, failed.get(s.study_id, {}), live[s.study_id], durations) for s in studies]
+
+
+def _summary(
+    study: TuningStudy,
+    counts: dict[tuple[int, str], int],
+    best: dict[int, float],
+    failed: dict[int, str],
+    live: dict[int, dict[str, Any]],
+    durations: dict[int, list[float]],
+) -> Summary:
+    n = {s: counts.get((study.study_id, s), 0) for s in ("WAITING", "RUNNING", "COMPLETE", "PRUNED")}
+    kinds = Counter(failed.values())
+    definition = study.definition
+    workers = len({attrs[WORKER_ATTR] for attrs in live.values() if WORKER_ATTR in attrs})
+    if definition is None:
+        state, eta = "unreadable", None
+    else:
+        if n["WAITING"] == 0 and n["RUNNING"] == 0 and not kinds["lost"]:
+            state = "finished"
+        elif study.paused:
+            state = "paused"
+        else:
+            state = "running" if n["RUNNING"] else "waiting"
+        recent = durations.get(study.study_id)
+        eta = Eta(
+            trial_seconds=sum(recent) / len(recent) if recent else None,
+            running_seconds_left=[_running_left(definition, attrs.get(PROGRESS_ATTR)) for attrs in live.values()],
+            waiting=0 if state == "paused" else n["WAITING"] + kinds["lost"],
+            workers=workers,
+        ).seconds
+    return Summary(
+        name=study.name,
+        algo=definition.algo if definition else None,
+        env_id=definition.env_id if definition else None,
+        state=state,
+        n_trials=definition.n_trials if definition else 0,
+        complete=n["COMPLETE"],
+        pruned=n["PRUNED"],
+        failed=kinds["final"],
+        running=n["RUNNING"],
+        waiting=n["WAITING"],
+        retried=kinds["retried"],
+        lost=kinds["lost"],
+        best_value=best.get(study.study_id),
+        workers=workers,
+        eta_seconds=eta,
+        paused_reason=study.paused_reason if study.paused else None,
+        error=study.error,
+    )
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``-``, ``45s``, ``12m``, ``3h05m`` or ``2d04h``."""
+    if seconds is None:
+        return "-"
+    seconds = max(round(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

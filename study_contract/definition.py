@@ -1,0 +1,198 @@
+"""The study definition: the contract between ``study_admin`` (writes it) and ``worker`` (reads it).
+
+It is stored as JSON in the Optuna study's user attribute ``definition``, so a worker needs nothing
+but the database URL, and the dashboard shows it beside the study. Definitions carry a
+``schema_version``: every older version is read (fields added since take their defaults, see
+:func:`_upgrade`), a newer one is refused with :class:`DefinitionTooNew` so that an old worker skips
+that study instead of misreading it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from study_contract.algorithms import ALGORITHMS, algorithm
+from study_contract.options import options_of
+from study_contract.space import ParamSpec, SpaceError
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+SAVE_MODELS = ("best", "all", "none")
+DEFINITION_ATTR = "definition"
+PAUSED_ATTR = "paused"
+PAUSED_REASON_ATTR = "paused_reason"
+SCHEMA_VERSION = 2
+MAX_SEED = 2**31 - 1
+# Derived seeds (trial, evaluation, test seeds) stay below numpy's limit of 2**32 - 1.
+SEED_SPACE = 2**32
+EVAL_SEED_OFFSET = 1_000_003
+TEST_SEED_OFFSET = 1_000_000_007 % SEED_SPACE
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DEFAULT_ENV = "Ant-v5"
+DEFAULT_EVALUATIONS = 10
+
+
+class DefinitionError(ValueError):
+    """A study definition that cannot be run; the message names the value and what is accepted."""
+
+
+class DefinitionTooNew(DefinitionError):
+    """A definition written by a newer ``study_admin`` than this code understands."""
+
+
+class StudyError(ValueError):
+    """A study that does not exist, already exists, or has nothing to show."""
+
+
+def check_study_name(name: str) -> str:
+    if not STUDY_NAME.match(name):
+        raise DefinitionError(
+            f"study name {name!r} must be 1-100 characters: letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def derive_seed(base: int, offset: int) -> int:
+    """A seed numpy accepts, ``base + offset`` wrapped into [0, 2**32)."""
+    return (base + offset) % SEED_SPACE
+
+
+def _opt(default: Any, **meta: Any) -> Any:
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyDefinition:
+    """Everything a worker needs to run any trial of one study."""
+
+    algo: str = _opt("", choices=tuple(ALGORITHMS), default_help=None)
+    """Stable-Baselines3 algorithm."""
+    env_id: str = _opt(DEFAULT_ENV, flag="--env", default_help=f"{DEFAULT_ENV}, the guide's example task")
+    """Registered Gymnasium id of the task."""
+    n_trials: int = _opt(100, bounds=(1, 100_000))
+    """Trials in the whole study, across all workers (finished, pruned or failed)."""
+    timesteps: int = _opt(1_000_000, bounds=(1, 10**9))
+    """Training env-steps per trial."""
+    eval_every: int = _opt(0, bounds=(1, 10**9), default_help=f"timesteps / {DEFAULT_EVALUATIONS}")
+    """Env-steps between two deterministic evaluations (each is reported to the pruner)."""
+    eval_episodes: int = _opt(10, bounds=(1, 1000))
+    """Episodes per evaluation."""
+    n_envs: int = _opt(1, bounds=(1, 64))
+    """Parallel training environments per trial (a DummyVecEnv)."""
+    sampler: str = _opt("tpe", choices=SAMPLERS)
+    """Optuna sampler: multivariate TPE (seeded, constant liar for parallel workers) or random."""
+    pruner: str = _opt("median", choices=PRUNERS)
+    """Optuna pruner that stops unpromising trials at their evaluations."""
+    pruner_startup_trials: int = _opt(5, bounds=(0, 100_000))
+    """Median pruner: trials that finish before any pruning happens."""
+    pruner_warmup_evals: int = _opt(1, bounds=(0, 1000))
+    """Median pruner: evaluations of a trial before it may be pruned."""
+    seed: int = _opt(0, bounds=(0, MAX_SEED))
+    """Seeds the sampler and, plus the trial number, each tuning trial's training."""
+    baseline: bool = _opt(True)
+    """Run SB3's default hyperparameters as the first trial."""
+    max_retry: int = _opt(3, bounds=(0, 10))
+    """Times a configuration whose worker died or shut down is queued again."""
+    pause_after_failures: int = _opt(3, bounds=(0, 1000))
+    """Pause the study after this many consecutive trials fail the same way with no success (0: never)."""
+    space_preset: str = _opt("budget", flag="--preset", choices=("budget", "guide"))
+    """Search space to start from: budget-aware ranges, or the tuning guide's table as written."""
+    space: dict[str, ParamSpec] = _opt(None, cli=False)
+    """The resolved search space (the preset plus the ``--space`` file)."""
+    policy: str = _opt("MlpPolicy", cli=False)
+    """SB3 policy name."""
+    schema_version: int = _opt(SCHEMA_VERSION, cli=False)
+    """Version of this contract the definition was written with."""
+
+    def __post_init__(self) -> None:
+        if self.eval_every == 0 and isinstance(self.timesteps, int):
+            object.__setattr__(self, "eval_every", max(self.timesteps // DEFAULT_EVALUATIONS, 1))
+        for option in options_of(type(self)):
+            value = getattr(self, option.name)
+            if option.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise DefinitionError(f"{option.name}={value!r} must be an integer")
+            if not isinstance(value, option.kind):
+                raise DefinitionError(f"{option.name}={value!r} must be a {option.kind.__name__}")
+            try:
+                option.check(value)
+            except ValueError as exc:
+                raise DefinitionError(str(exc)) from None
+        if not self.env_id:
+            raise DefinitionError("env_id must name a Gymnasium task, e.g. HalfCheetah-v5")
+        if self.eval_every > self.timesteps:
+            raise DefinitionError(
+                f"eval_every={self.eval_every} exceeds timesteps={self.timesteps}; a trial would never be evaluated"
+            )
+        entry = algorithm(self.algo)
+        if self.space is None:
+            object.__setattr__(self, "space", entry.space(self.space_preset, self.timesteps, self.n_envs))
+        if set(self.space) != set(entry.defaults):
+            raise DefinitionError(
+                f"space parameters {sorted(self.space)} do not match {self.algo}'s {sorted(entry.defaults)}"
+            )
+        try:
+            entry.check(self.space, self.n_envs, self.timesteps)
+        except SpaceError as exc:
+            raise DefinitionError(str(exc)) from None
+
+    def trial_seed(self, number: int) -> int:
+        """The training seed of tuning trial ``number`` (a retry keeps the seed of the trial it replaces)."""
+        return derive_seed(self.seed, number)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["space"] = {name: spec.to_dict() for name, spec in self.space.items()}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudyDefinition:
+        """Read any version up to :data:`SCHEMA_VERSION`; raise :class:`DefinitionError` for anything else."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError(f"definition is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise DefinitionError(f"definition must be a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise DefinitionError(f"definition schema_version={version!r} is not a version this code knows")
+        if version > SCHEMA_VERSION:
+            raise DefinitionTooNew(
+                f"definition schema_version={version} was written by a newer study_admin; this code reads "
+                f"up to {SCHEMA_VERSION}: upgrade this worker (or study_admin)"
+            )
+        data = _upgrade(data, version)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DefinitionError(f"definition has fields {unknown} that schema_version={version} does not have")
+        try:
+            data["space"] = {name: ParamSpec.from_dict(spec) for name, spec in data["space"].items()}
+            return cls(**data)
+        except (SpaceError, TypeError, KeyError, AttributeError) as exc:
+            raise DefinitionError(f"definition cannot be read: {exc}") from None
+
+
+def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """Bring a stored definition of ``version`` up to :data:`SCHEMA_VERSION`, step by step."""
+    data = dict(data)
+    if version < 2:
+        # Schema 1 searched sizes as exponents (log2_n_steps) and had no activation, max_grad_norm or
+        # SAC ent_coef parameters: keep the exponents so its Optuna history stays usable, fix the new
+        # parameters at SB3's defaults, and read its space as the guide's table it started from.
+        entry = algorithm(data.get("algo", ""))
+        guide = entry.space("guide", 1_000_000, 1)
+        space = {name: dict(spec) for name, spec in data.get("space", {}).items()}
+        for spec in space.values():
+            if spec.get("kind") == "pow2":
+                spec["exponent"] = True
+        for name in set(entry.defaults) - set(space):
+            space[name] = guide[name].to_dict()
+        data["space"] = space
+        data["space_preset"] = "guide"
+        data["schema_version"] = 2
+    return data

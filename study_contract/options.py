@@ -1,0 +1,169 @@
+"""Command-line options derived from a typed dataclass: flags, types, bounds and help from one place.
+
+``worker`` (``WorkerConfig``) and ``study_admin create`` (``StudyDefinition``) both describe their
+options as dataclass fields with a docstring under each; this module turns them into ``argparse``
+options, reads environment variables named in the field metadata, and parses values with the same
+rules (one boolean parser for both CLIs). Field metadata keys: ``env`` (environment variable),
+``flag`` (flag name if not ``--field-name``), ``bounds`` (inclusive ``(low, high)``), ``choices``,
+``cli`` (``False`` hides a field), ``default_help`` (how the default is described).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true/false)")
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of ``cls`` (and of its dataclass bases)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, following in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    flag: str
+    kind: type
+    default: Any
+    help: str
+    env: str | None = None
+    bounds: tuple[float, float] | None = None
+    choices: tuple[Any, ...] | None = None
+    default_help: str | None = None
+
+    def convert(self, raw: Any, source: str) -> Any:
+        """``raw`` (text from a flag or variable, or a value) as this option's type, within its limits."""
+        if isinstance(raw, str):
+            try:
+                value = parse_bool(raw) if self.kind is bool else self.kind(raw)
+            except ValueError:
+                raise ValueError(f"{source}={raw!r} is not a valid {self.kind.__name__}") from None
+        else:
+            value = raw
+        self.check(value, source)
+        return value
+
+    def check(self, value: Any, source: str | None = None) -> None:
+        where = source or self.name
+        if self.bounds is not None and value is not None:
+            low, high = self.bounds
+            if not low <= value <= high:
+                raise ValueError(f"{where}={value!r} is outside the accepted range [{low}, {high}]")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{where}={value!r} is not one of {list(self.choices)}")
+
+    def describe(self) -> str:
+        parts = [self.help]
+        if self.choices is not None:
+            parts.append(f"one of {', '.join(map(str, self.choices))}")
+        if self.bounds is not None:
+            parts.append(f"{self.bounds[0]}-{self.bounds[1]}")
+        default = self.default_help or (None if self.default in (None, MISSING) else str(self.default))
+        if default is not None:
+            parts.append(f"default: {default}")
+        if self.env:
+            parts.append(f"env: {self.env}")
+        return f"{parts[0]} [{'; '.join(parts[1:])}]" if len(parts) > 1 else parts[0]
+
+
+def _value_type(hint: Any) -> type:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint if hint in (bool, int, float, str) else str
+
+
+@functools.cache
+def options_of(cls: type, *, skip: tuple[str, ...] = ()) -> list[Option]:
+    """One :class:`Option` per field of the dataclass ``cls`` that the command line may set."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    found = []
+    for f in fields(cls):
+        meta: Mapping[str, Any] = f.metadata
+        if not meta.get("cli", True) or f.name in skip:
+            continue
+        default = f.default if f.default is not MISSING else MISSING
+        found.append(
+            Option(
+                name=f.name,
+                flag=meta.get("flag", "--" + f.name.replace("_", "-")),
+                kind=_value_type(hints[f.name]),
+                default=default,
+                help=docs.get(f.name, f.name),
+                env=meta.get("env"),
+                bounds=meta.get("bounds"),
+                choices=meta.get("choices"),
+                default_help=meta.get("default_help"),
+            )
+        )
+    return found
+
+
+def add_options(parser: argparse.ArgumentParser, options: list[Option], *, required: tuple[str, ...] = ()) -> None:
+    """Add each option; values stay ``None`` when not given, so callers can fall back to env and defaults."""
+    for option in options:
+        if option.kind is bool:
+            parser.add_argument(option.flag, dest=option.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=option.describe())  # fmt: skip
+            continue
+
+        def convert(text: str, option: Option = option) -> Any:
+            try:
+                return option.convert(text, option.flag)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        parser.add_argument(option.flag, dest=option.name, type=convert, default=None,
+                            required=option.name in required, metavar=option.name.upper(),
+                            help=option.describe())  # fmt: skip
+
+
+def collect(
+    args: argparse.Namespace, options: list[Option], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Values given as flags, else from the options' environment variables; defaults are left out."""
+    values: dict[str, Any] = {}
+    for option in options:
+        raw = getattr(args, option.name, None)
+        if raw is not None:
+            values[option.name] = raw
+        elif environ is not None and option.env and environ.get(option.env):
+            values[option.name] = option.convert(environ[option.env], option.env)
+    return values

@@ -1,0 +1,52 @@
+"""Studies that cannot work stop themselves instead of burning their budget in minutes.
+
+SAC on a discrete-action task, a task whose dependency is missing, a space that always diverges: every
+trial fails the same way within seconds. After ``pause_after_failures`` consecutive trials fail for the
+same reason, with no trial of the study ever succeeding, the study pauses itself and says why;
+``study_admin resume`` clears it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import optuna
+from optuna.trial import TrialState
+
+from study_contract.catalog import FAIL_REASON_ATTR, RETRY_ATTR, TuningStudy
+from study_contract.definition import PAUSED_ATTR, PAUSED_REASON_ATTR
+
+log = logging.getLogger(__name__)
+
+
+def reason_key(reason: str) -> str:
+    """A failure reason without its numbers and code location: "diverged at step 51" = "... step 77"."""
+    return re.sub(r"\d+", "#", reason.split(" (at ", 1)[0])
+
+
+def pause_if_failing(storage: optuna.storages.BaseStorage, study: TuningStudy) -> bool:
+    """Pause ``study`` if its last finished trials all failed the same way and none ever succeeded."""
+    definition = study.definition
+    if definition is None or definition.pause_after_failures == 0:
+        return False
+    trials = storage.get_all_trials(study.study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                             TrialState.FAIL))  # fmt: skip
+    if any(t.state != TrialState.FAIL for t in trials):
+        return False
+    final = [t for t in trials if t.user_attrs.get(RETRY_ATTR) is False and FAIL_REASON_ATTR in t.user_attrs]
+    final.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+    recent = final[-definition.pause_after_failures :]
+    if len(recent) < definition.pause_after_failures:
+        return False
+    keys = {reason_key(t.user_attrs[FAIL_REASON_ATTR]) for t in recent}
+    if len(keys) != 1:
+        return False
+    reason = (
+        f"paused after {len(recent)} consecutive trials failed the same way and none succeeded: "
+        f"{recent[-1].user_attrs[FAIL_REASON_ATTR]}"
+    )
+    storage.set_study_user_attr(study.study_id, PAUSED_REASON_ATTR, reason)
+    storage.set_study_user_attr(study.study_id, PAUSED_ATTR, True)
+    log.warning("study %s %s", study.name, reason)
+    return True

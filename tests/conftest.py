@@ -18,8 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import psycopg2
 import pytest
+import sqlalchemy
+from optuna.trial import TrialState
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_PASSWORD = "test-only-password"
@@ -165,6 +168,19 @@ def start_worker(url: str, *args: str, log: Path, env: dict[str, str] | None = N
     return subprocess.Popen([str(VENV_BIN / "worker"), *args], stdout=handle, stderr=subprocess.STDOUT, env=full_env)
 
 
+def snapshot(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table, to prove a failed command wrote nothing."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = sqlalchemy.inspect(conn).get_table_names()
+            return {
+                t: sorted(map(tuple, conn.execute(sqlalchemy.text(f"SELECT * FROM {t}"))), key=repr) for t in tables
+            }
+    finally:
+        engine.dispose()
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,3 +189,45 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def running_by_pid(url: str, name: str) -> dict[int, int]:
+    """Worker pid -> number of the trial it is running."""
+    return {
+        int(t.user_attrs["worker"].rsplit(":", 1)[1]): t.number
+        for t in trials_of(url, name)
+        if t.state == TrialState.RUNNING and "worker" in t.user_attrs
+    }
+
+
+def assert_budget_accounted(url: str, name: str, budget: int) -> list[optuna.trial.FrozenTrial]:
+    """Nothing left to run, and every slot ended once: retried trials aside, exactly ``budget`` trials,
+    each complete, pruned or failed for good (never a failure meant for a retry that did not happen)."""
+    trials = trials_of(url, name)
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    retried = {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
+    final = [t for t in trials if t.number not in retried]
+    lost = [t.number for t in final if t.state == TrialState.FAIL and t.user_attrs.get("retry") is not False]
+    assert not lost, f"failed trials meant to be retried, never retried: {lost}"
+    assert len(final) == budget, (len(final), budget)
+    return trials
+
+
+def run_worker_in_process(url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    """A worker loop in this process (the test's registered envs and fakes apply), run until idle."""
+    from worker.config import WorkerConfig
+    from worker.db import Retrier
+    from worker.loop import Worker, connect
+    from worker.shutdown import ShutdownFlag
+
+    settings = {"storage": url, "until_idle": True, "poll_interval": 0.2, "heartbeat_interval": 1, "grace_period": 10}
+    config = WorkerConfig(**{**settings, **overrides})  # type: ignore[arg-type]
+    shutdown = ShutdownFlag()
+    storage = connect(config, Retrier(max_wait=1, deadline=30, stop=shutdown.event))
+    worker = Worker(config, storage, shutdown)
+    worker.run()
+    return worker

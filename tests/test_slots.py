@@ -6,11 +6,12 @@ import threading
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
-from study_admin.storage import open_storage
+from study_contract.storage import open_storage
 from tests.conftest import create_tiny_study
-from worker.slots import RetryStaleTrial, claim, hand_back
+from worker.slots import claim, hand_back
 
 
 def test_racing_claims_take_each_trial_exactly_once(storage_url: str, tiny_space: Path) -> None:
@@ -35,6 +36,10 @@ def test_racing_claims_take_each_trial_exactly_once(storage_url: str, tiny_space
     assert len(claimed) == 40 and len(set(claimed)) == 40
     trials = optuna.load_study(study_name="race", storage=storage_url).get_trials()
     assert len(trials) == 40 and all(t.state == TrialState.RUNNING for t in trials)
+    storage = open_storage(storage_url)
+    with storage.engine.connect() as conn:  # each claim wrote its first heartbeat in the same transaction
+        beats = conn.execute(sqlalchemy.text("SELECT COUNT(DISTINCT trial_id) FROM trial_heartbeats")).scalar()
+    assert beats == 40
 
 
 def test_a_handed_back_trial_is_retried_with_its_configuration(storage_url: str, tiny_space: Path) -> None:
@@ -48,9 +53,10 @@ def test_a_handed_back_trial_is_retried_with_its_configuration(storage_url: str,
     lr = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
     trial.set_user_attr("seed", 7)
     trial.set_user_attr("eval_curve", [[128, -1000.0]])
-    hand_back(storage, study, trial_id, "worker shut down", RetryStaleTrial(max_retry=3))
+    hand_back(storage, storage.get_study_id_from_name("back"), trial_id, "worker shut down")
     first, retry = optuna.load_study(study_name="back", storage=storage_url).get_trials()
     assert first.state == TrialState.FAIL and first.user_attrs["handed_back"] == "worker shut down"
+    assert first.user_attrs["retry"] is True
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
     assert retry.params == {"learning_rate": lr}
     assert retry.user_attrs == {"seed": 7}  # the same seed, none of the dead run's results

@@ -1,18 +1,20 @@
-"""Search spaces, sampling and schedules: pure functions, no database, no training."""
+"""Search spaces, the algorithm registry, sampling and schedules: pure functions, no database, no training."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import optuna
 import pytest
 
-from study_admin.space import DEFAULT_SPACES, SpaceError, apply_overrides, baseline_params, load_space_file
-from worker.sampling import SAMPLE_PARAMS
-from worker.schedules import make_schedule
+from study_contract.algorithms import ALGORITHMS, NET_ARCHS, algorithm
+from study_contract.schedules import SCHEDULES, formula, make_schedule, source
+from study_contract.space import SpaceError, apply_overrides, optuna_params, read_space_file
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+# The tuning guide's tables (../shared/seed/hyperparameter-tuning-guide.md, section 1).
 GUIDE_RANGES = {
     "ppo": {
         "learning_rate": (1e-5, 1e-3),
@@ -38,34 +40,55 @@ def sample_many(algo: str, space: dict, n_envs: int = 1, n: int = 300) -> list[d
     samples = []
     for _ in range(n):
         trial = study.ask()
-        samples.append(SAMPLE_PARAMS[algo](trial, space, n_envs))
+        samples.append(algorithm(algo).sample(trial, space, n_envs))
         study.tell(trial, 0.0)
     return samples
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
-def test_default_spaces_sample_within_the_guides_ranges(algo: str) -> None:
-    samples = sample_many(algo, DEFAULT_SPACES[algo])
+def test_guide_preset_samples_exactly_the_guides_ranges(algo: str) -> None:
+    samples = sample_many(algo, algorithm(algo).space("guide", 10_000_000, 1))
     for name, (low, high) in GUIDE_RANGES[algo].items():
         values = [s[name] for s in samples]
-        assert all(low <= v <= high for v in values), name
+        assert min(values) >= low and max(values) <= high, name
         assert min(values) < low + (high - low) / 3 and max(values) > high - (high - low) / 3, name
         if name in POW2:
             assert all(v & (v - 1) == 0 for v in values), name
-    assert {s["lr_schedule"] for s in samples} == {"constant", "linear", "cosine"}
+    assert {s["lr_schedule"] for s in samples} == set(SCHEDULES)
 
 
-def test_ppo_minibatch_never_exceeds_the_rollout() -> None:
-    space = apply_overrides("ppo", {"n_steps": {"low": 16, "high": 256}, "batch_size": {"low": 16, "high": 512}})
-    for n_envs in (1, 2, 3):
-        for s in sample_many("ppo", space, n_envs=n_envs, n=200):
-            assert s["batch_size"] <= s["n_steps"] * n_envs
-            assert 16 <= s["batch_size"] <= 512 and 16 <= s["n_steps"] <= 256
+@pytest.mark.parametrize("timesteps", [2048, 30_000, 1_000_000])
+def test_ppo_budget_preset_leaves_enough_updates_and_valid_minibatches(timesteps: int) -> None:
+    for n_envs in (1, 2, 4):
+        space = algorithm("ppo").space("budget", timesteps, n_envs)
+        for s in sample_many("ppo", space, n_envs=n_envs, n=100):
+            rollout = s["n_steps"] * n_envs
+            assert s["batch_size"] <= rollout
+            assert rollout <= max(timesteps // 10, 16 * n_envs)  # at least ten policy updates when it can
+        assert space["gamma"].fixed is False and space["activation"].fixed is False
+
+
+def test_sizes_are_stored_as_their_real_values_so_the_dashboard_shows_them() -> None:
+    space = algorithm("ppo").space("guide", 1_000_000, 1)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = algorithm("ppo").sample(trial, space, 1)
+    assert trial.params["n_steps"] == params["n_steps"] and trial.params["batch_size"] == params["batch_size"]
+    assert "log2_n_steps" not in trial.params
+
+
+def test_a_space_offering_a_minibatch_larger_than_a_rollout_is_refused() -> None:
+    entry = algorithm("ppo")
+    space = apply_overrides("ppo", entry.space("guide", 1_000_000, 1), {"n_steps": {"low": 64, "high": 256}})
+    with pytest.raises(SpaceError, match="batch_size up to 512 does not fit the smallest rollout"):
+        entry.check(space, 1, 1_000_000)
+    entry.check(apply_overrides("ppo", space, {"batch_size": {"low": 32, "high": 64}}), 1, 1_000_000)  # positive
 
 
 def test_overrides_narrow_widen_and_fix() -> None:
     space = apply_overrides(
         "ppo",
+        algorithm("ppo").space("guide", 1_000_000, 1),
         {
             "learning_rate": {"low": 1e-4, "high": 2e-4},
             "gamma": {"low": 0.95, "high": 0.999},
@@ -81,32 +104,61 @@ def test_overrides_narrow_widen_and_fix() -> None:
     assert {s["lr_schedule"] for s in samples} == {"linear"}
 
 
-def test_baseline_is_sb3_defaults() -> None:
-    assert baseline_params("ppo", DEFAULT_SPACES["ppo"], 1) == {
-        "learning_rate": 3e-4,
-        "lr_schedule": "constant",
-        "n_steps": 2048,
-        "batch_size": 64,
-        "n_epochs": 10,
-        "ent_coef": 0.0,
-        "gamma": 0.99,
-        "gae_lambda": 0.95,
-        "clip_range": 0.2,
-        "net_arch": "small",
-        "normalize": False,
-    }
-    sac = baseline_params("sac", DEFAULT_SPACES["sac"], 1)
-    assert (sac["buffer_size"], sac["batch_size"], sac["tau"], sac["train_freq"]) == (1_000_000, 256, 0.005, 1)
+def _sb3_defaults(algo: str) -> dict:
+    """SB3's own defaults, read from the installed classes (never restated here)."""
+    import stable_baselines3
+
+    sb3_class = getattr(stable_baselines3, algorithm(algo).sb3_class)
+    signature = {name: p.default for name, p in inspect.signature(sb3_class).parameters.items()}
+    model = sb3_class("MlpPolicy", "Pendulum-v1", device="cpu")
+    net_arch = model.policy.net_arch
+    activation = inspect.signature(type(model.policy)).parameters["activation_fn"].default
+    return {"signature": signature, "net_arch": net_arch, "activation": activation.__name__.lower()}
 
 
-@pytest.mark.parametrize(
-    ("name", "initial", "expected"),
-    [("constant", 3e-4, (3e-4, 3e-4, 3e-4)), ("linear", 1e-3, (1e-3, 5e-4, 0.0)), ("cosine", 1e-3, (1e-3, 5e-4, 0.0))],
-)
-def test_schedules_at_progress_1_half_0(name: str, initial: float, expected: tuple) -> None:
-    schedule = make_schedule(name, initial)
-    for progress, value in zip((1.0, 0.5, 0.0), expected, strict=False):
-        assert math.isclose(schedule(progress), value, abs_tol=1e-12)
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_registry_defaults_are_sb3s_defaults(algo: str) -> None:
+    entry = algorithm(algo)
+    sb3 = _sb3_defaults(algo)
+    for name, value in entry.sb3_kwargs(entry.defaults).items():
+        if name != "policy_kwargs":
+            assert sb3["signature"][name] == value, name
+    arch = NET_ARCHS[entry.defaults["net_arch"]]
+    assert sb3["net_arch"] in (arch, {"pi": arch, "vf": arch})
+    assert entry.defaults["activation"] == sb3["activation"]
+    assert entry.defaults["lr_schedule"] == "constant" and entry.defaults.get("normalize", False) is False
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_baseline_is_sb3s_defaults_inside_the_space(algo: str) -> None:
+    entry = algorithm(algo)
+    guide = entry.space("guide", 10_000_000, 1)
+    assert entry.baseline(guide, 1) == entry.defaults
+    tiny = entry.space("budget", 4096, 1)
+    baseline = entry.baseline(tiny, 1)
+    for name, spec in tiny.items():
+        if not spec.fixed and spec.kind != "choice":
+            assert spec.low <= baseline[name] <= spec.high, name
+    optuna_params(tiny, baseline)  # every value is one the space can record
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("initial", [3e-4, 1e-3])
+def test_the_exported_schedule_is_the_one_training_uses(name: str, initial: float) -> None:
+    trained = make_schedule(name, initial)
+    namespace: dict = {}
+    exec(source(name), {"math": math}, namespace)  # noqa: S102 - our own source, as the Python export embeds it
+    exported = namespace[SCHEDULES[name].__name__]
+    for progress in (1.0, 0.75, 0.5, 0.1, 0.0):
+        value = trained(progress)
+        assert exported(initial, progress) == value
+        shown = formula(name, initial).replace(f"{initial:g}", repr(initial))
+        assert math.isclose(eval(shown, {"math": math, "progress_remaining": progress}), value, rel_tol=1e-12)  # noqa: S307
+    assert trained(1.0) == initial
+
+
+def test_linear_schedule_is_the_guides() -> None:
+    assert [make_schedule("linear", 1e-3)(p) for p in (1.0, 0.5, 0.0)] == [1e-3, 5e-4, 0.0]
 
 
 @pytest.mark.parametrize(
@@ -117,20 +169,33 @@ def test_schedules_at_progress_1_half_0(name: str, initial: float, expected: tup
         ("n_steps: {low: 1000, high: 2048}\n", "n_steps: low=1000 must be a power of two"),
         ("learning_rate: 1e400\n", "learning_rate: value=inf must be a finite number"),
         ("n_epochs: 100000000000000000000000\n", "outside the accepted range"),
-        ("!!python/object/apply:os.system ['true']\n", "is not plain YAML data"),
-        ("- 1\n- 2\n", "must be a mapping of parameter names, got list"),
-        ("learning_rate: [1, 2\n", "is not plain YAML data"),
         ("net_arch: huge\n", "net_arch: value='huge' is not one of"),
         ("ent_coef: {lo: 0.1}\n", "keys ['lo'] not understood"),
         ("learning_rate: {low: 0.0, high: 0.001}\n", "learning_rate: low=0.0 is outside the accepted range"),
         ("learning_rate: {low: 1e-4, high: 2e-4}\nn_steps: many\n", "n_steps: value='many' must be a finite number"),
         ("normalize: yes please\n", "normalize: value='yes please' is not one of"),
+        ("gamma: 1.5\n", "gamma: value=1.5 is outside the accepted range"),
     ],
 )
-def test_bad_space_files_are_rejected_with_the_value(tmp_path, text: str, message: str) -> None:
+def test_bad_overrides_are_rejected_with_the_value(tmp_path, text: str, message: str) -> None:
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(SpaceError) as info:
-        load_space_file(path, "ppo")
+        apply_overrides("ppo", algorithm("ppo").space("guide", 1_000_000, 1), read_space_file(path))
     assert message in str(info.value)
-    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("!!python/object/apply:os.system ['true']\n", "is not plain YAML data"),
+        ("- 1\n- 2\n", "must be a mapping of parameter names, got list"),
+        ("learning_rate: [1, 2\n", "is not plain YAML data"),
+    ],
+)
+def test_bad_space_files_are_rejected_naming_the_file(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as info:
+        read_space_file(path)
+    assert message in str(info.value) and str(path) in str(info.value)

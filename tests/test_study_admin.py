@@ -9,24 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 import yaml
 
 from study_admin.cli import main
-from tests.conftest import PostgresCluster, free_port, run_cli
-
-
-def snapshot(url: str) -> dict[str, list[tuple]]:
-    """Every row of every table, to prove a failed command wrote nothing."""
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            tables = sqlalchemy.inspect(conn).get_table_names()
-            return {
-                t: sorted(map(tuple, conn.execute(sqlalchemy.text(f"SELECT * FROM {t}"))), key=repr) for t in tables
-            }
-    finally:
-        engine.dispose()
+from tests.conftest import PostgresCluster, free_port, run_cli, snapshot
 
 
 def admin(url: str, *args: str) -> int:
@@ -87,14 +73,12 @@ def test_create_list_show_pause_delete(storage_url: str, tiny_space: Path, capsy
 
 def test_ppo_rollouts_are_capped_to_the_trial_budget(storage_url: str, capsys) -> None:
     args = ["create", "--algo", "ppo", "--env", "Hopper-v5", "--timesteps", "3000", "--n-envs", "2"]
+    args += ["--preset", "guide"]
     assert admin(storage_url, *args) == 0
     details = admin_json(storage_url, capsys, "show", "ppo-Hopper-v5")
     assert details["definition"]["timesteps"] == 3000
-    from study_admin import studies
-    from study_admin.storage import open_storage
-
-    space = studies.load_definition(open_storage(storage_url), "ppo-Hopper-v5").space
-    assert (space["n_steps"].low, space["n_steps"].high) == (1024, 1024)  # 1024 x 2 envs <= 3000 < 2048 x 2
+    space = details["space"]
+    assert (space["n_steps"]["low"], space["n_steps"]["high"]) == (1024, 1024)  # 1024 x 2 envs <= 3000 < 2048 x 2
 
 
 def test_baseline_is_the_first_trial_and_can_be_turned_off(storage_url: str, tiny_space: Path) -> None:
@@ -176,18 +160,27 @@ BAD_SPACES = {
 
 # (arguments after "study_admin", expected fragment of the one-line error); {space} = the space dir.
 BAD_ADMIN_INPUT = [
-    (["create", "--algo", "dqn", "--env", "Pendulum-v1"], "unknown algorithm 'dqn'; choose one of ['ppo', 'sac']"),
+    (["create", "--algo", "dqn", "--env", "Pendulum-v1"], "--algo='dqn' is not one of ['ppo', 'sac']"),
     (
         ["create", "--algo", "ppo", "--env", "Halfcheetah-v5"],
         "unknown environment 'Halfcheetah-v5'; did you mean 'HalfCheetah-v5'?",
     ),
     (["create", "--algo", "ppo", "--env", "Nope-v0"], "unknown environment 'Nope-v0'"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "0"], "0 must be a positive integer"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "-5"], "-5 must be a positive integer"),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "ten"], "'ten' is not an integer"),
+    (["create", "--algo", "ppo", "--n-trials", "0"], "--n-trials=0 is outside the accepted range"),
+    (["create", "--algo", "ppo", "--timesteps", "-5"], "--timesteps=-5 is outside the accepted range [1, 1000000000]"),
+    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "ten"], "--n-trials='ten' is not a valid int"),
+    (["create", "--algo", "ppo", "--seed", "50000000000"], "--seed=50000000000 is outside the accepted range [0, 21"),
+    (["create", "--algo", "ppo", "--n-trials", "100001"], "--n-trials=100001 is outside the accepted range [1, 10"),
+    (["create", "--algo", "ppo", "--n-envs", "65"], "--n-envs=65 is outside the accepted range [1, 64]"),
+    (["create", "--algo", "ppo", "--eval-episodes", "0"], "--eval-episodes=0 is outside the accepted range [1, 1000]"),
+    (["create", "--algo", "ppo", "--max-retry", "11"], "--max-retry=11 is outside the accepted range [0, 10]"),
+    (["create", "--algo", "ppo", "--preset", "huge"], "--preset='huge' is not one of ['budget', 'guide']"),
+    (["create", "--algo", "ppo", "--name", "a b"], "study name 'a b' must be 1-100 characters"),
+    (["create", "--algo", "ppo", "--name", "x" * 101], "must be 1-100 characters"),
+    (["create", "--algo", "ppo", "--name", ".hidden"], "starting with a letter or digit"),
     (
         ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--eval-every", "10", "--n-evaluations", "3"],
-        "not allowed with argument",
+        "give --eval-every or --n-evaluations, not both",
     ),
     (
         ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "100", "--eval-every", "500"],
@@ -195,9 +188,9 @@ BAD_ADMIN_INPUT = [
     ),
     (
         ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--sampler", "cmaes"],
-        "sampler='cmaes' is not one of ['tpe', 'random']",
+        "--sampler='cmaes' is not one of ['tpe', 'random']",
     ),
-    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--pruner", "often"], "pruner='often' is not one of"),
+    (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--pruner", "often"], "--pruner='often' is not one of"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/missing.yaml"], "cannot be read"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/hostile.yaml"], "is not plain YAML data"),
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/huge.yaml"], "outside the accepted range"),
@@ -209,7 +202,7 @@ BAD_ADMIN_INPUT = [
     (["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/broken.yaml"], "is not plain YAML data"),
     (
         ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--space", "{space}/nofit.yaml"],
-        "batch_size=128 can never fit",
+        "batch_size up to 256 does not fit the smallest rollout n_steps x n_envs=64 x 1=64",
     ),
     (
         ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--name", "existing"],
@@ -282,7 +275,9 @@ def test_best_is_reported_as_sb3_keyword_arguments(pg_url: str, tiny_space: Path
             "gamma": 0.99,
             "gae_lambda": 0.95,
             "clip_range": 0.2,
+            "max_grad_norm": 0.5,
             "net_arch": "tiny",
+            "activation": "relu",
             "normalize": True,
         },
     )
@@ -290,7 +285,7 @@ def test_best_is_reported_as_sb3_keyword_arguments(pg_url: str, tiny_space: Path
     capsys.readouterr()
     assert admin(pg_url, "best", "done", "--format", "yaml") == 0
     best = yaml.safe_load(capsys.readouterr().out)
-    assert best["kwargs"]["policy_kwargs"] == {"net_arch": [32, 32]}
+    assert best["kwargs"]["policy_kwargs"] == {"net_arch": [32, 32], "activation_fn": "relu"}
     assert best["learning_rate_schedule"] == "linear"
-    assert best["learning_rate_formula"] == "0.001 * progress_remaining"
+    assert best["learning_rate_formula"] == "progress_remaining * 0.001"
     assert best["normalize_observations"] is True

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import gymnasium
-import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
+from tests.envs import NaNRewardAfter
 from worker.callbacks import DivergedError, StopOnNonFinite
-
-
-class NaNRewardAfter(gymnasium.Wrapper):
-    def __init__(self, env: gymnasium.Env, after: int) -> None:
-        super().__init__(env)
-        self.after, self.steps = after, 0
-
-    def step(self, action):  # type: ignore[no-untyped-def]
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.steps += 1
-        return obs, (np.nan if self.steps > self.after else reward), terminated, truncated, info
 
 
 def test_non_finite_reward_stops_training_with_a_readable_reason() -> None:

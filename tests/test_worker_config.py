@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 
 from study_admin.cli import main as admin
-from tests.conftest import PG_PASSWORD, PostgresCluster, run_cli
-from tests.test_study_admin import snapshot
+from tests.conftest import PG_PASSWORD, PostgresCluster, run_cli, snapshot
 
 # (flags, extra environment, expected fragment of the error)
 BAD_WORKER_CONFIG = [
-    (["--threads", "0"], {}, "threads=0 must be > 0"),
+    (["--threads", "0"], {}, "--threads=0 is outside the accepted range [1, 1024]"),
     (["--threads", "two"], {}, "--threads='two' is not a valid int"),
     ([], {"WORKER_POLL_INTERVAL": "soon"}, "WORKER_POLL_INTERVAL='soon' is not a valid float"),
     ([], {"WORKER_UNTIL_IDLE": "maybe"}, "WORKER_UNTIL_IDLE='maybe' is not a valid bool"),
-    (["--max-trials", "-1"], {}, "max_trials=-1 must be > 0"),
+    ([], {"WORKER_HEARTBEAT_INTERVAL": "0"}, "WORKER_HEARTBEAT_INTERVAL=0 is outside the accepted range [1, 86400]"),
+    (["--max-trials", "-1"], {}, "--max-trials=-1 is outside the accepted range"),
     (["--heartbeat-interval", "30", "--grace-period", "10"], {}, "grace_period=10 must exceed heartbeat_interval=30"),
-    (["--drain-seconds", "-5"], {}, "drain_seconds=-5.0 must be >= 0"),
+    (["--drain-seconds", "-5"], {}, "--drain-seconds=-5.0 is outside the accepted range [0, 86400]"),
     (
         ["--storage", "postgresql+psycopg2://postgres:wrong@127.0.0.1:{port}/postgres"],
         {},

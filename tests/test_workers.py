@@ -58,17 +58,16 @@ def test_best_configuration_builds_a_working_sb3_model(pg_url: str, tiny_space: 
 
     from stable_baselines3 import PPO
 
-    from worker.schedules import make_schedule
+    from study_contract.schedules import make_schedule
+    from worker.training import ACTIVATION_FNS
 
     kwargs = dict(best["kwargs"])
-    model = PPO(best["policy"], best["env_id"], seed=best["seed"], **kwargs)
+    policy_kwargs = kwargs.pop("policy_kwargs")
+    policy_kwargs["activation_fn"] = ACTIVATION_FNS[policy_kwargs["activation_fn"]]
+    learning_rate = make_schedule(best["learning_rate_schedule"], kwargs.pop("learning_rate"))
+    model = PPO(best["policy"], best["env_id"], seed=best["seed"], learning_rate=learning_rate,
+                policy_kwargs=policy_kwargs, **kwargs)  # fmt: skip
     model.learn(64)
-    scheduled = PPO(
-        best["policy"],
-        best["env_id"],
-        **{**kwargs, "learning_rate": make_schedule(best["learning_rate_schedule"], kwargs["learning_rate"])},
-    )
-    scheduled.learn(64)
     assert model.n_steps == kwargs["n_steps"] and model.batch_size == kwargs["batch_size"]
 
 

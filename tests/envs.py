@@ -1,0 +1,28 @@
+"""Tasks that misbehave on purpose, registered with Gymnasium for tests in this process."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+
+
+class NaNRewardAfter(gymnasium.Wrapper):
+    """Pendulum whose reward turns NaN after ``after`` steps: training diverges at a known step."""
+
+    def __init__(self, env: gymnasium.Env, after: int) -> None:
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, (np.nan if self.steps > self.after else reward), terminated, truncated, info
+
+
+def nan_reward_pendulum(after: int = 50, **kwargs: object) -> gymnasium.Env:
+    return NaNRewardAfter(gymnasium.make("Pendulum-v1", **kwargs), after)
+
+
+NAN_PENDULUM = "tests/NaNRewardPendulum-v0"
+if NAN_PENDULUM not in gymnasium.envs.registry:
+    gymnasium.register(NAN_PENDULUM, entry_point="tests.envs:nan_reward_pendulum", max_episode_steps=200)

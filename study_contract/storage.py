@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +188,8 @@ def open_storage(
     import optuna
 
     _check_url(url)
+    warnings.filterwarnings("ignore", "Argument ``heartbeat_interval``", optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", "Argument ``grace_period``", optuna.exceptions.ExperimentalWarning)
     try:
         storage = optuna.storages.RDBStorage(
             url,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import gymnasium
 import numpy as np
 
@@ -26,3 +28,33 @@ def nan_reward_pendulum(after: int = 50, **kwargs: object) -> gymnasium.Env:
 NAN_PENDULUM = "tests/NaNRewardPendulum-v0"
 if NAN_PENDULUM not in gymnasium.envs.registry:
     gymnasium.register(NAN_PENDULUM, entry_point="tests.envs:nan_reward_pendulum", max_episode_steps=200)
+
+
+_hang = threading.Event()
+
+
+class HangAt(gymnasium.Wrapper):
+    """Pendulum whose step blocks at env-step ``at`` until :func:`release_hanging`: a hung training step."""
+
+    def __init__(self, env: gymnasium.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.steps = at, 0
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        self.steps += 1
+        if self.steps == self.at:
+            _hang.wait()
+        return self.env.step(action)
+
+
+def hanging_pendulum(at: int = 100, **kwargs: object) -> gymnasium.Env:
+    return HangAt(gymnasium.make("Pendulum-v1", **kwargs), at)
+
+
+def release_hanging() -> None:
+    _hang.set()
+
+
+HANGING_PENDULUM = "tests/HangingPendulum-v0"
+if HANGING_PENDULUM not in gymnasium.envs.registry:
+    gymnasium.register(HANGING_PENDULUM, entry_point="tests.envs:hanging_pendulum", max_episode_steps=200)

@@ -13,6 +13,7 @@ import optuna
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from study_contract.catalog import format_duration
+from worker.faults import crash_point
 from worker.health import touch
 from worker.shutdown import ShutdownFlag
 
@@ -88,6 +89,7 @@ class TrialEvalCallback(EvalCallback):
             self.pruned = self.retry("pruning check", self.trial.should_prune)
         finally:
             self.eval_seconds += time.perf_counter() - started
+        crash_point("evaluation")
         return not self.pruned
 
     @property
@@ -195,6 +197,9 @@ class TrialProgress(BaseCallback):
         self.max_seconds = max_seconds
         self._last_line = self._last_touch = time.monotonic()
         self._evals_seen = 0
+
+    def _on_training_start(self) -> None:
+        touch(self.health_file)
 
     def _on_step(self) -> bool:
         now = time.monotonic()

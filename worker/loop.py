@@ -121,6 +121,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Run at most one trial of any runnable study, least-served study first; whether one ran."""
+        touch(self.config.health_file)
         studies = self.studies()
         counts = self.retry("counting running trials", lambda: running_counts(self.storage.engine))
         for study in sorted((s for s in studies if not s.paused), key=lambda s: counts.get(s.study_id, 0)):
@@ -143,7 +144,6 @@ class Worker:
             )
             self.outcomes.append(run_trial(context))
             return True
-        touch(self.config.health_file)
         return False
 
     def is_idle(self) -> bool:

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study_contract.catalog import FAIL_REASON_ATTR, HANDED_BACK_ATTR, RETRY_ATTR, WORKER_ATTR, failures
 from study_contract.locks import study_lock
+from worker.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def hand_back(storage: optuna.storages.RDBStorage, study_id: int, trial_id: int,
     with study_lock(storage.engine, study_id):
         attrs = {HANDED_BACK_ATTR: reason, FAIL_REASON_ATTR: f"handed back: {reason}", RETRY_ATTR: True}
         if _fail(storage, trial_id, attrs):
+            crash_point("hand-back")
             enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=False)
 
 
@@ -182,6 +184,7 @@ def _fail_stale(
         reason += f"; not retried: its {retries} retries used up max_retry={max_retry}"
     if not _fail(storage, trial_id, {FAIL_REASON_ATTR: reason, RETRY_ATTR: retry}):
         return
+    crash_point("reclaim")
     if retry:
         enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=True)
         done.stale.append(trial.number)

@@ -178,10 +178,12 @@ def _role_url(url: str, user: str, password: str) -> str:
 
 
 def run_init(args: argparse.Namespace, url: str) -> None:
+    import sqlalchemy.exc
+
     from study_admin import studies
     from study_admin.roles import Role, RoleError, grant_rights, prepare_roles
     from study_contract.catalog import summarise
-    from study_contract.storage import open_engine, open_storage
+    from study_contract.storage import describe_db_error, open_engine, open_storage
 
     try:
         roles = [
@@ -193,6 +195,8 @@ def run_init(args: argparse.Namespace, url: str) -> None:
             )
             if name
         ]
+        if len({r.name for r in roles}) != len(roles):
+            raise RoleError(f"the owner, worker and dashboard roles must differ: {[r.name for r in roles]}")
         if roles:
             prepare_roles(open_engine(url), roles)
         owner = next((r for r in roles if r.kind == "owner"), None)
@@ -201,6 +205,8 @@ def run_init(args: argparse.Namespace, url: str) -> None:
             grant_rights(open_engine(url), roles)
     except RoleError as exc:
         raise InputError(str(exc)) from None
+    except sqlalchemy.exc.DBAPIError as exc:
+        raise StorageError(describe_db_error(exc, url)) from None
     print("schema ready" + "".join(f"; {r.kind} role {r.name!r}" for r in roles))
     if args.demo and not summarise(storage.engine):
         print(studies.create_study(storage, demo_definition(os.environ)))

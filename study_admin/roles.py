@@ -51,9 +51,26 @@ def _execute(conn: sqlalchemy.Connection, statement: sql.Composable) -> None:
         cursor.execute(statement)
 
 
+ROLE_FLAGS = ("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS")
+
+
+def _extra_attributes(conn: sqlalchemy.Connection, role: str) -> list[str] | None:
+    """The powerful attributes ``role`` holds, or None when it does not exist."""
+    row = conn.execute(
+        sqlalchemy.text("SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = :r"),
+        {"r": role},
+    ).first()
+    return None if row is None else [flag for flag, on in zip(ROLE_FLAGS, row, strict=True) if on]
+
+
 def _ensure_login(conn: sqlalchemy.Connection, role: Role) -> None:
-    exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role.name}).first()
-    verb = sql.SQL("ALTER ROLE") if exists else sql.SQL("CREATE ROLE")
+    extra = _extra_attributes(conn, role.name)
+    if extra:  # never demote an existing powerful role (it may be the cluster's own superuser)
+        raise RoleError(
+            f"the {role.kind} role {role.name!r} is {', '.join(extra)}; give the {role.kind} a role of its own "
+            "(the superuser's password must reach only the database and init)"
+        )
+    verb = sql.SQL("ALTER ROLE") if extra is not None else sql.SQL("CREATE ROLE")
     _execute(
         conn,
         sql.SQL("{} {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}").format(

@@ -1,0 +1,154 @@
+"""Least privilege on PostgreSQL: an owner, a worker role and a read-only dashboard role, set up by ``init``."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import psycopg2
+import psycopg2.errors
+import pytest
+import sqlalchemy
+
+from tests.conftest import (
+    PostgresCluster,
+    create_tiny_study,
+    free_port,
+    run_cli,
+    snapshot,
+    start_worker,
+    trials_of,
+)
+
+PASSWORDS = {"owner": "o:x9 'quoted' 100% sure", "worker": 'w:x9 "double" %s', "dashboard": "d:x9 ;-- DROP"}
+
+
+def _url(postgres: PostgresCluster, database: str, user: str, password: str) -> str:
+    return sqlalchemy.engine.URL.create(
+        "postgresql+psycopg2", username=user, password=password, host="127.0.0.1", port=postgres.port, database=database
+    ).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def roles(postgres: PostgresCluster, pg_url: str) -> dict[str, str]:
+    """``init`` as the superuser with three roles of this test's own; their URLs by kind."""
+    database = pg_url.rsplit("/", 1)[1]
+    names = {kind: f"{kind}_{database}" for kind in PASSWORDS}
+    env = {
+        "ADMIN_DB_USER": names["owner"],
+        "ADMIN_DB_PASSWORD": PASSWORDS["owner"],
+        "WORKER_DB_USER": names["worker"],
+        "WORKER_DB_PASSWORD": PASSWORDS["worker"],
+        "DASHBOARD_DB_USER": names["dashboard"],
+        "DASHBOARD_DB_PASSWORD": PASSWORDS["dashboard"],
+    }
+    for _ in range(2):  # init twice: it is idempotent
+        result = run_cli("study_admin", "init", "--storage", pg_url, env=env)
+        assert result.returncode == 0, result.stderr
+    assert f"worker role '{names['worker']}'" in result.stdout
+    return {kind: _url(postgres, database, names[kind], PASSWORDS[kind]) for kind in PASSWORDS}
+
+
+def _refused(url: str, statement: str) -> str:
+    conn = psycopg2.connect(sqlalchemy.engine.make_url(url).render_as_string(hide_password=False).replace(
+        "postgresql+psycopg2", "postgresql"))  # fmt: skip
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor, pytest.raises(psycopg2.errors.InsufficientPrivilege) as info:
+            cursor.execute(statement)
+        return str(info.value)
+    finally:
+        conn.close()
+
+
+def test_the_worker_role_trains_but_cannot_change_the_schema(
+    roles: dict[str, str], tiny_space: Path, tmp_path: Path
+) -> None:
+    create_tiny_study(roles["owner"], "owned", tiny_space, 2, 256)
+    worker = start_worker(roles["worker"], "--until-idle", "--poll-interval", "0.3", log=tmp_path / "w.log")
+    assert worker.wait(timeout=300) == 0, (tmp_path / "w.log").read_text()[-3000:]
+    assert all(t.state.name == "COMPLETE" for t in trials_of(roles["owner"], "owned"))
+    assert "must be owner of table studies" in _refused(roles["worker"], "DROP TABLE studies")
+    assert "permission denied to create role" in _refused(roles["worker"], "CREATE ROLE intruder")
+    assert "permission denied for schema public" in _refused(roles["worker"], "CREATE TABLE mine (x int)")
+    assert "must be owner of table trials" in _refused(roles["worker"], "ALTER TABLE trials ADD COLUMN x int")
+
+
+def test_the_dashboard_role_reads_but_cannot_write(roles: dict[str, str], tiny_space: Path) -> None:
+    create_tiny_study(roles["owner"], "precious", tiny_space, 2, 256)
+    engine = sqlalchemy.create_engine(roles["dashboard"])
+    with engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT study_name FROM studies")).scalars().all() == ["precious"]
+    engine.dispose()
+    for statement in (
+        "DELETE FROM trials",
+        "UPDATE studies SET study_name = 'x'",
+        "INSERT INTO studies VALUES (9, 'x')",
+    ):
+        assert "permission denied for table" in _refused(roles["dashboard"], statement)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _delete_through_dashboard(url: str, name: str) -> int:
+    from study_admin.dashboard import make_app
+
+    server = make_server("127.0.0.1", free_port(), make_app(url, None), handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        import json
+
+        base = f"http://127.0.0.1:{server.server_port}"
+        studies = json.load(urllib.request.urlopen(f"{base}/api/studies"))["study_summaries"]
+        study_id = next(s["study_id"] for s in studies if s["study_name"] == name)
+        request = urllib.request.Request(f"{base}/api/studies/{study_id}", method="DELETE")
+        try:
+            with urllib.request.urlopen(request) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+    finally:
+        server.shutdown()
+
+
+def test_the_dashboard_cannot_delete_a_study_but_the_owner_can(roles: dict[str, str], tiny_space: Path) -> None:
+    create_tiny_study(roles["owner"], "kept", tiny_space, 2, 256)
+    assert _delete_through_dashboard(roles["dashboard"], "kept") == 500  # the database refused the dashboard
+    assert [t.number for t in trials_of(roles["owner"], "kept")] == [0, 1]
+    assert _delete_through_dashboard(roles["owner"], "kept") == 204  # positive control: same request, owner role
+    assert run_cli("study_admin", "list", "--storage", roles["owner"]).stdout.startswith("no studies")
+
+
+@pytest.mark.parametrize("kind", ["WORKER", "DASHBOARD", "ADMIN"])
+def test_init_refuses_a_role_that_holds_more_than_it_should(postgres: PostgresCluster, pg_url: str, kind: str) -> None:
+    before = snapshot(pg_url)
+    env = {f"{kind}_DB_USER": "postgres", f"{kind}_DB_PASSWORD": "anything"}
+    result = run_cli("study_admin", "init", "--storage", pg_url, env=env)
+    assert result.returncode == 2
+    assert "role 'postgres' is SUPERUSER" in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(pg_url) == before
+    with psycopg2.connect(host="127.0.0.1", port=postgres.port, user="postgres", password="test-only-password",
+                          dbname="postgres") as conn, conn.cursor() as cursor:  # fmt: skip
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'")
+        assert cursor.fetchone() == (True,)  # never demoted
+
+
+def test_init_refuses_a_dashboard_role_granted_writes_elsewhere(postgres: PostgresCluster, pg_url: str) -> None:
+    database = pg_url.rsplit("/", 1)[1]
+    role = f"leaky_{database}"
+    first = run_cli("study_admin", "init", "--storage", pg_url, "--dashboard-role", role,
+                    env={"DASHBOARD_DB_PASSWORD": "pw"})  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    postgres.execute(f"GRANT INSERT ON trials TO {role}", database=database)
+    again = run_cli("study_admin", "init", "--storage", pg_url, "--dashboard-role", role,
+                    env={"DASHBOARD_DB_PASSWORD": "pw"})  # fmt: skip
+    assert (
+        again.returncode == 2
+        and f"the dashboard role '{role}' holds more than it should: INSERT on trials" in again.stderr
+    )

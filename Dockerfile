@@ -2,7 +2,12 @@
 # Layers: torch (from a CPU-only index) -> dependencies from pyproject.toml -> project code, so editing
 # the code rebuilds only the last, small layer.
 
-FROM python:3.11-slim AS deps
+# The base image: pin it by digest for reproducible builds, e.g.
+#   --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest>
+# (a tag is the default because offline builds, like the test engine's stand-in images, cannot resolve digests).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS deps
 # The official CPU-only wheel index; never PyPI's multi-GB CUDA build.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Set when TORCH_INDEX_URL is a plain-http mirror.
@@ -12,13 +17,13 @@ RUN python -m venv /opt/venv
 RUN pip install --index-url "$TORCH_INDEX_URL" ${PIP_TRUSTED_HOST:+--trusted-host "$PIP_TRUSTED_HOST"} torch==2.13.0
 # Dependencies only: an empty skeleton of the packages so that pip resolves pyproject.toml.
 COPY pyproject.toml README.md /src/
-RUN mkdir -p /src/study_admin /src/worker \
- && touch /src/study_admin/__init__.py /src/worker/__init__.py \
+RUN mkdir -p /src/study_contract /src/study_admin /src/worker \
+ && touch /src/study_contract/__init__.py /src/study_admin/__init__.py /src/worker/__init__.py \
  && pip install "/src[train,dashboard]" \
  && pip uninstall -y locomotion-tuner \
  && rm -rf /src
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 tuner && useradd --uid 10001 --gid tuner --create-home tuner
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
@@ -26,11 +31,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     MUJOCO_GL=disable \
     WORKER_HEALTH_FILE=/tmp/worker-alive
 COPY --chown=tuner:tuner pyproject.toml README.md /app/
+COPY --chown=tuner:tuner study_contract /app/study_contract
 COPY --chown=tuner:tuner study_admin /app/study_admin
 COPY --chown=tuner:tuner worker /app/worker
 RUN pip install --no-cache-dir --no-deps --no-build-isolation /app
 USER tuner
 WORKDIR /home/tuner
-# Healthy while the worker loop polls or a trial's heartbeat reaches the database.
+# Healthy while the worker loop polls or its trial's training steps advance (worker/health.py).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["worker", "--check-health"]
 CMD ["worker"]

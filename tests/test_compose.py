@@ -1,7 +1,8 @@
 """The whole service on a real Docker engine, built from the project's own Dockerfile and compose file.
 
-Needs ``../shared/docker`` (engine, stand-in base images, CPU torch index). On CI (``CI=true``) it must
-run; elsewhere it skips, saying why, when no engine can be started.
+One stack serves the scenarios below, in order (each builds on the state the one before left). Needs
+``../shared/docker`` (engine, stand-in base images, CPU torch index). On CI (``CI=true``) it must run;
+elsewhere it skips, saying why, when no engine can be started.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
+import docker
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, free_port, wait_for
+from study_contract.catalog import summarise
+from study_contract.storage import open_engine
+from tests.conftest import REPO, free_port, trials_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -27,6 +32,9 @@ SHARED_DOCKER = REPO.parent / "shared" / "docker"
 BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "test-artifacts"
 ON_CI = os.environ.get("CI", "").lower() == "true"
+PROJECT = "tuner-e2e"
+PASSWORDS = {"POSTGRES_PASSWORD": "e2e-superuser", "ADMIN_DB_PASSWORD": "e2e-admin:x9",
+             "WORKER_DB_PASSWORD": "e2e-worker 'q'", "DASHBOARD_DB_PASSWORD": "e2e-dashboard%"}  # fmt: skip
 
 
 def _unavailable(reason: str) -> None:
@@ -58,99 +66,104 @@ def engine() -> str:
         raise
 
 
-@pytest.fixture
-def stack(engine: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+@dataclass
+class Stack:
+    compose: list[str]
+    env: dict[str, str]
+
+    def sh(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        return _sh(*self.compose, *args, env=self.env, timeout=timeout, check=check)
+
+    def url(self, role: str) -> str:
+        """The published database as ``role`` (admin, worker), quoted as a URL needs."""
+        import sqlalchemy
+
+        user = {"admin": "tuner_admin", "worker": "tuner_worker"}[role]
+        password = PASSWORDS[f"{role.upper()}_DB_PASSWORD"]
+        return sqlalchemy.engine.URL.create("postgresql+psycopg2", username=user, password=password,
+                                            host="127.0.0.1", port=int(self.env["DB_PORT"]),
+                                            database="tuner").render_as_string(hide_password=False)  # fmt: skip
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.env['DASHBOARD_PORT']}"
+
+    def containers(self, service: str) -> list[docker.models.containers.Container]:
+        client = docker.from_env()
+        labels = [f"com.docker.compose.project={PROJECT}", f"com.docker.compose.service={service}"]
+        return client.containers.list(all=True, filters={"label": labels})
+
+
+@pytest.fixture(scope="module")
+def stack(engine: str) -> Iterator[Stack]:
     env = {
         **os.environ,
-        "COMPOSE_PROJECT_NAME": "tuner-e2e",
+        **PASSWORDS,
+        "COMPOSE_PROJECT_NAME": PROJECT,
         "TORCH_INDEX_URL": engine,
         "PIP_TRUSTED_HOST": engine.split("//", 1)[1].split(":", 1)[0],
         "DB_PORT": str(free_port()),
         "DASHBOARD_PORT": str(free_port()),
-        "POSTGRES_PASSWORD": "e2e-secret",
-        "DASHBOARD_DB_PASSWORD": "e2e-dashboard-secret",
         "DEMO_N_TRIALS": "40",
         "DEMO_TIMESTEPS": "1024",
         "WORKER_DRAIN_SECONDS": "30",
         "WORKER_POLL_INTERVAL": "2",
     }
     env.pop("DATABASE_URL", None)
-    compose = ["docker", "compose", "-f", str(REPO / "docker-compose.yml")]
+    stack = Stack(["docker", "compose", "-f", str(REPO / "docker-compose.yml")], env)
     try:
-        _sh(*compose, "up", "-d", "--build", "--scale", "worker=3", env=env, timeout=1200)
-        yield compose, env
+        stack.sh("up", "-d", "--build", "--scale", "worker=3", timeout=1200)
+        yield stack
     finally:
-        logs = _sh(*compose, "logs", "--no-color", env=env, check=False, timeout=120)
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "compose.log").write_text(logs)
-        _sh(*compose, "--profile", "admin", "down", "-v", "--remove-orphans", env=env, check=False, timeout=300)
+        (ARTIFACTS / "compose.log").write_text(stack.sh("logs", "--no-color", check=False, timeout=120))
+        stack.sh("--profile", "admin", "down", "-v", "--remove-orphans", check=False, timeout=300)
 
 
-def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=url).get_trials()
+def _demo(stack: Stack) -> str:
+    return wait_for(lambda: next(iter(s.name for s in summarise(open_engine(stack.url("admin")))), None), 300,
+                    interval=2, what="the demo study")  # fmt: skip
 
 
-def test_compose_up_tunes_with_three_workers_and_takes_a_new_study(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    compose, env = stack
-    url = f"postgresql+psycopg2://tuner:e2e-secret@127.0.0.1:{env['DB_PORT']}/tuner"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def _assert_every_slot_accounted(stack: Stack) -> None:
+    for summary in summarise(open_engine(stack.url("admin"))):
+        assert summary.lost == 0 and summary.accounted == summary.n_trials, summary
 
-    def demo_name() -> str | None:
-        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
-        return names[0] if names else None
 
-    demo = wait_for(demo_name, 300, interval=2, what="the demo study")
+def test_up_tunes_the_demo_study_with_three_workers(stack: Stack) -> None:
+    demo = _demo(stack)
 
     def finished_by() -> set[str]:
         return {
             t.user_attrs["worker"]
-            for t in _trials(url, demo)
+            for t in trials_of(stack.url("admin"), demo)
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "worker" in t.user_attrs
         }
 
     wait_for(lambda: len(finished_by()) >= 3, 600, interval=3, what="trials finished by three workers")
+    logs = stack.sh("logs", "--no-color", "worker")
+    assert "progress study=" in logs and "env_steps=" in logs and "eta=" in logs
 
+
+def test_a_study_created_through_compose_is_picked_up_without_a_restart(stack: Stack, tmp_path: Path) -> None:
     space = tmp_path / "sac.yaml"
-    space.write_text("batch_size: 64\nbuffer_size: 10000\ntrain_freq: 1\ngradient_steps: 1\nnet_arch: tiny\n")
+    space.write_text("batch_size: 64\nbuffer_size: 10000\ntrain_freq: 1\nnet_arch: tiny\nlearning_starts: 100\n")
     space.chmod(0o644)
-    created = _sh(
-        *compose,
-        "run",
-        "--rm",
-        "-v",
-        f"{space}:/space.yaml:ro",
-        "study_admin",
-        "create",
-        "--algo",
-        "sac",
-        "--env",
-        "InvertedPendulum-v5",
-        "--name",
-        "e2e-sac",
-        "--n-trials",
-        "3",
-        "--timesteps",
-        "600",
-        "--eval-every",
-        "300",
-        "--eval-episodes",
-        "2",
-        "--space",
-        "/space.yaml",
-        env=env,
-        timeout=300,
-    )
+    created = stack.sh("run", "--rm", "-v", f"{space}:/space.yaml:ro", "study_admin", "create", "--algo", "sac",
+                       "--env", "InvertedPendulum-v5", "--name", "e2e-sac", "--n-trials", "3", "--timesteps", "600",
+                       "--eval-every", "300", "--eval-episodes", "2", "--space", "/space.yaml")  # fmt: skip
     assert created.strip().splitlines()[-1] == "e2e-sac"
-    wait_for(
-        lambda: any(t.state != TrialState.WAITING for t in _trials(url, "e2e-sac")),
-        300,
-        interval=2,
-        what="a worker taking the new study",
-    )
+    wait_for(lambda: any(t.state != TrialState.WAITING for t in trials_of(stack.url("admin"), "e2e-sac")), 300,
+             interval=2, what="a worker taking the new study")  # fmt: skip
 
-    base = f"http://127.0.0.1:{env['DASHBOARD_PORT']}"
-    listed = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=10))["study_summaries"]
+
+def test_the_dashboard_shows_the_studies_in_chromium(stack: Stack) -> None:
+    demo = _demo(stack)
+    listed = json.load(urllib.request.urlopen(f"{stack.dashboard}/api/studies", timeout=10))["study_summaries"]
     assert {demo, "e2e-sac"} <= {s["study_name"] for s in listed}
+    assert json.load(urllib.request.urlopen(f"{stack.dashboard}/healthz", timeout=10)) == {"ok": True}
+    dashboard = stack.containers("dashboard")[0]
+    assert dashboard.attrs["State"]["Health"]["Status"] == "healthy"
 
     from playwright.sync_api import sync_playwright
 
@@ -166,82 +179,78 @@ def test_compose_up_tunes_with_three_workers_and_takes_a_new_study(stack, tmp_pa
                 "--disable-sync",
                 "--no-first-run",
                 "--disable-quic",
-            ],
+            ],  # fmt: skip
         )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{base}/dashboard")
+        page.goto(f"{stack.dashboard}/dashboard")
         page.get_by_text("e2e-sac").first.wait_for(timeout=30_000)
         page.get_by_text(demo).first.wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
         demo_id = next(s["study_id"] for s in listed if s["study_name"] == demo)
-        page.goto(f"{base}/dashboard/studies/{demo_id}")
+        page.goto(f"{stack.dashboard}/dashboard/studies/{demo_id}")
         page.get_by_text("Intermediate values", exact=False).first.wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
         browser.close()
 
-    # Beyond one machine: the installed package outside Compose creates a study and a worker joins it
-    # through the published port (the Compose workers are paused so that the host's worker gets the trial).
-    _sh(*compose, "pause", "worker", env=env)
+
+def test_a_worker_on_another_host_joins_through_the_published_port(stack: Stack, tmp_path: Path) -> None:
+    # The Compose workers are paused so that the host's worker gets the trial.
+    stack.sh("pause", "worker")
     try:
         tiny = tmp_path / "tiny.yaml"
         tiny.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
-        _sh(
-            str(BIN / "study_admin"),
-            "create",
-            "--storage",
-            url,
-            "--name",
-            "e2e-host",
-            "--algo",
-            "ppo",
-            "--env",
-            "Pendulum-v1",
-            "--n-trials",
-            "1",
-            "--timesteps",
-            "256",
-            "--eval-episodes",
-            "1",
-            "--space",
-            str(tiny),
-        )
-        joined = subprocess.run([str(BIN / "worker"), "--storage", url, "--study", "e2e-host", "--max-trials", "1"],
-                                capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+        _sh(str(BIN / "study_admin"), "create", "--storage", stack.url("admin"), "--name", "e2e-host", "--algo", "ppo",
+            "--env", "Pendulum-v1", "--n-trials", "1", "--timesteps", "256", "--eval-episodes", "1", "--space",
+            str(tiny))  # fmt: skip
+        command = [str(BIN / "worker"), "--storage", stack.url("worker"), "--study", "e2e-host", "--max-trials", "1"]
+        joined = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     finally:
-        _sh(*compose, "unpause", "worker", env=env)
+        stack.sh("unpause", "worker")
     assert joined.returncode == 0, joined.stderr[-2000:]
-    (host_trial,) = _trials(url, "e2e-host")
+    (host_trial,) = trials_of(stack.url("admin"), "e2e-host")
     assert host_trial.state == TrialState.COMPLETE
     assert host_trial.user_attrs["worker"].startswith(f"{socket.gethostname()}:")
-    listed_from_host = _sh(str(BIN / "study_admin"), "list", "--storage", url)
-    assert "e2e-sac" in listed_from_host and demo in listed_from_host
+    listed = _sh(str(BIN / "study_admin"), "list", "--storage", stack.url("admin"))
+    assert "e2e-sac" in listed and "e2e-host" in listed
 
-    # Scale down while training: the removed workers drain, and every trial stays accounted for.
-    _sh(*compose, "up", "-d", "--no-recreate", "--scale", "worker=1", env=env, timeout=300)
-    for study in (demo, "e2e-sac", "e2e-host"):
-        trials = _trials(url, study)
+
+def test_scaling_down_drains_workers_and_loses_no_slot(stack: Stack) -> None:
+    stack.sh("up", "-d", "--no-recreate", "--scale", "worker=1")
+    assert len([c for c in stack.containers("worker") if c.status == "running"]) == 1
+    for study in (s.name for s in summarise(open_engine(stack.url("admin")))):
+        trials = trials_of(stack.url("admin"), study)
         assert sum(t.state == TrialState.RUNNING for t in trials) <= 1
-        retried = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
-        handed_back = {t.number for t in trials if "handed_back" in t.user_attrs}
-        assert handed_back <= retried
+        retried = {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
+        assert {t.number for t in trials if "handed_back" in t.user_attrs} <= retried
+    _assert_every_slot_accounted(stack)
 
-    # `down` drains: the worker exits 0 within its stop_grace_period and nothing stays RUNNING.
+
+def test_stop_drains_in_time_and_up_resumes_from_the_same_volume(stack: Stack) -> None:
+    demo = _demo(stack)
     started = time.monotonic()
-    _sh(*compose, "stop", "worker", env=env, timeout=300)
+    stack.sh("stop", "worker")
     stopped_after = time.monotonic() - started
-    listed_ps = _sh(*compose, "ps", "-a", "--format", "json", "worker", env=env).strip()
-    states = json.loads(listed_ps) if listed_ps.startswith("[") else [json.loads(x) for x in listed_ps.splitlines()]
-    assert len(states) == 1 and all(s["ExitCode"] == 0 for s in states), states
+    exit_codes = [c.attrs["State"]["ExitCode"] for c in stack.containers("worker")]
+    assert exit_codes == [0], exit_codes
     assert stopped_after < 120
-    assert not [t for t in _trials(url, demo) if t.state == TrialState.RUNNING]
+    assert not [t for t in trials_of(stack.url("admin"), demo) if t.state == TrialState.RUNNING]
+    _assert_every_slot_accounted(stack)
 
-    # `up` again resumes from the same database.
-    finished_before = len([t for t in _trials(url, demo) if t.state.is_finished()])
-    _sh(*compose, "up", "-d", "--scale", "worker=2", env=env, timeout=300)
-    wait_for(
-        lambda: len([t for t in _trials(url, demo) if t.state.is_finished()]) > finished_before,
-        300,
-        interval=3,
-        what="trials finished after a restart",
-    )
-    print(f"\ncompose: scaled 3 -> 1 without losing a trial; last worker stopped in {stopped_after:.1f} s")
+    def finished() -> int:
+        return len([t for t in trials_of(stack.url("admin"), demo) if t.state.is_finished()])
+
+    before = finished()
+    stack.sh("up", "-d", "--scale", "worker=2")
+    wait_for(lambda: finished() > before, 300, interval=3, what="trials finished after a restart")
+    print(f"\ncompose: scaled 3 -> 1 without losing a slot; last worker stopped in {stopped_after:.1f} s")
+
+
+def test_up_refuses_to_publish_the_database_with_built_in_passwords(stack: Stack) -> None:
+    def preflight(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*stack.compose, "run", "--rm", "--no-deps", "preflight"], capture_output=True,
+                              text=True, env={**env, "DB_BIND": "0.0.0.0"}, cwd=REPO, timeout=120)  # fmt: skip
+
+    refused = preflight({k: v for k, v in stack.env.items() if k not in PASSWORDS})
+    assert refused.returncode == 1, refused.stderr
+    assert "refusing to publish PostgreSQL on DB_BIND=0.0.0.0 with a built-in password" in refused.stderr
+    assert preflight(stack.env).returncode == 0  # positive control: passwords of one's own pass

@@ -104,15 +104,18 @@ class TrialEvalCallback(EvalCallback):
 class TrainingClock(BaseCallback):
     """Training time apart from evaluation: the rate, and the time a trial still needs at that rate."""
 
-    def __init__(self, evaluator: TrialEvalCallback, total: int) -> None:
+    def __init__(
+        self, evaluator: TrialEvalCallback, total: int, *, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         super().__init__()
         self.evaluator = evaluator
         self.total = total
-        self.started = time.perf_counter()
+        self.clock = clock
+        self.started = clock()
         self.first_step = 0
 
     def _on_training_start(self) -> None:
-        self.started = time.perf_counter()
+        self.started = self.clock()
         self.first_step = self.num_timesteps
 
     def _on_step(self) -> bool:
@@ -120,7 +123,7 @@ class TrainingClock(BaseCallback):
 
     @property
     def seconds(self) -> float:
-        return time.perf_counter() - self.started
+        return self.clock() - self.started
 
     @property
     def steps_per_second(self) -> float:

@@ -1,0 +1,110 @@
+"""The study contract: versions that keep reading, a CLI derived from the definition, one package both sides share."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from study_admin.cli import build_parser
+from study_contract.algorithms import ALGORITHMS
+from study_contract.definition import SCHEMA_VERSION, DefinitionError, DefinitionTooNew, StudyDefinition
+from study_contract.options import field_docs, options_of
+from tests.conftest import REPO, run_cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "definitions"
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_every_committed_definition_still_reads(fixture: Path) -> None:
+    """Literal JSON written by earlier releases: every later change must keep reading it."""
+    stored = json.loads(fixture.read_text())
+    definition = StudyDefinition.from_json(fixture.read_text())
+    assert definition.schema_version == SCHEMA_VERSION
+    for name in ("algo", "env_id", "n_trials", "timesteps", "eval_every", "seed", "sampler", "pruner"):
+        assert getattr(definition, name) == stored[name], name
+    assert set(definition.space) == set(ALGORITHMS[definition.algo].defaults)
+    for name, spec in stored["space"].items():
+        kept = definition.space[name]
+        assert (kept.kind, kept.low, kept.high, kept.fixed, kept.value) == (
+            spec["kind"], spec["low"], spec["high"], spec["fixed"], spec["value"]), name  # fmt: skip
+        assert kept.exponent == (spec["kind"] == "pow2" and stored["schema_version"] == 1), name
+    assert StudyDefinition.from_json(definition.to_json()) == definition
+
+
+def test_a_definition_from_a_newer_release_is_refused_by_name() -> None:
+    text = json.loads((FIXTURES / "v1_ppo_default.json").read_text())
+    text["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(DefinitionTooNew, match=f"schema_version={SCHEMA_VERSION + 1} was written by a newer"):
+        StudyDefinition.from_json(json.dumps(text))
+    text["schema_version"] = SCHEMA_VERSION
+    text["surprise"] = 1
+    with pytest.raises(DefinitionError, match=r"definition has fields \['surprise'\]"):
+        StudyDefinition.from_json(json.dumps(text))
+
+
+def test_create_options_are_derived_from_the_definition() -> None:
+    create = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("create"))
+    text = " ".join(create.format_help().split())
+    docs = field_docs(StudyDefinition)
+    for option in options_of(StudyDefinition):
+        assert option.flag in text, option.name
+        assert docs[option.name] in text, option.name
+    hidden = {f.name for f in fields(StudyDefinition)} - {o.name for o in options_of(StudyDefinition)}
+    assert hidden == {"space", "policy", "schema_version"}
+    assert "Ant-v5, the guide's example task" in text
+
+
+def test_create_with_only_the_algorithm_uses_the_guides_example_task(tmp_path: Path) -> None:
+    created = run_cli("study_admin", "create", "--algo", "sac", env={"TUNER_DATA_DIR": str(tmp_path)})
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip() == "sac-Ant-v5"
+
+
+def test_study_admin_never_imports_torch_sb3_or_mujoco(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from study_admin.cli import main\n"
+        "assert main(['create', '--algo', 'ppo', '--env', 'Hopper-v5', '--name', 'light']) == 0\n"
+        "for command in (['list'], ['show', 'light'], ['list', '--format', 'json']):\n"
+        "    assert main(command) == 0\n"
+        "heavy = [m for m in ('torch', 'stable_baselines3', 'mujoco') if m in sys.modules]\n"
+        "sys.exit(f'imported {heavy}' if heavy else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "TUNER_DATA_DIR": str(tmp_path)},
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def _imports(package: str) -> set[str]:
+    found = set()
+    for path in (REPO / package).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+    return found
+
+
+def test_the_three_packages_depend_one_way() -> None:
+    """study_admin and worker share study_contract and never import each other."""
+    assert "worker" not in _imports("study_admin")
+    assert "study_admin" not in _imports("worker")
+    assert not {"study_admin", "worker", "torch", "stable_baselines3", "mujoco"} & _imports("study_contract")
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_each_registry_entry_is_complete(algo: str) -> None:
+    entry = ALGORITHMS[algo]
+    for name in entry.spaces:
+        space = entry.space(name, 1_000_000, 1)
+        assert set(space) == set(entry.defaults), name
+        entry.check(space, 1, 1_000_000)
+    assert entry.sb3_only <= set(entry.defaults)

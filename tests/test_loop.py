@@ -1,0 +1,154 @@
+"""The worker loop's steps in this process, with a fake clock where timing matters."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy
+
+from tests.conftest import create_tiny_study, trials_of
+from worker import loop
+from worker.callbacks import DrainOnShutdown, TrainingClock
+from worker.config import WorkerConfig
+from worker.db import DatabaseUnavailable, Retrier
+from worker.shutdown import ShutdownFlag
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_worker(url: str, clock: FakeClock | None = None, **settings: object) -> loop.Worker:
+    config = WorkerConfig(storage=url, heartbeat_interval=1, grace_period=8, poll_interval=0.1, **settings)  # type: ignore[arg-type]
+    shutdown = ShutdownFlag()
+    storage = loop.connect(config, Retrier(max_wait=1, deadline=10, stop=shutdown.event))
+    return loop.Worker(config, storage, shutdown, clock=clock or FakeClock())
+
+
+def test_run_once_runs_one_trial_then_reports_nothing_to_do(storage_url: str, tiny_space: Path, tmp_path: Path) -> None:
+    create_tiny_study(storage_url, "steps", tiny_space, 1, 256)
+    health = tmp_path / "alive"
+    worker = make_worker(storage_url, health_file=str(health))
+    assert worker.run_once() is True and worker.outcomes == ["complete"]
+    health.unlink()
+    assert worker.run_once() is False
+    assert health.exists()  # an idle poll shows the worker alive
+    assert worker.is_idle() is True
+
+
+def test_is_idle_waits_for_work_but_not_for_paused_studies(storage_url: str, tiny_space: Path) -> None:
+    from study_admin.cli import main as admin
+
+    worker = make_worker(storage_url)
+    assert worker.is_idle() is True  # an empty database
+    create_tiny_study(storage_url, "later", tiny_space, 1, 256)
+    assert worker.is_idle() is False
+    assert admin(["pause", "later", "--storage", storage_url]) == 0
+    assert worker.is_idle() is True
+    assert worker.run_once() is False  # paused: nothing is handed out
+
+
+def test_each_study_is_looked_after_at_most_once_per_interval(
+    storage_url: str, tiny_space: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_tiny_study(storage_url, "looked", tiny_space, 1, 256)
+    calls: list[float] = []
+    real = loop.maintain
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "maintain", lambda *a, **k: (calls.append(clock.now), real(*a, **k))[1])
+    worker = make_worker(storage_url, clock)
+    (study,) = worker.studies()
+    for _ in range(3):
+        worker.maintain(study)
+    assert calls == [1000.0]
+    clock.now += worker.maintenance_interval - 0.01
+    worker.maintain(study)
+    clock.now += 0.02
+    worker.maintain(study)
+    assert calls == [1000.0, 1000.0 + worker.maintenance_interval + 0.01]
+    worker.maintain(study, force=True)
+    assert len(calls) == 3
+
+
+def test_one_studys_trouble_is_logged_once_and_the_next_study_is_served(
+    storage_url: str, tiny_space: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_tiny_study(storage_url, "cursed", tiny_space, 1, 256)
+    create_tiny_study(storage_url, "fine", tiny_space, 1, 256)
+    real = loop.claim
+
+    def claim(storage: object, study_id: int) -> int | None:
+        if study_id == worker.storage.get_study_id_from_name("cursed"):
+            raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+        return real(storage, study_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "claim", claim)
+    worker = make_worker(storage_url)
+    assert worker.run_once() is True and worker.run_once() is False and worker.run_once() is False
+    assert [t.state.name for t in trials_of(storage_url, "fine")] == ["COMPLETE"]
+    warnings = [r.getMessage() for r in caplog.records if "cursed" in r.getMessage()]
+    assert warnings == ["study cursed: claiming a trial failed: duplicate key"]
+
+
+class _Evaluator(SimpleNamespace):
+    pass
+
+
+def _drain(steps_done: int, seconds: float, drain_seconds: float) -> DrainOnShutdown:
+    """A drain decision after ``steps_done`` env-steps in ``seconds`` of training, 1000 steps to go."""
+    clock = FakeClock()
+    evaluator = _Evaluator(eval_seconds=0.0, curve=[], eval_freq=10_000)
+    training = TrainingClock(evaluator, steps_done + 1000, clock=clock)  # type: ignore[arg-type]
+    training.model = SimpleNamespace(get_env=lambda: SimpleNamespace(num_envs=1))  # type: ignore[assignment]
+    clock.now += seconds
+    training.num_timesteps = steps_done
+    flag = ShutdownFlag()
+    flag.request()
+    drain = DrainOnShutdown(flag, training, drain_seconds)
+    drain.num_timesteps = steps_done
+    drain._on_step()
+    return drain
+
+
+def test_the_drain_decision_uses_the_measured_rate() -> None:
+    # 500 steps in 5 s: 100 steps/s, so the 1000 steps left take 10 s (+ one evaluation of 0 s).
+    assert _drain(500, 5.0, drain_seconds=9.0).decision == "hand back"
+    assert _drain(500, 5.0, drain_seconds=11.0).decision == "finish"
+    assert _drain(500, 5.0, drain_seconds=9.0).clock.seconds_left() == pytest.approx(10.0)
+
+
+def test_the_retry_deadline_ends_an_outage_on_a_fake_clock() -> None:
+    clock = FakeClock()
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            clock.now += timeout or 0
+            return False
+
+    attempts: list[float] = []
+
+    def down() -> None:
+        attempts.append(clock.now)
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    retry = Retrier(max_wait=4, deadline=20, stop=Stop(), clock=clock)
+    with pytest.raises(
+        DatabaseUnavailable, match=r"database unavailable for 19 s during listing \(connection refused\)"
+    ):
+        retry("listing", down)
+    assert [t - 1000.0 for t in attempts] == [0, 1, 3, 7, 11, 15, 19]  # back-off 1, 2, 4, then capped at 4
+
+    def refused() -> None:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception('password authentication failed for "w"'))
+
+    attempts.clear()
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        retry("connecting", refused)  # permanent: no waiting at all
+    assert clock.now == 1019.0

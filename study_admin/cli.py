@@ -11,7 +11,7 @@ import argparse
 import difflib
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -249,20 +249,15 @@ def run(args: argparse.Namespace) -> int:
         run_init(args, url)
         return 0
     storage = open_storage(url)
-    handlers: dict[str, Callable[[], None]] = {
-        "show": lambda: _print(
-            display.show(studies.study_details(storage, args.name))
-            if args.format == "table"
-            else display.dump(studies.study_details(storage, args.name), args.format)
-        ),
-        "best": lambda: _print(display.dump(studies.best_configuration(storage, args.name), args.format)),
-        "pause": lambda: (studies.set_paused(storage, args.name, True), print(f"{args.name}: paused")),
-        "resume": lambda: (studies.set_paused(storage, args.name, False), print(f"{args.name}: resumed")),
-    }
-    if args.command in handlers:
-        handlers[args.command]()
-        return 0
-    if args.command == "delete":
+    if args.command == "show":
+        details = studies.study_details(storage, args.name)
+        _print(display.show(details) if args.format == "table" else display.dump(details, args.format))
+    elif args.command == "best":
+        _print(display.dump(studies.best_configuration(storage, args.name), args.format))
+    elif args.command in ("pause", "resume"):
+        studies.set_paused(storage, args.name, args.command == "pause")
+        print(f"{args.name}: {args.command}d")
+    elif args.command == "delete":
         studies.study_id_of(storage, args.name)
         if not args.yes and not _confirm(f"delete study {args.name!r} and all its trials? [y/N] "):
             print("not deleted", file=sys.stderr)

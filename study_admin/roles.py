@@ -47,8 +47,11 @@ class Role:
 def _execute(conn: sqlalchemy.Connection, statement: sql.Composable) -> None:
     raw = conn.connection.dbapi_connection
     assert raw is not None
-    with raw.cursor() as cursor:
+    cursor = raw.cursor()
+    try:
         cursor.execute(statement)
+    finally:
+        cursor.close()
 
 
 ROLE_FLAGS = ("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS")

@@ -7,7 +7,7 @@ handed back (SIGTERM) or found stale (heartbeat) is replaced by a WAITING retry 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -118,7 +118,7 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
     finished = [t for t in trials if t.state.is_finished()]
     complete = sorted(
         (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-        key=lambda t: t.value,  # type: ignore[arg-type, return-value]
+        key=lambda t: cast(float, t.value),
         reverse=True,
     )
     rates = [t.user_attrs["train_steps_per_second"] for t in finished if "train_steps_per_second" in t.user_attrs]

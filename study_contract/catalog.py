@@ -246,7 +246,7 @@ def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
             return []
         studies = _read_tuning_studies(conn)
         counts: dict[tuple[int, str], int] = {(sid, state): n for sid, state, n in conn.execute(_COUNTS)}
-        best = dict(conn.execute(_BEST).all())
+        best: dict[int, float] = {study_id: value for study_id, value in conn.execute(_BEST)}
         failed = failures(conn)
         live: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
         for study_id, trial_id, key, value_json in conn.execute(

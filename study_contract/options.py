@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import functools
 import inspect
 import textwrap
 import types
@@ -34,7 +33,6 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (use true/false)")
 
 
-@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of ``cls`` (and of its dataclass bases)."""
     docs: dict[str, str] = {}
@@ -109,15 +107,23 @@ def _value_type(hint: Any) -> type:
     return hint if hint in (bool, int, float, str) else str
 
 
-@functools.cache
-def options_of(cls: type, *, skip: tuple[str, ...] = ()) -> list[Option]:
-    """One :class:`Option` per field of the dataclass ``cls`` that the command line may set."""
+_OPTIONS: dict[type, list[Option]] = {}
+
+
+def options_of(cls: type) -> list[Option]:
+    """One :class:`Option` per field of the dataclass ``cls`` that the command line may set (computed once)."""
+    if cls not in _OPTIONS:
+        _OPTIONS[cls] = _options(cls)
+    return _OPTIONS[cls]
+
+
+def _options(cls: type) -> list[Option]:
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     found = []
     for f in fields(cls):
         meta: Mapping[str, Any] = f.metadata
-        if not meta.get("cli", True) or f.name in skip:
+        if not meta.get("cli", True):
             continue
         default = f.default if f.default is not MISSING else MISSING
         found.append(

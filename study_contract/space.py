@@ -42,8 +42,8 @@ class ParamSpec:
     """
 
     kind: Kind
-    low: float | int | None = None
-    high: float | int | None = None
+    low: Any = None  # a number for ranged kinds, None for choices and fixed parameters
+    high: Any = None
     log: bool = False
     choices: tuple[Any, ...] = ()
     fixed: bool = False

@@ -15,8 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 import psycopg2
@@ -24,6 +26,10 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+if TYPE_CHECKING:
+    from worker.loop import Worker
+
+T = TypeVar("T")
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_PASSWORD = "test-only-password"
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +82,7 @@ class PostgresCluster:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> PostgresCluster:
+def postgres() -> Iterator[PostgresCluster]:
     root = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
     datadir = root / "data"
     pwfile = root / "pwfile"
@@ -181,7 +187,7 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
         engine.dispose()
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.5, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()
@@ -217,15 +223,21 @@ def assert_budget_accounted(url: str, name: str, budget: int) -> list[optuna.tri
     return trials
 
 
-def run_worker_in_process(url: str, **overrides: object):  # type: ignore[no-untyped-def]
+def run_worker_in_process(url: str, **overrides: Any) -> Worker:
     """A worker loop in this process (the test's registered envs and fakes apply), run until idle."""
     from worker.config import WorkerConfig
     from worker.db import Retrier
     from worker.loop import Worker, connect
     from worker.shutdown import ShutdownFlag
 
-    settings = {"storage": url, "until_idle": True, "poll_interval": 0.2, "heartbeat_interval": 1, "grace_period": 10}
-    config = WorkerConfig(**{**settings, **overrides})  # type: ignore[arg-type]
+    settings: dict[str, Any] = {
+        "storage": url,
+        "until_idle": True,
+        "poll_interval": 0.2,
+        "heartbeat_interval": 1,
+        "grace_period": 10,
+    }
+    config = WorkerConfig(**{**settings, **overrides})
     shutdown = ShutdownFlag()
     storage = connect(config, Retrier(max_wait=1, deadline=30, stop=shutdown.event))
     worker = Worker(config, storage, shutdown)

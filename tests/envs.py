@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -15,13 +16,13 @@ class NaNRewardAfter(gymnasium.Wrapper):
         super().__init__(env)
         self.after, self.steps = after, 0
 
-    def step(self, action):  # type: ignore[no-untyped-def]
+    def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         return obs, (np.nan if self.steps > self.after else reward), terminated, truncated, info
 
 
-def nan_reward_pendulum(after: int = 50, **kwargs: object) -> gymnasium.Env:
+def nan_reward_pendulum(after: int = 50, **kwargs: Any) -> gymnasium.Env:
     return NaNRewardAfter(gymnasium.make("Pendulum-v1", **kwargs), after)
 
 
@@ -40,14 +41,14 @@ class HangAt(gymnasium.Wrapper):
         super().__init__(env)
         self.at, self.steps = at, 0
 
-    def step(self, action):  # type: ignore[no-untyped-def]
+    def step(self, action):
         self.steps += 1
         if self.steps == self.at:
             _hang.wait()
         return self.env.step(action)
 
 
-def hanging_pendulum(at: int = 100, **kwargs: object) -> gymnasium.Env:
+def hanging_pendulum(at: int = 100, **kwargs: Any) -> gymnasium.Env:
     return HangAt(gymnasium.make("Pendulum-v1", **kwargs), at)
 
 

@@ -121,8 +121,10 @@ def stack(engine: str) -> Iterator[Stack]:
 
 
 def _demo(stack: Stack) -> str:
-    return wait_for(lambda: next(iter(s.name for s in summarise(open_engine(stack.url("admin")))), None), 300,
-                    interval=2, what="the demo study")  # fmt: skip
+    def first_study() -> str:
+        return next(iter(s.name for s in summarise(open_engine(stack.url("admin")))), "")
+
+    return wait_for(first_study, 300, interval=2, what="the demo study")
 
 
 def _assert_every_slot_accounted(stack: Stack) -> None:

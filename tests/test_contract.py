@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from study_admin.cli import build_parser
 from study_contract.algorithms import ALGORITHMS
 from study_contract.definition import SCHEMA_VERSION, DefinitionError, DefinitionTooNew, StudyDefinition
 from study_contract.options import field_docs, options_of
@@ -50,8 +49,7 @@ def test_a_definition_from_a_newer_release_is_refused_by_name() -> None:
 
 
 def test_create_options_are_derived_from_the_definition() -> None:
-    create = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("create"))
-    text = " ".join(create.format_help().split())
+    text = " ".join(run_cli("study_admin", "create", "--help").stdout.split())
     docs = field_docs(StudyDefinition)
     for option in options_of(StudyDefinition):
         assert option.flag in text, option.name

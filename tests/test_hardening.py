@@ -9,7 +9,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 import pytest
@@ -117,8 +118,8 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def _serve(app: object) -> tuple[str, object]:
-    server = make_server("127.0.0.1", free_port(), app, handler_class=_Quiet)  # type: ignore[arg-type]
+def _serve(app: Any) -> tuple[str, WSGIServer]:
+    server = make_server("127.0.0.1", free_port(), app, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}", server
 
@@ -152,8 +153,8 @@ def test_the_dashboard_survives_a_database_restart(postgres: PostgresCluster, pg
         assert _status(f"{ours}/api/studies") == 200
         assert _status(f"{ours}/healthz") == 200
     finally:
-        our_server.shutdown()  # type: ignore[attr-defined]
-        plain_server.shutdown()  # type: ignore[attr-defined]
+        our_server.shutdown()
+        plain_server.shutdown()
 
 
 def test_a_failing_study_pauses_itself_and_resume_clears_it(pg_url: str, tmp_path: Path) -> None:
@@ -168,7 +169,9 @@ def test_a_failing_study_pauses_itself_and_resume_clears_it(pg_url: str, tmp_pat
     assert [t.state for t in trials].count(TrialState.WAITING) == 5
     (summary,) = summarise(open_engine(pg_url))
     assert summary.state == "paused"
-    assert summary.paused_reason.startswith("paused after 3 consecutive trials failed the same way and none succeeded")
+    assert summary.paused_reason and summary.paused_reason.startswith(
+        "paused after 3 consecutive trials failed the same way and none succeeded"
+    )
     listed = run_cli("study_admin", "list", "--storage", pg_url).stdout
     assert "broken: paused after 3 consecutive trials" in listed
     assert run_cli("study_admin", "resume", "broken", "--storage", pg_url).returncode == 0
@@ -270,13 +273,18 @@ def test_the_health_file_follows_training_progress_not_the_heartbeat(
             "1", "--timesteps", "512", "--eval-episodes", "1", "--space", str(space), "--no-baseline"]  # fmt: skip
     assert admin(argv) == 0
     health = tmp_path / "alive"
-    settings = {"health_file": str(health), "heartbeat_interval": 1, "poll_interval": 0.2, "grace_period": 30}
+    settings: dict[str, Any] = {
+        "health_file": str(health),
+        "heartbeat_interval": 1,
+        "poll_interval": 0.2,
+        "grace_period": 30,
+    }
     thread = threading.Thread(target=run_worker_in_process, args=(pg_url,), kwargs=settings, daemon=True)
     thread.start()
     from worker.config import WorkerConfig
     from worker.health import is_fresh
 
-    max_age = WorkerConfig(**settings).health_max_age  # type: ignore[arg-type]
+    max_age = WorkerConfig(**settings).health_max_age
     wait_for(lambda: running_by_pid(pg_url, "hang"), 60, what="training")
     wait_for(lambda: health.exists() and not is_fresh(str(health), max_age), 30, what="an unhealthy worker")
     beat = sqlalchemy.create_engine(pg_url)
@@ -284,7 +292,7 @@ def test_the_health_file_follows_training_progress_not_the_heartbeat(
         age = conn.execute(sqlalchemy.text("SELECT EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC') - heartbeat) "
                                            "FROM trial_heartbeats")).scalar()  # fmt: skip
     beat.dispose()
-    assert age < 5
+    assert age is not None and age < 5
     release_hanging()
     thread.join(timeout=120)
     assert [t.state for t in trials_of(pg_url, "hang")] == [TrialState.COMPLETE]

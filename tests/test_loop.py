@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import sqlalchemy
@@ -25,8 +26,8 @@ class FakeClock:
         return self.now
 
 
-def make_worker(url: str, clock: FakeClock | None = None, **settings: object) -> loop.Worker:
-    config = WorkerConfig(storage=url, heartbeat_interval=1, grace_period=8, poll_interval=0.1, **settings)  # type: ignore[arg-type]
+def make_worker(url: str, clock: FakeClock | None = None, **settings: Any) -> loop.Worker:
+    config = WorkerConfig(storage=url, heartbeat_interval=1, grace_period=8, poll_interval=0.1, **settings)
     shutdown = ShutdownFlag()
     storage = loop.connect(config, Retrier(max_wait=1, deadline=10, stop=shutdown.event))
     return loop.Worker(config, storage, shutdown, clock=clock or FakeClock())
@@ -62,7 +63,12 @@ def test_each_study_is_looked_after_at_most_once_per_interval(
     calls: list[float] = []
     real = loop.maintain
     clock = FakeClock()
-    monkeypatch.setattr(loop, "maintain", lambda *a, **k: (calls.append(clock.now), real(*a, **k))[1])
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(clock.now)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "maintain", counted)
     worker = make_worker(storage_url, clock)
     (study,) = worker.studies()
     for _ in range(3):
@@ -84,10 +90,10 @@ def test_one_studys_trouble_is_logged_once_and_the_next_study_is_served(
     create_tiny_study(storage_url, "fine", tiny_space, 1, 256)
     real = loop.claim
 
-    def claim(storage: object, study_id: int) -> int | None:
+    def claim(storage: Any, study_id: int) -> int | None:
         if study_id == worker.storage.get_study_id_from_name("cursed"):
             raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
-        return real(storage, study_id)  # type: ignore[arg-type]
+        return real(storage, study_id)
 
     monkeypatch.setattr(loop, "claim", claim)
     worker = make_worker(storage_url)
@@ -105,8 +111,8 @@ def _drain(steps_done: int, seconds: float, drain_seconds: float) -> DrainOnShut
     """A drain decision after ``steps_done`` env-steps in ``seconds`` of training, 1000 steps to go."""
     clock = FakeClock()
     evaluator = _Evaluator(eval_seconds=0.0, curve=[], eval_freq=10_000)
-    training = TrainingClock(evaluator, steps_done + 1000, clock=clock)  # type: ignore[arg-type]
-    training.model = SimpleNamespace(get_env=lambda: SimpleNamespace(num_envs=1))  # type: ignore[assignment]
+    training = TrainingClock(cast(Any, evaluator), steps_done + 1000, clock=clock)
+    training.model = cast(Any, SimpleNamespace(get_env=lambda: SimpleNamespace(num_envs=1)))
     clock.now += seconds
     training.num_timesteps = steps_done
     flag = ShutdownFlag()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def create_args(space: Path | None = None, *extra: str) -> list[str]:
     return args + (["--space", str(space)] if space else []) + list(extra)
 
 
-def admin_json(url: str, capsys: pytest.CaptureFixture[str], *args: str):  # type: ignore[no-untyped-def]
+def admin_json(url: str, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
     capsys.readouterr()
     assert admin(url, *args, "--format", "json") == 0
     return json.loads(capsys.readouterr().out)

@@ -222,7 +222,7 @@ class TrialProgress(BaseCallback):
 
     def report(self) -> dict[str, Any]:
         last = self.clock.evaluator.last_value
-        progress = {
+        progress: dict[str, Any] = {
             "env_steps": int(self.num_timesteps),
             "total": self.clock.total,
             "steps_per_second": round(self.clock.steps_per_second, 2),

@@ -18,4 +18,4 @@ def touch(path: str | None) -> None:
 
 
 def is_fresh(path: str | None, max_age: float) -> bool:
-    return bool(path) and os.path.exists(path) and time.time() - os.path.getmtime(path) <= max_age
+    return path is not None and os.path.exists(path) and time.time() - os.path.getmtime(path) <= max_age

@@ -8,10 +8,12 @@ ends the loop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
 from collections.abc import Callable
+from typing import TypeVar
 
 import optuna
 import sqlalchemy.exc
@@ -27,6 +29,7 @@ from worker.slots import claim, maintain
 from worker.trial_runner import TrialContext, run_trial
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DatabaseRefused(RuntimeError):
@@ -83,7 +86,7 @@ class Worker:
             served.append(study)
         return served
 
-    def _guarded(self, study: TuningStudy, what: str, step: Callable[[], object]) -> object:
+    def _guarded(self, study: TuningStudy, what: str, step: Callable[[], T]) -> T | None:
         """Run one step for one study; a failure there is that study's problem, not the worker's."""
         try:
             return step()
@@ -129,7 +132,9 @@ class Worker:
             trial_id = self._guarded(
                 study,
                 "claiming a trial",
-                lambda s=study: self.retry("claiming a trial", lambda: claim(self.storage, s.study_id)),
+                functools.partial(
+                    self.retry, "claiming a trial", functools.partial(claim, self.storage, study.study_id)
+                ),
             )
             if trial_id is None:
                 continue
@@ -137,7 +142,7 @@ class Worker:
             context = TrialContext(
                 storage=self.storage,
                 study=study,
-                trial_id=int(trial_id),  # type: ignore[call-overload]
+                trial_id=trial_id,
                 config=self.config,
                 shutdown=self.shutdown,
                 retry=self.retry,

@@ -19,6 +19,7 @@ import optuna
 import sqlalchemy
 from optuna.storages._rdb import models  # Optuna's table objects: one-transaction claims need them
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.dialects import postgresql, sqlite
 
 from study_contract.catalog import FAIL_REASON_ATTR, HANDED_BACK_ATTR, RETRY_ATTR, WORKER_ATTR, failures
 from study_contract.locks import study_lock
@@ -50,10 +51,7 @@ def _claim_statement(dialect: str, study_id: int) -> sqlalchemy.Update:
 
 
 def _heartbeat_statement(dialect: str, trial_id: int) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = sqlalchemy.func.current_timestamp()
     statement = insert(models.TrialHeartbeatModel.__table__).values(trial_id=trial_id, heartbeat=now)
     return statement.on_conflict_do_update(index_elements=["trial_id"], set_={"heartbeat": now})
@@ -120,7 +118,7 @@ class Maintenance:
 
 
 def _db_now(conn: sqlalchemy.Connection) -> datetime:
-    value = conn.execute(sqlalchemy.select(sqlalchemy.func.current_timestamp())).scalar()
+    value = conn.execute(sqlalchemy.select(sqlalchemy.func.current_timestamp())).scalar_one()
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=None)

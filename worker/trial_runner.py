@@ -8,6 +8,7 @@ the retry deadline, leaves this function by an exception (the trial then turns s
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -166,7 +167,7 @@ def _tell(
 
 def _record(ctx: TrialContext, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     for key, value in attrs.items():
-        ctx.retry("recording", lambda k=key, v=value: _gone_if_missing(lambda: trial.set_user_attr(k, v)))
+        ctx.retry("recording", functools.partial(_gone_if_missing, functools.partial(trial.set_user_attr, key, value)))
 
 
 def _record_progress(ctx: TrialContext, progress: dict[str, Any]) -> None:
@@ -183,7 +184,7 @@ def _fail(ctx: TrialContext, reason: str) -> str:
     log.warning("trial id %d of %s failed: %s", ctx.trial_id, ctx.study.name, reason)
     try:
         for key, value in ((FAIL_REASON_ATTR, reason), (RETRY_ATTR, False)):
-            ctx.retry("recording", lambda k=key, v=value: ctx.storage.set_trial_user_attr(ctx.trial_id, k, v))
+            ctx.retry("recording", functools.partial(ctx.storage.set_trial_user_attr, ctx.trial_id, key, value))
         ctx.retry("failing", lambda: ctx.storage.set_trial_state_values(ctx.trial_id, state=TrialState.FAIL))
     except (KeyError, optuna.exceptions.UpdateFinishedTrialError):
         return "dropped"

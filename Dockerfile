@@ -19,16 +19,21 @@ RUN pip install --index-url "$TORCH_INDEX_URL" ${PIP_TRUSTED_HOST:+--trusted-hos
 COPY pyproject.toml README.md /src/
 RUN mkdir -p /src/study_contract /src/study_admin /src/worker \
  && touch /src/study_contract/__init__.py /src/study_admin/__init__.py /src/worker/__init__.py \
- && pip install "/src[train,dashboard]" \
+ && pip install "/src[train,dashboard,s3]" \
  && pip uninstall -y locomotion-tuner \
  && rm -rf /src
 
 FROM ${PYTHON_IMAGE}
-RUN groupadd --gid 10001 tuner && useradd --uid 10001 --gid tuner --create-home tuner
+# Mesa's EGL renders MuJoCo's rollout videos headless, on the CPU.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libegl1 libgl1 libgl1-mesa-dri \
+ && rm -rf /var/lib/apt/lists/*
+RUN groupadd --gid 10001 tuner && useradd --uid 10001 --gid tuner --create-home tuner \
+ && install -d -o tuner -g tuner /artifacts
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    MUJOCO_GL=disable \
+    MUJOCO_GL=egl \
     WORKER_HEALTH_FILE=/tmp/worker-alive
 COPY --chown=tuner:tuner pyproject.toml README.md /app/
 COPY --chown=tuner:tuner study_contract /app/study_contract

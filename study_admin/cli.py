@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from study_contract.algorithms import algorithm
@@ -56,6 +57,14 @@ def _command(
     if formats:
         sub.add_argument("--format", choices=formats, default=formats[0], help=f"output format (default {formats[0]})")
     return sub
+
+
+def _artifact_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument(
+        "--artifact-dir",
+        default=os.environ.get("TUNER_ARTIFACT_DIR"),
+        help=f"{text}: a directory or s3://BUCKET [env: TUNER_ARTIFACT_DIR; default: beside the embedded database]",
+    )
 
 
 def _positive(text: str) -> int:
@@ -105,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     _command(commands, "show", "progress, ETA, best trial, top trials and failures", formats=("table", "yaml", "json"),
              study=True)  # fmt: skip
     _command(commands, "best", "the best configuration as SB3 keyword arguments", formats=("yaml", "json"), study=True)
+    confirm = _command(commands, "confirm", "re-train the best configurations and the baseline on fresh seeds",
+                       study=True)  # fmt: skip
+    confirm.add_argument("--top", type=_positive, help="configurations to confirm (default: the study's confirm_top)")
+    confirm.add_argument("--seeds", type=_positive, help="test seeds (default: the study's test_seeds)")
+    export = _command(commands, "export", "the configuration for RL Zoo, plain SB3 or as JSON", study=True)
+    export.add_argument("--trial", type=int, help="trial number (default: the best, confirmed if it was)")
+    export.add_argument("--format", choices=("zoo", "python", "json"), required=True, help="what to write")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    download = _command(commands, "download", "a trial's model, statistics, learning curve and video", study=True)
+    download.add_argument("--trial", type=int, help="trial number (default: the best, confirmed if it was)")
+    download.add_argument("--out", required=True, help="directory to write the files into")
+    _artifact_option(download, "the workers' artifact store")
+    report = _command(commands, "report", "write a Markdown report with plots", study=True)
+    report.add_argument("--out", required=True, help="directory to write report.md and its PNG plots into")
+    _artifact_option(report, "attach the confirmation plot to the study in this artifact store")
     _command(commands, "pause", "stop handing out new trials", study=True)
     _command(commands, "resume", "hand out trials again (clears a failure pause)", study=True)
     remove = _command(commands, "delete", "delete a study and all its trials", study=True)
@@ -114,11 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = _command(commands, "dashboard", "serve optuna-dashboard (survives database restarts)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
-    dashboard.add_argument(
-        "--artifact-dir",
-        default=os.environ.get("TUNER_ARTIFACT_DIR"),
-        help="directory of the artifact store the workers write [env: TUNER_ARTIFACT_DIR]",
-    )
+    _artifact_option(dashboard, "show the artifacts the workers store")
     return parser
 
 
@@ -180,9 +200,9 @@ def _role_url(url: str, user: str, password: str) -> str:
 def run_init(args: argparse.Namespace, url: str) -> None:
     import sqlalchemy.exc
 
-    from study_admin import studies
     from study_admin.roles import Role, RoleError, grant_rights, prepare_roles
     from study_contract.catalog import summarise
+    from study_contract.creation import create_study
     from study_contract.storage import describe_db_error, open_engine, open_storage
 
     try:
@@ -209,7 +229,7 @@ def run_init(args: argparse.Namespace, url: str) -> None:
         raise StorageError(describe_db_error(exc, url)) from None
     print("schema ready" + "".join(f"; {r.kind} role {r.name!r}" for r in roles))
     if args.demo and not summarise(storage.engine):
-        print(studies.create_study(storage, demo_definition(os.environ)))
+        print(create_study(storage, demo_definition(os.environ)))
 
 
 def _print(text: str) -> None:
@@ -236,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from study_admin import display, studies
+    from study_contract.creation import create_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.command == "create":
@@ -243,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
             check_study_name(args.name)
         values = collect(args, CREATE_OPTIONS)
         definition = build_definition(values, space_file=args.space, n_evaluations=args.n_evaluations)
-        print(studies.create_study(open_storage(url), definition, args.name))
+        print(create_study(open_storage(url), definition, args.name))
         return 0
     if args.command == "init":
         run_init(args, url)
@@ -254,6 +275,37 @@ def run(args: argparse.Namespace) -> int:
         _print(display.show(details) if args.format == "table" else display.dump(details, args.format))
     elif args.command == "best":
         _print(display.dump(studies.best_configuration(storage, args.name), args.format))
+    elif args.command == "confirm":
+        from study_contract.confirmation import create_confirmation
+
+        studies.study_id_of(storage, args.name)
+        print(create_confirmation(storage, args.name, top=args.top, seeds=args.seeds))
+    elif args.command == "export":
+        from study_admin.export import export
+
+        text = export(studies.trial_configuration(storage, args.name, args.trial), args.format)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(args.out)
+        else:
+            _print(text)
+    elif args.command == "download":
+        from study_contract.artifacts import download, location, open_store
+
+        where = location(args.artifact_dir, url)
+        if where is None:
+            raise InputError("no artifact store: give --artifact-dir (or TUNER_ARTIFACT_DIR), as the workers have")
+        trial = studies.artifact_trial(storage, args.name, args.trial)
+        files = download(open_store(where), trial, Path(args.out))
+        if not files:
+            raise StudyError(f"trial {trial.number} has no artifacts in {where}")
+        print("\n".join(str(f) for f in files))
+    elif args.command == "report":
+        from study_admin.report import write_report
+        from study_contract.artifacts import location, open_store
+
+        where = location(args.artifact_dir, url)
+        print(write_report(storage, args.name, args.out, open_store(where) if where else None))
     elif args.command in ("pause", "resume"):
         studies.set_paused(storage, args.name, args.command == "pause")
         print(f"{args.name}: {args.command}d")

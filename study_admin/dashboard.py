@@ -32,17 +32,14 @@ def make_app(url: str, artifact_dir: str | None) -> Any:
     import optuna
     import optuna_dashboard
 
+    from study_contract.artifacts import location, open_store
     from study_contract.storage import engine_kwargs, prepare_engine
 
     storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True,
                                          skip_compatibility_check=True)  # fmt: skip
     prepare_engine(storage.engine, writes=False)
-    store = None
-    if artifact_dir:
-        from optuna.artifacts import FileSystemArtifactStore
-
-        store = FileSystemArtifactStore(artifact_dir)
-    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    where = location(artifact_dir, url)
+    app = optuna_dashboard.wsgi(storage, artifact_store=open_store(where) if where else None)
 
     @app.get("/healthz")
     def healthz() -> dict[str, bool]:
@@ -56,5 +53,7 @@ def make_app(url: str, artifact_dir: str | None) -> Any:
 def serve(url: str, host: str, port: int, artifact_dir: str | None) -> None:
     server = make_server(host, port, make_app(url, artifact_dir), server_class=_ThreadingServer,
                          handler_class=_QuietHandler)  # fmt: skip
-    log.info("dashboard on http://%s:%d (artifacts: %s)", host, port, artifact_dir or "none")
+    from study_contract.artifacts import location
+
+    log.info("dashboard on http://%s:%d (artifacts: %s)", host, port, location(artifact_dir, url) or "none")
     server.serve_forever()

@@ -129,4 +129,36 @@ def show(details: dict[str, Any]) -> str:
     if failures:
         lines.append("recent failures")
         lines.extend(f"  trial {f['number']}: {f['fail_reason']}" for f in failures)
+    lines.extend(confirmation(details.get("confirmation")))
     return "\n".join(lines) + "\n"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else "-"
+
+
+def confirmation(report: dict[str, Any] | None) -> list[str]:
+    """The fresh-seed candidates beside their tuning ranking, so a disagreement shows at once."""
+    if not report or not report.get("study"):
+        return []
+    done = f"{report['done']}/{report['budget']}"
+    head = f"confirmation  {report['study']}: {done} runs on test seeds {report['test_seeds']}"
+    rows = [
+        ["CANDIDATE", "TUNING RANK", "TUNING VALUE", "FRESH IQM", "95% CI", "MEAN", "WORST", "SEEDS", "P(>BASELINE)"]
+    ]
+    for c in report["candidates"]:
+        p_improvement = "-" if c["p_improvement"] is None else f"{c['p_improvement']:.2f}"
+        rows.append([f"trial {c['trial']}", str(c["tuning_rank"]), format_value(c["tuning_value"]),
+                     format_value(c["iqm"]), _ci(c["ci"]), format_value(c["mean"]), format_value(c["worst"]),
+                     str(len(c["scores"])), p_improvement])  # fmt: skip
+    b = report["baseline"]
+    rows.append(["baseline", "-", "-", format_value(b["iqm"]), _ci(b["ci"]), format_value(b["mean"]),
+                 format_value(b["worst"]), str(len(b["scores"])), "-"])  # fmt: skip
+    lines = [head, *("  " + row for row in table(rows).splitlines())]
+    if report["confirmed"]:
+        lines.append(f"  winner: trial {report['winner']} (best fresh-seed IQM)")
+        if not report["rankings_agree"]:
+            lines.append("  note: the fresh-seed ranking differs from the tuning-seed ranking")
+        if not report["beats_baseline"]:
+            lines.append("  note: SB3's defaults did as well or better on the fresh seeds")
+    return lines

@@ -1,8 +1,6 @@
-"""Operations on tuning studies: create, summarise, export the best configuration, pause, delete.
+"""What ``study_admin`` reads and changes in a study: details, the best configuration, pause, delete.
 
-A study's budget is a set of slots: ``create`` enqueues exactly ``n_trials`` WAITING trials and workers
-only ever claim WAITING trials (never create new ones), so racing workers cannot overshoot it. A trial
-handed back (SIGTERM) or found stale (heartbeat) is replaced by a WAITING retry linked to it.
+Creating studies lives in ``study_contract/creation.py``, which workers use too (follow-up studies).
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
+from study_contract import confirmation
 from study_contract.algorithms import algorithm
 from study_contract.catalog import FAIL_REASON_ATTR, RETRY_ATTR, Summary, summarise
 from study_contract.definition import (
@@ -23,7 +22,6 @@ from study_contract.definition import (
     StudyError,
 )
 from study_contract.schedules import formula
-from study_contract.space import optuna_params
 
 
 def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
@@ -42,46 +40,6 @@ def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDef
         return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
     except DefinitionError as exc:
         raise StudyError(f"study {name!r} cannot be read: {exc}") from None
-
-
-def unique_name(storage: optuna.storages.BaseStorage, definition: StudyDefinition) -> str:
-    taken = {s.study_name for s in storage.get_all_studies()}
-    base = f"{definition.algo}-{definition.env_id}"
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    return name
-
-
-def create_study(storage: optuna.storages.BaseStorage, definition: StudyDefinition, name: str | None = None) -> str:
-    """Write the study, its budget of WAITING trials and, last, its definition; return its name.
-
-    Workers ignore a study until its definition is written, and a failure part-way deletes what was
-    written, so no worker ever sees a half-created study.
-    """
-    while True:
-        study_name = name or unique_name(storage, definition)
-        try:
-            study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
-            break
-        except optuna.exceptions.DuplicatedStudyError:
-            if name is not None:
-                raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it") from None
-    try:
-        slots = definition.n_trials
-        if definition.baseline:
-            baseline = algorithm(definition.algo).baseline(definition.space, definition.n_envs)
-            study.enqueue_trial(optuna_params(definition.space, baseline), user_attrs={"baseline": True})
-            slots -= 1
-        for _ in range(slots):
-            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
-        study.set_user_attr(PAUSED_ATTR, False)
-        study.set_user_attr(DEFINITION_ATTR, definition.to_json())
-    except BaseException:
-        optuna.delete_study(study_name=study_name, storage=storage)
-        raise
-    return study_name
 
 
 def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
@@ -137,23 +95,73 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
         "running": [trial_record(t) for t in trials if t.state == TrialState.RUNNING],
         "top_trials": [trial_record(t) for t in complete[:top]],
         "failures": [trial_record(t) for t in final_failures[:top]],
+        "confirmation": confirmation.report(storage, name) if definition.stage == "tuning" else None,
     }
 
 
 def best_configuration(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any]:
-    """The best trial as SB3 keyword arguments, with its schedule spelled out."""
+    """The best configuration as SB3 keyword arguments, with its schedule spelled out.
+
+    Once the study's fresh-seed confirmation is done, that is the confirmed winner (best IQM on the test
+    seeds), with the statistics of every candidate and the baseline; until then, the best tuning trial
+    and ``"confirmed": false``.
+    """
     definition = load_definition(storage, name)
     study_id = study_id_of(storage, name)
     if storage.get_n_trials(study_id, state=TrialState.COMPLETE) == 0:
         raise StudyError(f"study {name!r} has no completed trial yet")
-    best = storage.get_best_trial(study_id)
+    confirmed = confirmation.report(storage, name) if definition.stage == "tuning" else {"confirmed": False}
+    if confirmed["confirmed"]:
+        best = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, confirmed["winner"]))
+    else:
+        best = storage.get_best_trial(study_id)
     params = best.user_attrs["hyperparams"]
-    return configuration(definition, params) | {
+    result = configuration(definition, params) | {
         "study": name,
         "trial": best.number,
         "mean_reward": best.value,
         "seed": best.user_attrs.get("seed"),
+        "confirmed": confirmed["confirmed"],
     }
+    if confirmed.get("study"):
+        result["confirmation"] = {k: v for k, v in confirmed.items() if k != "confirmed"}
+    return result
+
+
+def trial_configuration(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> dict[str, Any]:
+    """The configuration of trial ``number`` (default: the best one, confirmed when confirmation is done)."""
+    if number is None:
+        return best_configuration(storage, name)
+    definition = load_definition(storage, name)
+    study_id = study_id_of(storage, name)
+    try:
+        trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+    except KeyError:
+        raise StudyError(f"study {name!r} has no trial {number}") from None
+    if "hyperparams" not in trial.user_attrs:
+        raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state.name})")
+    return configuration(definition, trial.user_attrs["hyperparams"]) | {
+        "study": name,
+        "trial": number,
+        "mean_reward": trial.value,
+        "seed": trial.user_attrs.get("seed"),
+        "confirmed": False,
+    }
+
+
+def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> optuna.trial.FrozenTrial:
+    """The trial whose files ``download`` fetches: trial ``number``, or the best one; when a confirmed
+    winner kept no model of its own, its best run on the test seeds."""
+    from study_contract.artifacts import MODEL, trial_artifacts
+
+    config = trial_configuration(storage, name, number)
+    study_id = study_id_of(storage, name)
+    trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, config["trial"]))
+    if MODEL in trial_artifacts(trial) or not config.get("confirmed"):
+        return trial
+    runs = storage.get_all_trials(study_id_of(storage, confirmation.confirmation_name(name)), deepcopy=False)
+    mine = [t for t in runs if t.user_attrs.get(confirmation.CANDIDATE_ATTR) == config["trial"] and t.value is not None]
+    return max(mine, key=lambda t: cast(float, t.value), default=trial)
 
 
 def configuration(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:

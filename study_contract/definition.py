@@ -29,10 +29,11 @@ MAX_SEED = 2**31 - 1
 # Derived seeds (trial, evaluation, test seeds) stay below numpy's limit of 2**32 - 1.
 SEED_SPACE = 2**32
 EVAL_SEED_OFFSET = 1_000_003
-TEST_SEED_OFFSET = 1_000_000_007 % SEED_SPACE
+TEST_SEED_OFFSET = 1_000_000_000
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 DEFAULT_ENV = "Ant-v5"
 DEFAULT_EVALUATIONS = 10
+STAGES = ("tuning", "confirmation")
 
 
 class DefinitionError(ValueError):
@@ -99,12 +100,24 @@ class StudyDefinition:
     """Times a configuration whose worker died or shut down is queued again."""
     pause_after_failures: int = _opt(3, bounds=(0, 1000))
     """Pause the study after this many consecutive trials fail the same way with no success (0: never)."""
+    confirm: bool = _opt(True)
+    """When tuning ends, re-train the best configurations and the baseline on fresh test seeds."""
+    confirm_top: int = _opt(3, bounds=(1, 20))
+    """Configurations, best tuning values first, that the confirmation re-trains beside the baseline."""
+    test_seeds: int = _opt(5, bounds=(1, 100))
+    """Fresh seeds, disjoint from the tuning seeds, on which each confirmed configuration is re-trained."""
+    save_models: str = _opt("best", choices=SAVE_MODELS)
+    """Models (and VecNormalize statistics) kept as trial artifacts: the best so far, every trial's, or none."""
     space_preset: str = _opt("budget", flag="--preset", choices=("budget", "guide"))
     """Search space to start from: budget-aware ranges, or the tuning guide's table as written."""
     space: dict[str, ParamSpec] = _opt(None, cli=False)
     """The resolved search space (the preset plus the ``--space`` file)."""
     policy: str = _opt("MlpPolicy", cli=False)
     """SB3 policy name."""
+    stage: str = _opt("tuning", cli=False)
+    """What the study is: ``tuning`` (sampled trials) or ``confirmation`` (fixed configurations, test seeds)."""
+    parent: str | None = _opt(None, cli=False)
+    """The study this one follows (a confirmation's tuning study)."""
     schema_version: int = _opt(SCHEMA_VERSION, cli=False)
     """Version of this contract the definition was written with."""
 
@@ -121,6 +134,8 @@ class StudyDefinition:
                 option.check(value)
             except ValueError as exc:
                 raise DefinitionError(str(exc)) from None
+        if self.stage not in STAGES:
+            raise DefinitionError(f"stage={self.stage!r} is not one of {list(STAGES)}")
         if not self.env_id:
             raise DefinitionError("env_id must name a Gymnasium task, e.g. HalfCheetah-v5")
         if self.eval_every > self.timesteps:
@@ -142,6 +157,11 @@ class StudyDefinition:
     def trial_seed(self, number: int) -> int:
         """The training seed of tuning trial ``number`` (a retry keeps the seed of the trial it replaces)."""
         return derive_seed(self.seed, number)
+
+    @property
+    def test_seed_list(self) -> list[int]:
+        """The confirmation's seeds: ``seed + 1e9 + i`` (mod 2**32), never a tuning trial's ``seed + number``."""
+        return [derive_seed(self.seed, TEST_SEED_OFFSET + i) for i in range(self.test_seeds)]
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -194,5 +214,6 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
             space[name] = guide[name].to_dict()
         data["space"] = space
         data["space_preset"] = "guide"
+        data["confirm"] = False  # confirmation did not exist; `study_admin confirm` runs it on demand
         data["schema_version"] = 2
     return data

@@ -143,11 +143,14 @@ def tiny_space(tmp_path: Path) -> Path:
 
 
 def create_tiny_study(url: str, name: str, space: Path, n_trials: int, timesteps: int, *extra: str) -> None:
-    """A PPO study on Pendulum-v1, created through study_admin's own entry point."""
+    """A PPO study on Pendulum-v1, created through study_admin's own entry point (no confirmation unless
+    ``--confirm`` is among ``extra``)."""
     from study_admin.cli import main as admin
 
+    confirm = [] if "--confirm" in extra else ["--no-confirm"]
     argv = ["create", "--storage", url, "--name", name, "--algo", "ppo", "--env", "Pendulum-v1",
-            "--n-trials", str(n_trials), "--timesteps", str(timesteps), "--space", str(space), *extra]  # fmt: skip
+            "--n-trials", str(n_trials), "--timesteps", str(timesteps), "--space", str(space), *confirm,
+            *extra]  # fmt: skip
     assert admin(argv) == 0
 
 

@@ -59,3 +59,17 @@ def release_hanging() -> None:
 HANGING_PENDULUM = "tests/HangingPendulum-v0"
 if HANGING_PENDULUM not in gymnasium.envs.registry:
     gymnasium.register(HANGING_PENDULUM, entry_point="tests.envs:hanging_pendulum", max_episode_steps=200)
+
+
+class NoRender(gymnasium.Wrapper):
+    def render(self):
+        raise RuntimeError("this task cannot render")
+
+
+def unrenderable_pendulum(**kwargs: Any) -> gymnasium.Env:
+    return NoRender(gymnasium.make("Pendulum-v1", **kwargs))
+
+
+UNRENDERABLE_PENDULUM = "tests/UnrenderablePendulum-v0"
+if UNRENDERABLE_PENDULUM not in gymnasium.envs.registry:
+    gymnasium.register(UNRENDERABLE_PENDULUM, entry_point="tests.envs:unrenderable_pendulum", max_episode_steps=200)

@@ -7,6 +7,7 @@ elsewhere it skips, saying why, when no engine can be started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,11 +18,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
+import optuna
 import pytest
 from optuna.trial import TrialState
 
+from study_contract.artifacts import CURVE, MODEL, VIDEO, trial_artifacts
 from study_contract.catalog import summarise
 from study_contract.storage import open_engine
 from tests.conftest import REPO, free_port, trials_of, wait_for
@@ -167,6 +171,20 @@ def test_the_dashboard_shows_the_studies_in_chromium(stack: Stack) -> None:
     dashboard = stack.containers("dashboard")[0]
     assert dashboard.attrs["State"]["Health"]["Status"] == "healthy"
 
+    with _browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{stack.dashboard}/dashboard")
+        page.get_by_text("e2e-sac").first.wait_for(timeout=30_000)
+        page.get_by_text(demo).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        demo_id = next(s["study_id"] for s in listed if s["study_name"] == demo)
+        page.goto(f"{stack.dashboard}/dashboard/studies/{demo_id}")
+        page.get_by_text("Intermediate values", exact=False).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
+
+
+@contextlib.contextmanager
+def _browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -183,16 +201,34 @@ def test_the_dashboard_shows_the_studies_in_chromium(stack: Stack) -> None:
                 "--disable-quic",
             ],  # fmt: skip
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{stack.dashboard}/dashboard")
-        page.get_by_text("e2e-sac").first.wait_for(timeout=30_000)
-        page.get_by_text(demo).first.wait_for(timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
-        demo_id = next(s["study_id"] for s in listed if s["study_name"] == demo)
-        page.goto(f"{stack.dashboard}/dashboard/studies/{demo_id}")
-        page.get_by_text("Intermediate values", exact=False).first.wait_for(timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-study.png"), full_page=True)
-        browser.close()
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_the_best_trials_rollout_video_plays_in_the_dashboard(stack: Stack) -> None:
+    demo = _demo(stack)
+
+    def best_with_video() -> optuna.trial.FrozenTrial | None:
+        study = optuna.load_study(study_name=demo, storage=stack.url("admin"))
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        best = max(done, key=lambda t: float(t.value or 0.0), default=None)
+        return best if best is not None and VIDEO in trial_artifacts(best) else None
+
+    best = wait_for(best_with_video, 300, interval=3, what="a best trial with its rollout video")
+    assert best is not None and best.user_attrs["video_frames"] > 1 and {MODEL, CURVE} <= set(trial_artifacts(best))
+    listed = json.load(urllib.request.urlopen(f"{stack.dashboard}/api/studies", timeout=10))["study_summaries"]
+    study_id = next(s["study_id"] for s in listed if s["study_name"] == demo)
+    with _browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{stack.dashboard}/dashboard/studies/{study_id}/trials?numbers={best.number}")
+        source = page.locator('video > source[src^="/artifacts/"]').first
+        source.wait_for(state="attached", timeout=60_000)
+        assert source.get_attribute("type") == "video/mp4"
+        page.locator("video").first.scroll_into_view_if_needed()
+        page.wait_for_function("document.querySelector('video').readyState >= 1", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-video.png"), full_page=True)
 
 
 def test_a_worker_on_another_host_joins_through_the_published_port(stack: Stack, tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ FAST = ["--until-idle", "--poll-interval", "0.3", "--heartbeat-interval", "1", "
 def test_a_large_sampler_seed_runs(storage_url: str, tmp_path: Path) -> None:
     """Case 1: ``--seed 50000`` made the sampler seed overflow numpy's range and the worker exit 1."""
     created = run_cli("study_admin", "create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "2", "--seed",
-                      "50000", "--timesteps", "2048", "--eval-episodes", "1", "--storage", storage_url)  # fmt: skip
+                      "50000", "--timesteps", "2048", "--eval-episodes", "1", "--no-confirm",
+                      "--storage", storage_url)  # fmt: skip
     assert created.returncode == 0, created.stderr
     worker = start_worker(storage_url, *FAST, log=tmp_path / "w.log")
     assert worker.wait(timeout=300) == 0, (tmp_path / "w.log").read_text()[-3000:]
@@ -161,7 +162,7 @@ def test_a_failing_study_pauses_itself_and_resume_clears_it(pg_url: str, tmp_pat
     space = tmp_path / "tiny.yaml"
     space.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
     argv = ["create", "--storage", pg_url, "--name", "broken", "--algo", "ppo", "--env", NAN_PENDULUM, "--space",
-            str(space), "--n-trials", "8", "--timesteps", "256", "--eval-every", "128"]  # fmt: skip
+            str(space), "--n-trials", "8", "--timesteps", "256", "--eval-every", "128", "--no-confirm"]  # fmt: skip
     assert admin(argv) == 0
     run_worker_in_process(pg_url)
     trials = trials_of(pg_url, "broken")
@@ -270,7 +271,8 @@ def test_the_health_file_follows_training_progress_not_the_heartbeat(
     space = tmp_path / "tiny.yaml"
     space.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
     argv = ["create", "--storage", pg_url, "--name", "hang", "--algo", "ppo", "--env", HANGING_PENDULUM, "--n-trials",
-            "1", "--timesteps", "512", "--eval-episodes", "1", "--space", str(space), "--no-baseline"]  # fmt: skip
+            "1", "--timesteps", "512", "--eval-episodes", "1", "--space", str(space), "--no-baseline",
+            "--no-confirm"]  # fmt: skip
     assert admin(argv) == 0
     health = tmp_path / "alive"
     settings: dict[str, Any] = {

@@ -144,7 +144,7 @@ def test_diverging_training_fails_with_a_reason_and_the_worker_goes_on(pg_url: s
     for name, env in (("diverge", NAN_PENDULUM), ("healthy", "Pendulum-v1")):
         argv = ["create", "--storage", pg_url, "--name", name, "--algo", "ppo", "--env", env, "--n-trials", "2",
                 "--timesteps", "256", "--eval-every", "128", "--eval-episodes", "1", "--space", str(space),
-                "--no-baseline"]  # fmt: skip
+                "--no-baseline", "--no-confirm"]  # fmt: skip
         assert admin(argv) == 0
     worker = run_worker_in_process(pg_url)
     for t in trials_of(pg_url, "diverge"):

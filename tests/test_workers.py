@@ -90,6 +90,7 @@ def test_two_local_workers_share_the_embedded_default(tmp_path: Path, tiny_space
         "1",
         "--space",
         str(tiny_space),
+        "--no-confirm",
         env=env,
     )
     assert created.returncode == 0, created.stderr

@@ -45,6 +45,8 @@ class WorkerConfig:
     """Longest back-off between database retries."""
     db_retry_deadline: float = _opt(600.0, "WORKER_DB_RETRY_DEADLINE", bounds=(1, 86400))
     """Seconds a database call keeps retrying an outage before the worker gives up and exits 1."""
+    artifact_dir: str | None = _opt(None, "TUNER_ARTIFACT_DIR", default_help="beside the embedded database; none")
+    """Artifact store shared with the dashboard: a directory, or s3://BUCKET (models, curves, videos)."""
     health_file: str | None = _opt(None, "WORKER_HEALTH_FILE")
     """File touched while the worker polls or its trial makes training progress."""
 

@@ -18,7 +18,12 @@ from typing import TypeVar
 import optuna
 import sqlalchemy.exc
 
+from study_contract.artifacts import location as artifact_location
+from study_contract.artifacts import open_store
 from study_contract.catalog import TuningStudy, live_counts, running_counts, tuning_studies
+from study_contract.confirmation import confirmation_due, confirmation_name, create_confirmation
+from study_contract.creation import study_exists
+from study_contract.definition import StudyError
 from study_contract.storage import describe_first_line, is_permanent, mask_password, open_storage, resolve_url
 from worker.config import WorkerConfig
 from worker.db import Retrier
@@ -61,8 +66,11 @@ class Worker:
         self.clock = clock
         self.retry = Retrier(max_wait=config.db_retry_max_wait, deadline=config.db_retry_deadline, stop=shutdown.event)
         self.outcomes: list[str] = []
+        where = artifact_location(config.artifact_dir, storage.url)
+        self.artifact_store = open_store(where) if where else None
         self._warned: dict[str, str] = {}
         self._maintained: dict[int, float] = {}
+        self._followed: set[int] = set()
 
     @property
     def maintenance_interval(self) -> float:
@@ -75,10 +83,12 @@ class Worker:
             log.warning("study %s: %s", study_name, message)
 
     def studies(self) -> list[TuningStudy]:
-        """The readable studies this worker serves; each unreadable one is named once, with the reason."""
+        """The readable studies this worker serves (``--study`` and the studies that follow it); each
+        unreadable one is named once, with the reason."""
         served = []
+        pinned = self.config.study
         for study in self.retry("listing studies", lambda: tuning_studies(self.storage.engine)):
-            if self.config.study and study.name != self.config.study:
+            if pinned and study.name != pinned and not study.name.startswith(pinned + ":"):
                 continue
             if study.definition is None:
                 self._warn_once(study.name, f"skipped: {study.error}")
@@ -122,8 +132,30 @@ class Worker:
             ),
         )
 
+    def follow_up(self, study: TuningStudy) -> bool:
+        """Create a finished tuning study's confirmation, exactly once across the fleet; whether this worker did."""
+        assert study.definition is not None
+        if study.study_id in self._followed or not confirmation_due(study.definition):
+            return False
+        if self.retry("looking for a confirmation", lambda: study_exists(self.storage, confirmation_name(study.name))):
+            self._followed.add(study.study_id)
+            return False
+        try:
+            created = self.retry(
+                "creating a confirmation", lambda: create_confirmation(self.storage, study.name, wait=False)
+            )
+        except StudyError as exc:  # nothing to confirm, or another worker was quicker
+            self._followed.add(study.study_id)
+            log.info("study %s: no confirmation (%s)", study.name, exc)
+            return False
+        if created:
+            self._followed.add(study.study_id)
+            log.info("study %s finished its tuning budget; created %s", study.name, created)
+        return created is not None
+
     def run_once(self) -> bool:
-        """Run at most one trial of any runnable study, least-served study first; whether one ran."""
+        """Run at most one trial of any runnable study, least-served study first, or create a due follow-up
+        study; whether any work was done."""
         touch(self.config.health_file)
         studies = self.studies()
         counts = self.retry("counting running trials", lambda: running_counts(self.storage.engine))
@@ -146,10 +178,13 @@ class Worker:
                 config=self.config,
                 shutdown=self.shutdown,
                 retry=self.retry,
+                artifact_store=self.artifact_store,
             )
             self.outcomes.append(run_trial(context))
             return True
-        return False
+        live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
+        finished = [s for s in studies if not s.paused and not live.get(s.study_id)]
+        return any(self._guarded(s, "following up", functools.partial(self.follow_up, s)) for s in finished)
 
     def is_idle(self) -> bool:
         """No served, unpaused study has a trial to run or one that may come back for a retry."""
@@ -163,10 +198,11 @@ class Worker:
 
     def run(self) -> int:
         log.info(
-            "worker ready on %s (threads=%d, serving %s)",
+            "worker ready on %s (threads=%d, serving %s, artifacts: %s)",
             mask_password(self.storage.url),
             self.config.threads,
             self.config.study or "all studies",
+            artifact_location(self.config.artifact_dir, self.storage.url) or "none",
         )
         if self.config.study and not self.studies():
             log.warning("no study named %r yet; waiting for study_admin to create it", self.config.study)

@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from study_contract.algorithms import algorithm
 from study_contract.definition import EVAL_SEED_OFFSET, StudyDefinition, derive_seed
 from study_contract.schedules import make_schedule
+from worker.artifacts import TrialArtifacts
 from worker.callbacks import DrainOnShutdown, StopOnNonFinite, TrainingClock, TrialEvalCallback, TrialProgress
 from worker.shutdown import ShutdownFlag
 
@@ -37,6 +38,7 @@ class TrainingOptions:
     record_progress: Callable[[dict[str, Any]], None]
     health_file: str | None = None
     max_seconds: float | None = None
+    artifacts: TrialArtifacts | None = None
 
 
 @dataclass
@@ -47,6 +49,7 @@ class TrainingResult:
     wall_seconds: float
     eval_seconds: float
     curve: list[list[float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def train_steps_per_second(self) -> float:
@@ -59,6 +62,7 @@ class TrainingResult:
             "eval_seconds": round(self.eval_seconds, 3),
             "train_steps_per_second": round(self.train_steps_per_second, 2),
             "eval_curve": self.curve,
+            **self.extra,
         }
 
 
@@ -121,13 +125,18 @@ def train_trial(
             if evaluator.last_evaluated_step != model.num_timesteps:
                 evaluator.evaluate_now()  # the value of a trial is its final evaluation
                 progress.report()
+        wall_seconds = time.perf_counter() - started
+        extra = {}
+        if options.artifacts is not None:
+            extra = options.artifacts.save(model, train_env, evaluator.curve, outcome, evaluator.last_value)
         return TrainingResult(
             outcome=outcome,
             value=evaluator.last_value,
             env_steps=model.num_timesteps,
-            wall_seconds=time.perf_counter() - started,
+            wall_seconds=wall_seconds,
             eval_seconds=evaluator.eval_seconds,
             curve=evaluator.curve,
+            extra=extra,
         )
     finally:
         gc.unfreeze()  # this trial's model and envs must be collectable once it ends

@@ -48,6 +48,7 @@ class TrialContext:
     config: WorkerConfig
     shutdown: ShutdownFlag
     retry: Retrier
+    artifact_store: Any = None
 
     @property
     def definition(self) -> StudyDefinition:
@@ -95,7 +96,8 @@ def run_trial(ctx: TrialContext) -> str:
 
 
 def _run(ctx: TrialContext) -> str:
-    from worker.training import TrainingOptions, train_trial  # torch and SB3: only once a trial really runs
+    from worker.artifacts import TrialArtifacts  # torch and SB3: only once a trial really runs
+    from worker.training import TrainingOptions, train_trial
 
     definition, retry = ctx.definition, ctx.retry
     number = retry(
@@ -131,6 +133,16 @@ def _run(ctx: TrialContext) -> str:
         record_progress=lambda progress: _record_progress(ctx, progress),
         health_file=ctx.config.health_file,
         max_seconds=ctx.config.max_trial_seconds,
+        artifacts=None
+        if ctx.artifact_store is None
+        else TrialArtifacts(
+            ctx.artifact_store,
+            trial,
+            save_models=definition.save_models,
+            video=definition.stage == "tuning",
+            env_id=definition.env_id,
+            seed=seed,
+        ),  # fmt: skip
     )
     result = train_trial(definition, params, seed, trial, options)
     attrs = result.attrs()

@@ -1,0 +1,166 @@
+"""``study_admin report NAME --out DIR``: a Markdown summary with PNG plots a user can read or share.
+
+Plots: learning curves of the top trials (their evaluations), parameter importances (Optuna's
+default evaluator), and, once confirmed, every candidate's per-seed scores with IQM and 95 % interval
+against the baseline. The confirmation plot is also attached to the confirmation study as an artifact
+when an artifact store is configured, so the dashboard shows it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from study_admin.display import format_param
+from study_admin.studies import best_configuration, study_details, study_id_of
+from study_contract.catalog import format_value
+
+TOP_CURVES = 5
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
+    trials = [t for t in storage.get_all_trials(study_id_of(storage, name), deepcopy=False) if t.value is not None]
+    top = sorted(trials, key=lambda t: -float(t.value or 0.0))[:TOP_CURVES]
+    curves = [(t.number, t.user_attrs.get("eval_curve") or []) for t in top]
+    if not any(curve for _, curve in curves):
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for number, curve in curves:
+        if curve:
+            axes.plot([s for s, _ in curve], [v for _, v in curve], marker="o", label=f"trial {number}")
+    axes.set(xlabel="env-steps", ylabel="mean evaluation return", title=f"{name}: learning curves of the top trials")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def readable_name(optuna_name: str) -> str:
+    return optuna_name.removeprefix("log2_").removeprefix("one_minus_")
+
+
+def plot_importances(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
+    study = optuna.load_study(study_name=name, storage=storage)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 3 or not any(t.params for t in complete):
+        return False
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):
+        return False  # too few distinct values to rank anything
+    if not importances:
+        return False
+    plt = _pyplot()
+    names = [readable_name(n) for n in importances][::-1]
+    figure, axes = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    axes.barh(names, list(importances.values())[::-1])
+    axes.set(xlabel="importance (PED-ANOVA)", title=f"{name}: parameter importances")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def plot_confirmation(confirmation: dict[str, Any], path: Path) -> bool:
+    entries = [(f"trial {c['trial']}", c) for c in confirmation["candidates"]] + [
+        ("baseline", confirmation["baseline"])
+    ]
+    entries = [(label, e) for label, e in entries if e["scores"]]
+    if not entries:
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 0.6 * len(entries) + 1.5))
+    for row, (label, entry) in enumerate(entries):
+        color = "tab:green" if label == "baseline" else "tab:blue"
+        axes.scatter(entry["scores"], [row] * len(entry["scores"]), alpha=0.6, color=color)
+        if entry["ci"]:
+            axes.hlines(row, *entry["ci"], color="black", linewidth=2)
+        axes.plot([entry["iqm"]], [row], marker="D", color="black")
+    axes.set_yticks(range(len(entries)), [label for label, _ in entries])
+    axes.invert_yaxis()
+    axes.set(xlabel="return on a fresh seed (points), IQM (diamond) and 95 % bootstrap interval",
+             title=f"{confirmation['study']}: fresh-seed confirmation")  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + [
+        "| " + " | ".join(r) + " |" for r in rows[1:]
+    ]
+
+
+def markdown(details: dict[str, Any], best: dict[str, Any] | None, images: dict[str, bool]) -> str:
+    s, d = details["summary"], details["definition"]
+    lines = [
+        f"# {s['name']}",
+        "",
+        f"{d['algo'].upper()} on `{d['env_id']}`: {s['done']}/{s['n_trials']} trials done ({s['state']}), "
+        f"{d['timesteps']} env-steps each, evaluated on {d['eval_episodes']} episodes every {d['eval_every']} steps.",
+        "",
+    ]
+    if best:
+        state = "confirmed on fresh seeds" if best["confirmed"] else "best tuning trial, not confirmed on fresh seeds"
+        lines += [f"## Best configuration: trial {best['trial']} ({state})", ""]
+        lines += _table([["parameter", "value"], *([k, format_param(v)] for k, v in best["hyperparams"].items())])
+        lines += ["", f"Learning rate: `{best['learning_rate_formula']}` ({best['learning_rate_schedule']}).", ""]
+    confirmation = details.get("confirmation") or {}
+    if confirmation.get("study"):
+        lines += [f"## Fresh-seed confirmation ({confirmation['done']}/{confirmation['budget']} runs)", ""]
+        rows = [["candidate", "tuning rank", "tuning value", "fresh IQM", "95 % CI", "mean", "worst", "P(> baseline)"]]
+        for c in confirmation["candidates"]:
+            ci = f"[{format_value(c['ci'][0])}, {format_value(c['ci'][1])}]" if c["ci"] else "-"
+            p = "-" if c["p_improvement"] is None else f"{c['p_improvement']:.2f}"
+            rows.append([f"trial {c['trial']}", str(c["tuning_rank"]), format_value(c["tuning_value"]),
+                         format_value(c["iqm"]), ci, format_value(c["mean"]), format_value(c["worst"]), p])  # fmt: skip
+        b = confirmation["baseline"]
+        ci = f"[{format_value(b['ci'][0])}, {format_value(b['ci'][1])}]" if b["ci"] else "-"
+        rows.append(["baseline (SB3 defaults)", "-", "-", format_value(b["iqm"]), ci, format_value(b["mean"]),
+                     format_value(b["worst"]), "-"])  # fmt: skip
+        lines += _table(rows) + [""]
+        if images.get("confirmation.png"):
+            lines += ["![fresh-seed confirmation](confirmation.png)", ""]
+    for image, title in (("curves.png", "Learning curves"), ("importances.png", "Parameter importances")):
+        if images.get(image):
+            lines += [f"## {title}", "", f"![{title.lower()}]({image})", ""]
+    return "\n".join(lines)
+
+
+def write_report(storage: optuna.storages.RDBStorage, name: str, out: str | Path, store: Any = None) -> str:
+    """Write ``report.md`` and its plots into ``out``; the report's path. With an artifact ``store``, the
+    confirmation plot is attached to the study too, where the dashboard shows it."""
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    details = study_details(storage, name)
+    best = best_configuration(storage, name) if details["best"] else None
+    images = {
+        "curves.png": plot_curves(storage, name, directory / "curves.png"),
+        "importances.png": plot_importances(storage, name, directory / "importances.png"),
+    }
+    confirmation = details.get("confirmation") or {}
+    if confirmation.get("study"):
+        images["confirmation.png"] = plot_confirmation(confirmation, directory / "confirmation.png")
+        if store is not None and images["confirmation.png"]:
+            from optuna.artifacts import upload_artifact
+
+            upload_artifact(artifact_store=store, file_path=str(directory / "confirmation.png"),
+                            study_or_trial=optuna.load_study(study_name=name, storage=storage),
+                            mimetype="image/png")  # fmt: skip
+    report = directory / "report.md"
+    report.write_text(markdown(details, best, images))
+    return str(report)

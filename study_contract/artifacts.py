@@ -1,0 +1,77 @@
+"""Where trial artifacts live (models, learning curves, rollout videos) and how they are named.
+
+Optuna's artifact store keeps each file beside the trial that made it: workers upload, the dashboard
+shows (``study_admin dashboard --artifact-dir``), ``study_admin download`` fetches. The location is
+``--artifact-dir`` / ``TUNER_ARTIFACT_DIR``: a directory every worker and the dashboard share (a Compose
+or Kubernetes volume), or ``s3://BUCKET`` for an S3-compatible store (``Boto3ArtifactStore``; endpoint and
+credentials from the usual ``AWS_*`` variables). Without one, the embedded storage keeps artifacts in
+a folder beside its database file, and PostgreSQL deployments keep none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts._protocol import ArtifactStore
+
+MODEL = "model.zip"
+NORMALIZATION = "vecnormalize.pkl"
+CURVE = "learning_curve.csv"
+VIDEO = "rollout.mp4"
+MIMETYPES = {
+    MODEL: "application/zip",
+    NORMALIZATION: "application/octet-stream",
+    CURVE: "text/csv",
+    VIDEO: "video/mp4",
+}
+ARTIFACTS_ATTR_PREFIX = "artifacts:"
+
+
+def location(explicit: str | None, storage_url: str) -> str | None:
+    """The artifact location: the explicit one, else a folder beside an embedded database, else none."""
+    if explicit:
+        return explicit
+    if storage_url.startswith("sqlite:///"):
+        return str(Path(storage_url.removeprefix("sqlite:///")).parent / "artifacts")
+    return None
+
+
+def open_store(where: str) -> ArtifactStore:
+    if where.startswith("s3://"):
+        from optuna.artifacts import Boto3ArtifactStore
+
+        return Boto3ArtifactStore(where.removeprefix("s3://").strip("/"))
+    from optuna.artifacts import FileSystemArtifactStore
+
+    Path(where).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(where)
+
+
+def trial_artifacts(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+    """filename -> artifact id of a trial's artifacts (ones deleted in the dashboard skipped)."""
+    found: dict[str, str] = {}
+    for key, value in trial.system_attrs.items():
+        if not key.startswith(ARTIFACTS_ATTR_PREFIX):
+            continue
+        meta: Any = json.loads(value) if isinstance(value, str) else value
+        if isinstance(meta, dict) and meta.get("filename"):  # the dashboard leaves "null" after a delete
+            found[meta["filename"]] = meta["artifact_id"]
+    return found
+
+
+def download(store: ArtifactStore, trial: optuna.trial.FrozenTrial, out: Path) -> list[Path]:
+    """Copy every artifact of ``trial`` into ``out``; the files written."""
+    from optuna.artifacts import download_artifact
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, artifact_id in sorted(trial_artifacts(trial).items()):
+        target = out / filename
+        target.unlink(missing_ok=True)
+        download_artifact(artifact_store=store, file_path=str(target), artifact_id=artifact_id)
+        written.append(target)
+    return written

@@ -1,0 +1,196 @@
+"""Fresh-seed confirmation: a finished tuning study's best configurations and the baseline, re-trained on test seeds.
+
+A tuning trial's value is one training run on one seed; in RL that number is too noisy to crown a
+winner. The confirmation is a study of its own, ``<name>:confirm``, so that the tuning sampler never
+learns from it and the dashboard shows it beside its parent: every slot is one configuration on one
+test seed, at the parent's full timesteps and evaluation episodes, carried out by the same workers
+(crash-safe and slot-exact like any study). The winner is the configuration with the best fresh-seed
+IQM, not the best tuning value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study_contract.algorithms import algorithm
+from study_contract.catalog import failures
+from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
+from study_contract.definition import DEFINITION_ATTR, DefinitionError, StudyDefinition, StudyError
+from study_contract.locks import study_lock
+from study_contract.statistics import probability_of_improvement, summarise_scores
+
+SUFFIX = ":confirm"
+CANDIDATE_ATTR = "candidate"
+BASELINE = "baseline"
+
+
+def confirmation_name(parent: str) -> str:
+    return parent + SUFFIX
+
+
+@dataclass(frozen=True)
+class Candidate:
+    trial: int
+    value: float
+    params: dict[str, Any]
+
+
+def _definition(storage: optuna.storages.BaseStorage, study_id: int, name: str) -> StudyDefinition:
+    attrs = storage.get_study_user_attrs(study_id)
+    if DEFINITION_ATTR not in attrs:
+        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
+    try:
+        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
+    except DefinitionError as exc:
+        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
+
+
+def top_candidates(trials: list[optuna.trial.FrozenTrial], top: int) -> list[Candidate]:
+    """The ``top`` best completed configurations, each once, the baseline left out (it is confirmed anyway)."""
+    seen: set[str] = set()
+    picks = []
+    for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+                        key=lambda t: -float(t.value or 0.0)):  # fmt: skip
+        params = trial.user_attrs.get("hyperparams")
+        key = json.dumps(params, sort_keys=True)
+        if params is None or trial.user_attrs.get("baseline") or key in seen:
+            continue
+        seen.add(key)
+        picks.append(Candidate(trial.number, float(trial.value or 0.0), params))
+        if len(picks) == top:
+            break
+    return picks
+
+
+def plan(
+    storage: optuna.storages.BaseStorage, parent: str, *, top: int | None = None, seeds: int | None = None
+) -> tuple[StudyDefinition, list[FixedTrial]]:
+    """The confirmation study of ``parent``: its definition and one fixed slot per configuration and test seed."""
+    parent_id = storage.get_study_id_from_name(parent)
+    definition = _definition(storage, parent_id, parent)
+    if definition.stage != "tuning":
+        raise StudyError(f"study {parent!r} is a {definition.stage} study; confirm the tuning study it follows")
+    trials = storage.get_all_trials(parent_id, deepcopy=False)
+    busy = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        with storage.engine.connect() as conn:  # failed trials still owed a retry count as unfinished
+            busy += list(failures(conn).get(parent_id, {}).values()).count("lost")
+    if busy:
+        raise StudyError(
+            f"study {parent!r} still has {busy} trial(s) to run; its confirmation starts when they are done"
+        )
+    top = top or definition.confirm_top
+    picks = top_candidates(trials, top)
+    if not picks:
+        raise StudyError(f"study {parent!r} has no completed trial to confirm")
+    baseline_trial = next((t for t in trials if t.user_attrs.get("baseline") and "hyperparams" in t.user_attrs), None)
+    baseline = (
+        baseline_trial.user_attrs["hyperparams"]
+        if baseline_trial
+        else algorithm(definition.algo).baseline(definition.space, definition.n_envs)
+    )
+    confirmation = replace(
+        definition,
+        n_trials=(len(picks) + 1) * (seeds or definition.test_seeds),
+        stage="confirmation",
+        parent=parent,
+        baseline=False,
+        confirm=False,
+        confirm_top=top,
+        test_seeds=seeds or definition.test_seeds,
+        pruner="none",
+        save_models="none" if definition.save_models == "none" else "all",  # the winner's models, whichever wins
+    )
+    fixed = [
+        FixedTrial(params, {CANDIDATE_ATTR: key, "seed": seed})
+        for seed in confirmation.test_seed_list  # seed by seed: early results cover every configuration
+        for key, params in [*((c.trial, c.params) for c in picks), (BASELINE, baseline)]
+    ]
+    return confirmation, fixed
+
+
+def create_confirmation(
+    storage: optuna.storages.RDBStorage, parent: str, *, top: int | None = None, seeds: int | None = None,
+    wait: bool = True,
+) -> str | None:  # fmt: skip
+    """Create ``<parent>:confirm`` exactly once, under the parent's lock; its name (None if the lock was busy)."""
+    parent_id = storage.get_study_id_from_name(parent)
+    with study_lock(storage.engine, parent_id, wait=wait) as taken:
+        if not taken:
+            return None
+        name = confirmation_name(parent)
+        discard_unfinished(storage, name)  # a creator killed half-way left it without a definition
+        if study_exists(storage, name):
+            raise StudyError(f"study {parent!r} already has its confirmation {name!r}; delete it to confirm again")
+        definition, fixed = plan(storage, parent, top=top, seeds=seeds)
+        return create_study(storage, definition, name, fixed=fixed)
+
+
+def confirmation_due(definition: StudyDefinition) -> bool:
+    """Whether a tuning study asks workers to confirm it once its budget is done."""
+    return definition.stage == "tuning" and definition.confirm
+
+
+def report(storage: optuna.storages.BaseStorage, parent: str) -> dict[str, Any]:
+    """Per-candidate fresh-seed statistics, the baseline's, the winner; ``confirmed`` once every slot is done."""
+    name = confirmation_name(parent)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return {"confirmed": False, "study": None}
+    definition = _definition(storage, study_id, name)
+    parent_trials = {
+        t.number: t for t in storage.get_all_trials(storage.get_study_id_from_name(parent), deepcopy=False)
+    }
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    scores: dict[Any, list[float]] = {}
+    failed: dict[Any, int] = {}
+    for trial in trials:
+        key = trial.user_attrs.get(CANDIDATE_ATTR)
+        scores.setdefault(key, [])
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            scores[key].append(float(trial.value))
+        elif trial.state == TrialState.FAIL and trial.user_attrs.get("retry") is False:
+            failed[key] = failed.get(key, 0) + 1
+    baseline_scores = scores.pop(BASELINE, [])
+    keys = [k for k in scores if k is not None]
+    tuning = sorted(keys, key=lambda k: -float(parent_trials[k].value or 0.0) if k in parent_trials else 0.0)
+    candidates = []
+    for key in keys:
+        summary = summarise_scores(scores[key])
+        candidates.append(
+            {
+                "trial": key,
+                "tuning_value": parent_trials[key].value if key in parent_trials else None,
+                "tuning_rank": tuning.index(key) + 1,
+                **summary.to_dict(),
+                "failed_seeds": failed.get(key, 0),
+                "p_improvement": probability_of_improvement(scores[key], baseline_scores),
+                "hyperparams": parent_trials[key].user_attrs.get("hyperparams") if key in parent_trials else None,
+            }
+        )
+    candidates.sort(key=lambda c: -c["iqm"] if c["iqm"] is not None else float("inf"))
+    done = sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and t.user_attrs.get("retry") is False)
+        for t in trials
+    )
+    winner = candidates[0] if candidates and candidates[0]["iqm"] is not None else None
+    baseline = summarise_scores(baseline_scores)
+    return {
+        "confirmed": done >= definition.n_trials and winner is not None,
+        "study": name,
+        "done": done,
+        "budget": definition.n_trials,
+        "test_seeds": definition.test_seed_list,
+        "winner": winner["trial"] if winner else None,
+        "rankings_agree": bool(winner and winner["tuning_rank"] == 1),
+        "beats_baseline": bool(winner and baseline.iqm is not None and winner["iqm"] > baseline.iqm),
+        "candidates": candidates,
+        "baseline": {**baseline.to_dict(), "failed_seeds": failed.get(BASELINE, 0)},
+    }

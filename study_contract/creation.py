@@ -1,0 +1,97 @@
+"""Writing a study: its Optuna study, its budget of WAITING trials, and, last, its definition.
+
+Both sides create studies: ``study_admin create`` and ``confirm``, and workers when a finished study's
+next stage is due. A study's budget is a set of slots: exactly ``n_trials`` WAITING trials, some with
+fixed configurations (the baseline, a confirmation's candidates) and seeds. Workers only claim WAITING
+trials, never create them (retries aside), so racing workers cannot overshoot a budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study_contract.algorithms import algorithm
+from study_contract.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
+from study_contract.space import optuna_params
+
+
+@dataclass(frozen=True)
+class FixedTrial:
+    """A slot whose configuration is chosen in advance: readable parameters and the trial's attributes."""
+
+    params: dict[str, Any]
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def unique_name(storage: optuna.storages.BaseStorage, base: str) -> str:
+    taken = {s.study_name for s in storage.get_all_studies()}
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def create_study(
+    storage: optuna.storages.BaseStorage,
+    definition: StudyDefinition,
+    name: str | None = None,
+    *,
+    fixed: Sequence[FixedTrial] = (),
+) -> str:
+    """Write the study and return its name; ``fixed`` slots first, then the baseline, then open ones.
+
+    Workers ignore a study until its definition is written, and a failure part-way deletes what was
+    written, so no worker ever sees a half-created study (a killed creator leaves one without a
+    definition, which :func:`discard_unfinished` removes).
+    """
+    while True:
+        study_name = name or unique_name(storage, f"{definition.algo}-{definition.env_id}")
+        try:
+            study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+            break
+        except optuna.exceptions.DuplicatedStudyError:
+            if name is not None:
+                raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it") from None
+    slots = list(fixed)
+    if definition.baseline:
+        baseline = algorithm(definition.algo).baseline(definition.space, definition.n_envs)
+        slots.append(FixedTrial(baseline, {"baseline": True}))
+    if len(slots) > definition.n_trials:
+        raise StudyError(f"{len(slots)} fixed trials do not fit a budget of n_trials={definition.n_trials}")
+    try:
+        for slot in slots:
+            study.enqueue_trial(optuna_params(definition.space, slot.params), user_attrs=slot.user_attrs)
+        for _ in range(definition.n_trials - len(slots)):
+            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
+        study.set_user_attr(PAUSED_ATTR, False)
+        study.set_user_attr(DEFINITION_ATTR, definition.to_json())
+    except BaseException:
+        optuna.delete_study(study_name=study_name, storage=storage)
+        raise
+    return study_name
+
+
+def discard_unfinished(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Delete study ``name`` if its creator died before writing its definition; whether it did."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    if DEFINITION_ATTR in storage.get_study_user_attrs(study_id):
+        return False
+    optuna.delete_study(study_name=name, storage=storage)
+    return True
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True

@@ -1,0 +1,156 @@
+"""Leaving with a trained agent: models, learning curves and rollout videos as artifacts; exports that run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study_admin.cli import main as admin
+from study_contract.artifacts import CURVE, MODEL, NORMALIZATION, VIDEO, open_store, trial_artifacts
+from study_contract.definition import EVAL_SEED_OFFSET, derive_seed
+from tests.conftest import run_cli, run_worker_in_process, trials_of
+from tests.envs import UNRENDERABLE_PENDULUM
+
+pytestmark = pytest.mark.slow
+
+
+def _create(url: str, name: str, space: Path, *extra: str, env: str = "InvertedPendulum-v5") -> None:
+    argv = ["create", "--storage", url, "--name", name, "--algo", "ppo", "--env", env, "--n-trials", "2",
+            "--timesteps", "1024", "--n-evaluations", "1", "--eval-episodes", "3", "--space", str(space),
+            "--no-confirm", *extra]  # fmt: skip
+    assert admin(argv) == 0
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text("n_steps: {low: 64, high: 128}\nbatch_size: 32\nn_epochs: 2\nnet_arch: tiny\nnormalize: true\n")
+    return path
+
+
+def test_the_best_trial_leaves_a_model_a_curve_and_a_video(storage_url: str, space: Path, tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    _create(storage_url, "kept", space)
+    run_worker_in_process(storage_url, artifact_dir=str(artifacts))
+    trials = trials_of(storage_url, "kept")
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: float(t.value or 0.0))
+    files = trial_artifacts(best)
+    assert {MODEL, NORMALIZATION, CURVE, VIDEO} <= set(files), files
+    assert all(CURVE in trial_artifacts(t) for t in trials)  # every trial keeps its curve
+
+    out = tmp_path / "download"
+    downloaded = run_cli("study_admin", "download", "kept", "--storage", storage_url, "--artifact-dir", str(artifacts),
+                         "--out", str(out))  # fmt: skip
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert {p.name for p in out.iterdir()} == set(files)
+
+    with (out / CURVE).open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["env_steps", "mean_return"]
+    assert [[float(x) for x in row] for row in rows[1:]] == best.user_attrs["eval_curve"]
+
+    frames = imageio.mimread(out / VIDEO, memtest=False)
+    assert len(frames) == best.user_attrs["video_frames"] and frames[0].shape[-1] == 3
+    assert 1 < len(frames) <= 1000
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    model = PPO.load(out / MODEL, device="cpu")
+    env = VecNormalize.load(str(out / NORMALIZATION), make_vec_env(
+        "InvertedPendulum-v5", n_envs=1, seed=derive_seed(best.user_attrs["seed"], EVAL_SEED_OFFSET)))  # fmt: skip
+    env.training, env.norm_reward = False, False
+    mean, _ = evaluate_policy(model, env, n_eval_episodes=3, deterministic=True)
+    assert mean == pytest.approx(best.value, rel=1e-6)  # the worker's final evaluation, reproduced exactly
+
+
+def test_save_models_none_and_all(pg_url: str, space: Path, tmp_path: Path) -> None:
+    _create(pg_url, "none", space, "--save-models", "none")
+    _create(pg_url, "all", space, "--save-models", "all")
+    run_worker_in_process(pg_url, artifact_dir=str(tmp_path / "artifacts"))
+    assert not any(MODEL in trial_artifacts(t) for t in trials_of(pg_url, "none"))
+    assert all(MODEL in trial_artifacts(t) for t in trials_of(pg_url, "all") if t.state == TrialState.COMPLETE)
+
+
+def test_a_video_that_cannot_render_never_fails_the_trial(pg_url: str, tmp_path: Path) -> None:
+    space = tmp_path / "tiny.yaml"
+    space.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
+    _create(pg_url, "blind", space, env=UNRENDERABLE_PENDULUM)
+    run_worker_in_process(pg_url, artifact_dir=str(tmp_path / "artifacts"))
+    trials = trials_of(pg_url, "blind")
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[0].user_attrs["video_error"] == "RuntimeError: this task cannot render"
+    assert MODEL in trial_artifacts(trials[0]) and VIDEO not in trial_artifacts(trials[0])
+
+
+def _best_of_a_finished_study(url: str, tmp_path: Path, schedule: str) -> None:
+    space = tmp_path / f"{schedule}.yaml"
+    space.write_text(f"n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\nlr_schedule: {schedule}\n"
+                     "normalize: true\nactivation: relu\n")  # fmt: skip
+    _create(url, schedule, space)
+    run_worker_in_process(url)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_the_zoo_export_runs_in_rl_zoo_unchanged(tmp_path: Path, schedule: str) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    _best_of_a_finished_study(url, tmp_path, schedule)
+    conf = tmp_path / "zoo.yml"
+    exported = run_cli("study_admin", "export", schedule, "--format", "zoo", "--out", str(conf), "--storage", url)
+    assert exported.returncode == 0, exported.stderr
+    text = conf.read_text()
+    assert ("has no RL Zoo spelling" in text) == (schedule == "cosine")
+    assert "learning_rate: lin_" in text and "activation_fn=nn.ReLU" in text and "normalize: true" in text
+    zoo = subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", "InvertedPendulum-v5",
+                          "--conf-file", str(conf), "-n", "256", "-f", str(tmp_path / "logs"), "--eval-freq", "-1"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert zoo.returncode == 0, zoo.stderr[-3000:]
+    assert "Normalizing input and reward" in zoo.stdout
+    assert list((tmp_path / "logs" / "ppo").glob("InvertedPendulum-v5_*/InvertedPendulum-v5.zip"))
+
+
+def test_the_python_export_trains_with_plain_sb3(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    _best_of_a_finished_study(url, tmp_path, "cosine")
+    script = tmp_path / "train.py"
+    exported = run_cli("study_admin", "export", "cosine", "--format", "python", "--out", str(script), "--storage", url)
+    assert exported.returncode == 0, exported.stderr
+    trained = subprocess.run([sys.executable, str(script), "--timesteps", "128", "--out", str(tmp_path / "m.zip")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "study_contract" not in script.read_text() and "worker" not in script.read_text()
+    from stable_baselines3 import PPO
+
+    model = PPO.load(tmp_path / "m.zip", device="cpu")
+    best = json.loads(run_cli("study_admin", "best", "cosine", "--format", "json", "--storage", url).stdout)
+    assert model.n_steps == best["kwargs"]["n_steps"] and model.policy.activation_fn.__name__ == "ReLU"
+    assert (tmp_path / "m_vecnormalize.pkl").exists()
+    assert model.lr_schedule(0.5) == pytest.approx(best["kwargs"]["learning_rate"] * 0.5)  # cosine at mid-training
+
+
+def test_an_s3_compatible_store_round_trips(tmp_path: Path) -> None:
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    with moto.mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="tuner")
+        store = open_store("s3://tuner")
+        study = optuna.create_study()
+        trial = study.ask()
+        source = tmp_path / CURVE
+        source.write_text("env_steps,mean_return\n1,2\n")
+        optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(source), study_or_trial=trial)
+        from study_contract.artifacts import download
+
+        (written,) = download(store, study.trials[0], tmp_path / "back")
+        assert written.read_text() == source.read_text()

@@ -1,0 +1,95 @@
+"""What a trial leaves behind in the artifact store: its learning curve, and its model and video when it
+is the study's best so far (or always, or never: the study's ``save_models``).
+
+Uploads happen before the trial is told, because Optuna refuses to change a finished trial. A video
+that cannot be rendered never fails the trial: the reason is recorded as ``video_error``. Models are
+kept only for trials that were the best so far when they finished, which in a study of n trials is
+about ln(n) of them (the expected number of records in a random sequence), so disk use stays small.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import upload_artifact
+from optuna.trial import TrialState
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from study_contract.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
+from study_contract.storage import describe_first_line
+
+log = logging.getLogger(__name__)
+
+
+class TrialArtifacts:
+    """Saves one trial's files; :meth:`save` returns the attributes to record on the trial."""
+
+    def __init__(
+        self, store: Any, trial: optuna.Trial, *, save_models: str, video: bool, env_id: str, seed: int
+    ) -> None:
+        self.store = store
+        self.trial = trial
+        self.save_models = save_models
+        self.video = video
+        self.env_id = env_id
+        self.seed = seed
+
+    def _upload(self, path: Path) -> None:
+        upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=self.trial,
+                        mimetype=MIMETYPES[path.name])  # fmt: skip
+
+    def _best_so_far(self, value: float | None) -> bool:
+        study = self.trial.study
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = max((t.value for t in complete if t.value is not None), default=None)
+        return value is not None and (best is None or value > best)
+
+    def save(
+        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None
+    ) -> dict[str, Any]:
+        try:
+            return self._save(model, train_env, curve, outcome, value)
+        except Exception as exc:  # noqa: BLE001 - a full or unreachable store must not cost the trial
+            reason = f"{type(exc).__name__}: {describe_first_line(exc)}"
+            log.warning("trial %d: artifacts not saved (%s)", self.trial.number, reason)
+            return {"artifact_error": reason[:500]}
+
+    def _save(
+        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None
+    ) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory(prefix="trial-artifacts-") as work:
+            folder = Path(work)
+            with (folder / CURVE).open("w", newline="") as out:
+                csv.writer(out).writerows([["env_steps", "mean_return"], *curve])
+            self._upload(folder / CURVE)
+            if outcome != "complete" or self.save_models == "none":
+                return attrs
+            best = self._best_so_far(value)
+            if self.save_models == "all" or best:
+                model.save(folder / MODEL)
+                self._upload(folder / MODEL)
+                if isinstance(train_env, VecNormalize):
+                    train_env.save(str(folder / NORMALIZATION))
+                    self._upload(folder / NORMALIZATION)
+                attrs["saved_model"] = True
+            if best and self.video:
+                attrs.update(self._video(model, train_env, folder / VIDEO))
+        return attrs
+
+    def _video(self, model: Any, train_env: VecEnv, path: Path) -> dict[str, Any]:
+        from worker.video import record_episode
+
+        try:
+            frames = record_episode(model, self.env_id, train_env, path, seed=self.seed)
+            self._upload(path)
+        except Exception as exc:  # noqa: BLE001 - a video is a bonus; rendering must never fail the trial
+            reason = f"{type(exc).__name__}: {describe_first_line(exc)}"
+            log.warning("trial %d: no rollout video (%s)", self.trial.number, reason)
+            return {"video_error": reason[:500]}
+        return {"video_frames": frames}

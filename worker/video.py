@@ -1,0 +1,36 @@
+"""A rollout video of a trained agent: one deterministic episode, rendered headless, encoded as H.264 mp4.
+
+MuJoCo renders through ``MUJOCO_GL`` (``egl`` by default, set by the worker before MuJoCo loads; the
+image ships Mesa's EGL), and imageio-ffmpeg brings its own ffmpeg with libx264.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import imageio
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+MAX_FRAMES = 1000
+
+
+def record_episode(model: Any, env_id: str, train_env: VecEnv, path: Path, *, seed: int) -> int:
+    """Write one deterministic episode (at most ``MAX_FRAMES`` frames) to ``path``; the number of frames."""
+    env = gymnasium.make(env_id, render_mode="rgb_array")
+    try:
+        normalize = train_env.normalize_obs if isinstance(train_env, VecNormalize) else (lambda obs: obs)
+        obs, _ = env.reset(seed=seed)
+        frames: list[Any] = [env.render()]
+        while len(frames) < MAX_FRAMES:
+            action, _ = model.predict(normalize(obs), deterministic=True)
+            obs, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            if terminated or truncated:
+                break
+        fps = int(env.metadata.get("render_fps") or 30)
+        imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=16)
+        return len(frames)
+    finally:
+        env.close()

@@ -11,12 +11,13 @@ import argparse
 import difflib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from study_contract.algorithms import algorithm
+from study_contract.campaign import DEFAULT_BUDGET_TRIALS
 from study_contract.definition import DEFAULT_ENV, DefinitionError, StudyDefinition, StudyError, check_study_name
 from study_contract.options import Option, add_options, collect, options_of, parse_bool
 from study_contract.space import SpaceError, apply_overrides, read_space_file
@@ -134,6 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
     remove = _command(commands, "delete", "delete a study and all its trials", study=True)
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     remove.add_argument("--force", action="store_true", help="delete even while trials run (workers drop them)")
+
+    campaign = commands.add_parser("campaign", help="the guide's four steps as one campaign the fleet carries out")
+    verbs = campaign.add_subparsers(dest="verb", required=True, metavar="VERB")
+    start = _command(verbs, "create", "plan a campaign and create its first stage; workers do the rest")
+    add_options(start, CREATE_OPTIONS, required=("algo",))
+    start.add_argument("--name", help="campaign name (default: ALGO-ENV-campaign, made unique)")
+    start.add_argument("--n-evaluations", type=_positive, help="evaluations per trial, instead of --eval-every")
+    budget = f"env-steps for the whole campaign (default: {DEFAULT_BUDGET_TRIALS} x --timesteps)"
+    start.add_argument("--budget-steps", type=_positive, help=budget)
+    start.add_argument("--trials-per-stage", type=_positive, help="trials of every stage, instead of the budget split")
+    start.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        metavar="STAGE:KEY=VALUE",
+        help="override a stage's trials, fidelity (fraction of --timesteps) or space (a YAML file), e.g. "
+        "coarse:fidelity=0.1, finetune:trials=20, schedule:space=narrow.yaml",
+    )
+    _command(verbs, "list", "every campaign and its stage", formats=("table", "json"))
+    _command(verbs, "show", "the ladder: stages, budgets, winners, improvement over the baseline",
+             formats=("table", "json"), study=True)  # fmt: skip
 
     dashboard = _command(commands, "dashboard", "serve optuna-dashboard (survives database restarts)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -309,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.command in ("pause", "resume"):
         studies.set_paused(storage, args.name, args.command == "pause")
         print(f"{args.name}: {args.command}d")
+    elif args.command == "campaign":
+        run_campaign(args, storage)
     elif args.command == "delete":
         studies.study_id_of(storage, args.name)
         if not args.yes and not _confirm(f"delete study {args.name!r} and all its trials? [y/N] "):
@@ -317,6 +341,51 @@ def run(args: argparse.Namespace) -> int:
         studies.delete(storage, args.name, force=args.force)
         print(f"{args.name}: deleted")
     return 0
+
+
+def stage_overrides(texts: list[str]) -> dict[str, dict[str, Any]]:
+    """``STAGE:KEY=VALUE`` options as {stage: {trials|fidelity|space: value}}."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        stage, _, setting = text.partition(":")
+        key, _, value = setting.partition("=")
+        parsers: dict[str, Callable[[str], Any]] = {"trials": int, "fidelity": float, "space": read_space_file}
+        try:
+            parsed = parsers[key](value)
+        except KeyError:
+            raise InputError(f"--stage {text!r}: give STAGE:trials=N, STAGE:fidelity=F or STAGE:space=FILE") from None
+        except ValueError:
+            raise InputError(f"--stage {text!r}: {value!r} is not a valid {key}") from None
+        overrides.setdefault(stage, {})[key] = parsed
+    return overrides
+
+
+def run_campaign(args: argparse.Namespace, storage: Any) -> None:
+    from study_admin import campaigns, display
+    from study_contract.campaign import create_campaign, plan_campaign, stage_definition
+    from study_contract.creation import unique_name
+
+    if args.verb == "create":
+        if args.name is not None:
+            check_study_name(args.name)
+        values = collect(args, CREATE_OPTIONS)
+        base = build_definition(values, n_evaluations=args.n_evaluations)
+        name = args.name or unique_name(storage, f"{base.algo}-{base.env_id}-campaign")
+        if name in campaigns.campaign_names(storage):
+            raise StudyError(f"a campaign named {name!r} already exists; pick another --name")
+        plan = plan_campaign(name, base.timesteps, budget_steps=args.budget_steps,
+                             trials_per_stage=args.trials_per_stage, overrides=stage_overrides(args.stage),
+                             confirm=base.confirm, evaluations=max(base.timesteps // base.eval_every, 1))  # fmt: skip
+        defaults = algorithm(base.algo).baseline(base.space, base.n_envs)
+        for step in plan.stages:  # every stage's overrides are checked now, not when a worker reaches it
+            stage_definition(base, plan, step.name, defaults, None)
+        print(create_campaign(storage, base, plan))
+    elif args.verb == "list":
+        reports = [campaigns.campaign_report(storage, n) for n in campaigns.campaign_names(storage)]
+        _print(display.dump(reports, "json") if args.format == "json" else display.campaign_list(reports))
+    else:
+        report = campaigns.campaign_report(storage, args.name)
+        _print(display.dump(report, "json") if args.format == "json" else display.campaign(report))
 
 
 def _confirm(prompt: str) -> bool:

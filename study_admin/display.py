@@ -133,6 +133,43 @@ def show(details: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def campaign_list(reports: list[dict[str, Any]]) -> str:
+    if not reports:
+        return "no campaigns; create one with: study_admin campaign create --algo sac --env HalfCheetah-v5\n"
+    rows = [["CAMPAIGN", "STAGE", "STATE", "ENV-STEPS/BUDGET", "WINNER"]]
+    for r in reports:
+        current = next((s for s in reversed(r["stages"]) if s["state"] != "not started"), r["stages"][0])
+        w = r["winner"]
+        best = f"{format_value(w['value'])} ({w['study']} #{w['trial']})" if w else "-"
+        rows.append([r["campaign"], current["stage"], current["state"], f"{r['env_steps']}/{r['budget_steps']}", best])
+    return table(rows)
+
+
+def campaign(report: dict[str, Any]) -> str:
+    """``campaign show``: the ladder, one row per stage, then each stage's decision."""
+    rows = [["STAGE", "STUDY", "STATE", "TRIALS", "ENV-STEPS", "BEST", "VS BASELINE", "FIXED FROM BEFORE"]]
+    for s in report["stages"]:
+        gain = s.get("improvement_over_baseline")
+        rows.append([s["stage"], s["study"], s["state"], f"{s['done']}/{s['budget_trials']}", str(s["env_steps"]),
+                     format_value(s["best_value"]), "-" if gain is None else f"{gain:+.2f}",
+                     ", ".join(f"{k}={format_param(v)}" for k, v in s["fixed"].items()) or "-"])  # fmt: skip
+    lines = [
+        f"campaign {report['campaign']}: {report['env_steps']}/{report['budget_steps']} env-steps",
+        *table(rows).splitlines(),
+    ]
+    for s in report["stages"]:
+        if s["decision"]:
+            lines.append(
+                f"  {s['stage']}: {s['decision']['reason']}"
+                + ("; kept the previous winner" if s["decision"]["kept_previous"] else "")
+            )
+    if report["winner"]:
+        w = report["winner"]
+        lines.append(f"winner: trial {w['trial']} of {w['study']} ({format_value(w['value'])})")
+    lines.extend(confirmation(report.get("confirmation")))
+    return "\n".join(lines) + "\n"
+
+
 def _ci(ci: list[float] | None) -> str:
     return f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else "-"
 

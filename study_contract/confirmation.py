@@ -22,6 +22,7 @@ from study_contract.catalog import failures
 from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.definition import DEFINITION_ATTR, DefinitionError, StudyDefinition, StudyError
 from study_contract.locks import study_lock
+from study_contract.space import ParamSpec
 from study_contract.statistics import probability_of_improvement, summarise_scores
 
 SUFFIX = ":confirm"
@@ -67,14 +68,35 @@ def top_candidates(trials: list[optuna.trial.FrozenTrial], top: int) -> list[Can
     return picks
 
 
+def candidate_space(configurations: list[dict[str, Any]]) -> dict[str, ParamSpec]:
+    """A space holding exactly these configurations: parameters they share are fixed, the others are a
+    choice among their values, so the dashboard shows every run's real values."""
+    space = {}
+    for name in configurations[0]:
+        values = tuple(dict.fromkeys(c[name] for c in configurations))
+        fixed = len(values) == 1
+        space[name] = ParamSpec(
+            kind="choice", choices=values, limits=values, fixed=fixed, value=values[0] if fixed else None
+        )
+    return space
+
+
 def plan(
-    storage: optuna.storages.BaseStorage, parent: str, *, top: int | None = None, seeds: int | None = None
+    storage: optuna.storages.BaseStorage,
+    parent: str,
+    *,
+    top: int | None = None,
+    seeds: int | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> tuple[StudyDefinition, list[FixedTrial]]:
-    """The confirmation study of ``parent``: its definition and one fixed slot per configuration and test seed."""
+    """The confirmation study of ``parent``: its definition and one fixed slot per configuration and test seed.
+
+    ``baseline`` is SB3's defaults as the study saw them: its baseline trial's, unless given.
+    """
     parent_id = storage.get_study_id_from_name(parent)
     definition = _definition(storage, parent_id, parent)
-    if definition.stage != "tuning":
-        raise StudyError(f"study {parent!r} is a {definition.stage} study; confirm the tuning study it follows")
+    if definition.stage == "confirmation":
+        raise StudyError(f"study {parent!r} is a confirmation; confirm the study it follows")
     trials = storage.get_all_trials(parent_id, deepcopy=False)
     busy = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
     if isinstance(storage, optuna.storages.RDBStorage):
@@ -88,12 +110,13 @@ def plan(
     picks = top_candidates(trials, top)
     if not picks:
         raise StudyError(f"study {parent!r} has no completed trial to confirm")
-    baseline_trial = next((t for t in trials if t.user_attrs.get("baseline") and "hyperparams" in t.user_attrs), None)
-    baseline = (
-        baseline_trial.user_attrs["hyperparams"]
-        if baseline_trial
-        else algorithm(definition.algo).baseline(definition.space, definition.n_envs)
-    )
+    if baseline is None:
+        found = next((t for t in trials if t.user_attrs.get("baseline") and "hyperparams" in t.user_attrs), None)
+        baseline = (
+            found.user_attrs["hyperparams"]
+            if found
+            else algorithm(definition.algo).baseline(definition.space, definition.n_envs)
+        )
     confirmation = replace(
         definition,
         n_trials=(len(picks) + 1) * (seeds or definition.test_seeds),
@@ -105,6 +128,8 @@ def plan(
         test_seeds=seeds or definition.test_seeds,
         pruner="none",
         save_models="none" if definition.save_models == "none" else "all",  # the winner's models, whichever wins
+        space=candidate_space([*(c.params for c in picks), baseline]),
+        campaign=None,
     )
     fixed = [
         FixedTrial(params, {CANDIDATE_ATTR: key, "seed": seed})
@@ -116,7 +141,7 @@ def plan(
 
 def create_confirmation(
     storage: optuna.storages.RDBStorage, parent: str, *, top: int | None = None, seeds: int | None = None,
-    wait: bool = True,
+    baseline: dict[str, Any] | None = None, wait: bool = True,
 ) -> str | None:  # fmt: skip
     """Create ``<parent>:confirm`` exactly once, under the parent's lock; its name (None if the lock was busy)."""
     parent_id = storage.get_study_id_from_name(parent)
@@ -127,7 +152,7 @@ def create_confirmation(
         discard_unfinished(storage, name)  # a creator killed half-way left it without a definition
         if study_exists(storage, name):
             raise StudyError(f"study {parent!r} already has its confirmation {name!r}; delete it to confirm again")
-        definition, fixed = plan(storage, parent, top=top, seeds=seeds)
+        definition, fixed = plan(storage, parent, top=top, seeds=seeds, baseline=baseline)
         return create_study(storage, definition, name, fixed=fixed)
 
 

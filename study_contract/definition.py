@@ -33,7 +33,7 @@ TEST_SEED_OFFSET = 1_000_000_000
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 DEFAULT_ENV = "Ant-v5"
 DEFAULT_EVALUATIONS = 10
-STAGES = ("tuning", "confirmation")
+STAGES = ("tuning", "confirmation", "baseline", "coarse", "schedule", "finetune")
 
 
 class DefinitionError(ValueError):
@@ -115,9 +115,11 @@ class StudyDefinition:
     policy: str = _opt("MlpPolicy", cli=False)
     """SB3 policy name."""
     stage: str = _opt("tuning", cli=False)
-    """What the study is: ``tuning`` (sampled trials) or ``confirmation`` (fixed configurations, test seeds)."""
+    """``tuning`` (sampled trials), ``confirmation`` (fixed configurations on test seeds) or a campaign stage."""
     parent: str | None = _opt(None, cli=False)
-    """The study this one follows (a confirmation's tuning study)."""
+    """The study this one follows (a confirmation's tuning study, a campaign stage's previous stage)."""
+    campaign: dict[str, Any] | None = _opt(None, cli=False)
+    """A campaign stage's campaign plan (``study_contract/campaign.py``), so any worker can go on with it."""
     schema_version: int = _opt(SCHEMA_VERSION, cli=False)
     """Version of this contract the definition was written with."""
 
@@ -149,6 +151,8 @@ class StudyDefinition:
             raise DefinitionError(
                 f"space parameters {sorted(self.space)} do not match {self.algo}'s {sorted(entry.defaults)}"
             )
+        if self.stage == "confirmation":
+            return  # a confirmation's configurations come from studies that checked them
         try:
             entry.check(self.space, self.n_envs, self.timesteps)
         except SpaceError as exc:

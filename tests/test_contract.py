@@ -55,7 +55,7 @@ def test_create_options_are_derived_from_the_definition() -> None:
         assert option.flag in text, option.name
         assert docs[option.name] in text, option.name
     hidden = {f.name for f in fields(StudyDefinition)} - {o.name for o in options_of(StudyDefinition)}
-    assert hidden == {"space", "policy", "schema_version"}
+    assert hidden == {"space", "policy", "schema_version", "stage", "parent", "campaign"}
     assert "Ant-v5, the guide's example task" in text
 
 

@@ -20,6 +20,7 @@ import sqlalchemy.exc
 
 from study_contract.artifacts import location as artifact_location
 from study_contract.artifacts import open_store
+from study_contract.campaign import advance, follow_up_name
 from study_contract.catalog import TuningStudy, live_counts, running_counts, tuning_studies
 from study_contract.confirmation import confirmation_due, confirmation_name, create_confirmation
 from study_contract.creation import study_exists
@@ -133,24 +134,32 @@ class Worker:
         )
 
     def follow_up(self, study: TuningStudy) -> bool:
-        """Create a finished tuning study's confirmation, exactly once across the fleet; whether this worker did."""
-        assert study.definition is not None
-        if study.study_id in self._followed or not confirmation_due(study.definition):
+        """Create what follows a finished study (a campaign's next stage, a confirmation), exactly once across
+        the fleet; whether this worker did."""
+        definition = study.definition
+        assert definition is not None
+        if study.study_id in self._followed:
             return False
-        if self.retry("looking for a confirmation", lambda: study_exists(self.storage, confirmation_name(study.name))):
+        if definition.campaign is not None and definition.stage != "confirmation":
+            expected, create = follow_up_name(definition, study.name), functools.partial(advance, wait=False)
+        elif confirmation_due(definition):
+            expected, create = confirmation_name(study.name), functools.partial(create_confirmation, wait=False)
+        else:
+            expected = None
+        if expected is None or self.retry("looking for a follow-up", lambda: study_exists(self.storage, expected)):
             self._followed.add(study.study_id)
             return False
+        crash_point("follow-up")
         try:
-            created = self.retry(
-                "creating a confirmation", lambda: create_confirmation(self.storage, study.name, wait=False)
-            )
-        except StudyError as exc:  # nothing to confirm, or another worker was quicker
+            created = self.retry("creating a follow-up", lambda: create(self.storage, study.name))
+            crash_point("followed-up")
+        except StudyError as exc:  # nothing to follow up with, or another worker was quicker
             self._followed.add(study.study_id)
-            log.info("study %s: no confirmation (%s)", study.name, exc)
+            log.info("study %s: no follow-up (%s)", study.name, exc)
             return False
         if created:
             self._followed.add(study.study_id)
-            log.info("study %s finished its tuning budget; created %s", study.name, created)
+            log.info("study %s finished its budget; created %s", study.name, created)
         return created is not None
 
     def run_once(self) -> bool:

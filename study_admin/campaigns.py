@@ -1,0 +1,94 @@
+"""``study_admin campaign list|show``: the ladder of a campaign's stages and what each decided."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study_admin.studies import load_definition, summary_of
+from study_contract import confirmation
+from study_contract.campaign import RULES, CampaignPlan, decide, stage_outcome
+from study_contract.catalog import summarise
+from study_contract.creation import study_exists
+from study_contract.definition import StudyError
+
+
+def campaign_names(storage: optuna.storages.RDBStorage) -> list[str]:
+    names = []
+    for summary in summarise(storage.engine):
+        if summary.error is None and ":" in summary.name and summary.name.split(":", 1)[1].startswith("1-baseline"):
+            names.append(summary.name.split(":", 1)[0])
+    return names
+
+
+def _plan(storage: optuna.storages.RDBStorage, name: str) -> CampaignPlan:
+    first = f"{name}:1-baseline"
+    if not study_exists(storage, first):
+        known = campaign_names(storage)
+        raise StudyError(f"no campaign named {name!r}; existing campaigns: {', '.join(known) or '(none)'}")
+    definition = load_definition(storage, first)
+    assert definition.campaign is not None
+    return CampaignPlan.from_dict(definition.campaign)
+
+
+def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str, Any]:
+    """Each stage: its study, state, trials, env-steps spent, best value, what it fixed, its decision."""
+    plan = _plan(storage, name)
+    stages: list[dict[str, Any]] = []
+    baseline_iqm = None
+    winner = None
+    for step in plan.stages:
+        study = plan.study_name(step.name)
+        row: dict[str, Any] = {"stage": step.name, "guide": RULES[step.name].guide, "study": study,
+                               "budget_trials": step.trials, "timesteps": step.timesteps}  # fmt: skip
+        if not study_exists(storage, study):
+            stages.append({**row, "state": "not started", "done": 0, "best_value": None, "env_steps": 0,
+                           "fixed": {}, "decision": None})  # fmt: skip
+            continue
+        summary = summary_of(storage, study)
+        definition = load_definition(storage, study)
+        trials = storage.get_all_trials(storage.get_study_id_from_name(study), deepcopy=False)
+        outcome = stage_outcome(storage, study)
+        if outcome is None and summary.state == "finished" and any(t.state == TrialState.COMPLETE for t in trials):
+            outcome = decide(storage, study, definition)
+        searched = RULES[step.name].searched(definition.algo)
+        row |= {
+            "state": summary.state,
+            "done": summary.done,
+            "best_value": summary.best_value,
+            "env_steps": sum(int(t.user_attrs.get("env_steps", 0)) for t in trials),
+            "fixed": {n: s.value for n, s in definition.space.items() if s.fixed and n not in searched},
+            "searched": sorted(n for n, s in definition.space.items() if not s.fixed),
+            "decision": None
+            if outcome is None
+            else {
+                "winner_study": outcome.winner_study,
+                "winner_trial": outcome.winner_trial,
+                "value": outcome.winner_value,
+                "kept_previous": outcome.kept_previous,
+                "reason": outcome.reason,
+            },  # fmt: skip
+        }
+        if step.name == "baseline" and outcome is not None:
+            baseline_iqm = outcome.winner_value
+        full = step.timesteps == max(s.timesteps for s in plan.stages)
+        row["improvement_over_baseline"] = (
+            summary.best_value - baseline_iqm
+            if full and step.name != "baseline" and summary.best_value is not None and baseline_iqm is not None
+            else None
+        )
+        if outcome is not None:
+            winner = {"study": outcome.winner_study, "trial": outcome.winner_trial, "value": outcome.winner_value}
+        stages.append(row)
+    last = plan.study_name(plan.stages[-1].name)
+    confirmed = confirmation.report(storage, last) if study_exists(storage, last) else {"confirmed": False}
+    return {
+        "campaign": name,
+        "budget_steps": plan.budget_steps,
+        "env_steps": sum(s["env_steps"] for s in stages),
+        "stages": stages,
+        "winner": winner,
+        "confirmation": confirmed if confirmed.get("study") else None,
+    }

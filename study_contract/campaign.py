@@ -1,0 +1,373 @@
+"""The tuning guide's four-step strategy as one campaign: baseline, coarse, schedule, fine-tune.
+
+A campaign is a chain of ordinary studies, ``NAME:1-baseline`` ... ``NAME:4-finetune``, each carrying the
+campaign's plan in its definition. When a stage's budget is done, one worker (under the stage's lock)
+creates the next stage from the winner so far; the last stage's best configurations and the baseline
+then go through fresh-seed confirmation. Every stage after the baseline re-runs the previous winner as
+its first trial, at the stage's own fidelity and seed, so "did this stage improve?" compares like with
+like; when it did not, the campaign keeps the previous winner and says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study_contract.algorithms import algorithm
+from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
+from study_contract.definition import DEFINITION_ATTR, DefinitionError, StudyDefinition, StudyError
+from study_contract.locks import study_lock
+from study_contract.space import ParamSpec, SpaceError, apply_overrides, largest_pow2_at_most
+
+# How a stage searches a parameter: the preset's range, all choices, or a factor around the previous winner.
+PRESET, AROUND = "preset", "around"
+
+
+@dataclass(frozen=True)
+class StageRule:
+    """One step of the guide (section 4, "Practical Strategy")."""
+
+    name: str
+    guide: str
+    share: float
+    """Default share of the campaign's env-step budget."""
+    fidelity: float
+    """Env-steps per trial as a fraction of the campaign's timesteps."""
+    search: dict[str, dict[str, str]]
+    """algorithm ("*" for any) -> parameter -> how it is searched; the rest stay at the winner's values."""
+    pruner: str = "median"
+
+    def searched(self, algo: str) -> dict[str, str]:
+        return {**self.search.get("*", {}), **self.search.get(algo, {})}
+
+
+# The guide's four steps. The coarse stage runs at a quarter of the timesteps: the guide coarse-searches
+# on "a shorter run", and a quarter keeps learning rates and sizes that differ by a factor of two or
+# more in the same order as full runs do, while trying four times the configurations for the same
+# env-steps; Hyperband then stops the worst of them after a fraction of even that.
+STAGE_RULES: tuple[StageRule, ...] = (
+    StageRule("baseline", "1. Baseline: run with default parameters (lr=3e-4)", 0.10, 1.0, {}, pruner="none"),
+    StageRule(
+        "coarse",
+        "2. Coarse search: learning_rate and the size knobs (n_steps) on a shorter run",
+        0.40,
+        0.25,
+        {
+            "ppo": {"learning_rate": PRESET, "n_steps": PRESET, "batch_size": PRESET},
+            "sac": {"learning_rate": PRESET, "batch_size": PRESET, "train_freq": PRESET, "gradient_steps": PRESET},
+        },
+        pruner="hyperband",
+    ),
+    StageRule(
+        "schedule",
+        "3. Scheduling: a linear or cosine decay starting from the learning rate found",
+        0.20,
+        1.0,
+        {"*": {"learning_rate": AROUND, "lr_schedule": PRESET}},
+    ),
+    StageRule(
+        "finetune",
+        "4. Fine-tuning: batch_size and ent_coef (PPO also n_epochs; SAC tau and gradient_steps)",
+        0.30,
+        1.0,
+        {
+            "ppo": {"batch_size": AROUND, "ent_coef": AROUND, "n_epochs": AROUND},
+            "sac": {"batch_size": AROUND, "tau": AROUND, "gradient_steps": AROUND},
+        },
+    ),
+)
+RULES = {rule.name: rule for rule in STAGE_RULES}
+DEFAULT_BUDGET_TRIALS = 30  # the default budget: 30 full-length trials' worth of env-steps
+MIN_TRIALS = 2
+AROUND_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    trials: int
+    timesteps: int
+    space: dict[str, Any] = field(default_factory=dict)
+    """A user's overrides (YAML data, as in a ``--space`` file), applied on top of the stage's rule."""
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """Stored in every stage's definition, so any worker can create the next stage from it."""
+
+    name: str
+    budget_steps: int
+    stages: tuple[StagePlan, ...]
+    evaluations: int = 10
+    """Evaluations per trial, at every stage's fidelity."""
+    confirm: bool = True
+    """Whether the last stage's best configurations and the baseline go through fresh-seed confirmation."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CampaignPlan:
+        return cls(name=data["name"], budget_steps=data["budget_steps"], evaluations=data["evaluations"],
+                   confirm=data["confirm"], stages=tuple(StagePlan(**s) for s in data["stages"]))  # fmt: skip
+
+    def stage(self, name: str) -> StagePlan:
+        return next(s for s in self.stages if s.name == name)
+
+    def study_name(self, stage: str) -> str:
+        index = [s.name for s in self.stages].index(stage) + 1
+        return f"{self.name}:{index}-{stage}"
+
+    def next_stage(self, stage: str) -> str | None:
+        names = [s.name for s in self.stages]
+        index = names.index(stage)
+        return names[index + 1] if index + 1 < len(names) else None
+
+
+def plan_campaign(
+    name: str,
+    timesteps: int,
+    *,
+    budget_steps: int | None = None,
+    trials_per_stage: int | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    confirm: bool = True,
+    evaluations: int = 10,
+) -> CampaignPlan:
+    """Split the env-step budget across the stages (``overrides``: stage -> trials/fidelity/space)."""
+    overrides = overrides or {}
+    unknown = set(overrides) - set(RULES)
+    if unknown:
+        raise StudyError(f"unknown campaign stages {sorted(unknown)}; the stages are {list(RULES)}")
+    budget = budget_steps or DEFAULT_BUDGET_TRIALS * timesteps
+    stages = []
+    for rule in STAGE_RULES:
+        given = overrides.get(rule.name, {})
+        fidelity = float(given.get("fidelity", rule.fidelity))
+        if not 0 < fidelity <= 1:
+            raise StudyError(f"stage {rule.name}: fidelity={fidelity} must be in (0, 1]")
+        steps = max(int(timesteps * fidelity), 1)
+        trials = int(given.get("trials") or trials_per_stage or max(round(rule.share * budget / steps), MIN_TRIALS))
+        stages.append(StagePlan(rule.name, trials, steps, dict(given.get("space") or {})))
+    return CampaignPlan(name=name, budget_steps=budget, stages=tuple(stages), evaluations=evaluations, confirm=confirm)
+
+
+def around(spec: ParamSpec, value: Any) -> ParamSpec:
+    """A factor of two either way around ``value``, within the accepted values; fixed where that cannot apply.
+
+    A discount is narrowed around ``1 - value``; a value of 0 (``ent_coef``'s default) opens the preset's range.
+    """
+    if spec.kind == "choice" or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return replace(spec, fixed=True, value=value)
+    if spec.kind == "pow2" and value < 1:
+        return replace(spec, fixed=True, value=value)
+    if spec.kind == "discount":
+        gap = 1.0 - value
+        low, high = 1.0 - gap * AROUND_FACTOR, 1.0 - gap / AROUND_FACTOR
+    elif value == 0:
+        low, high = spec.limits[0], spec.largest if spec.largest else spec.limits[1]
+    else:
+        low, high = value / AROUND_FACTOR, value * AROUND_FACTOR
+    low, high = max(low, spec.limits[0]), min(high, spec.limits[1])
+    if spec.kind in ("int", "pow2"):
+        low, high = math.ceil(low), math.floor(high)
+    return replace(spec, low=low, high=high, fixed=False, value=None)
+
+
+def stage_space(algo: str, stage: str, preset: dict[str, ParamSpec], winner: dict[str, Any]) -> dict[str, ParamSpec]:
+    """The stage's space: the rule's parameters searched, every other one fixed at the winner's value."""
+    search = RULES[stage].searched(algo)
+    space = {}
+    for name, spec in preset.items():
+        how = search.get(name)
+        if how == PRESET:
+            space[name] = spec
+        elif how == AROUND:
+            space[name] = around(spec, winner[name])
+        else:
+            space[name] = replace(spec, fixed=True, value=winner[name])
+    return space
+
+
+def stage_definition(
+    base: StudyDefinition, plan: CampaignPlan, stage: str, winner: dict[str, Any], parent: str | None
+) -> StudyDefinition:
+    """The definition of ``stage``, built from the campaign's base definition and the winner so far."""
+    entry = algorithm(base.algo)
+    step = plan.stage(stage)
+    preset = entry.space(base.space_preset, step.timesteps, base.n_envs)
+    space = stage_space(base.algo, stage, preset, winner)
+    if step.space:
+        try:
+            space = apply_overrides(base.algo, space, step.space)
+        except SpaceError as exc:
+            raise StudyError(f"campaign stage {stage}: {exc}") from None
+    space = entry.fit(space, step.timesteps, base.n_envs)
+    space = _fit_constraints(base.algo, space, base.n_envs)
+    return replace(
+        base,
+        n_trials=step.trials,
+        timesteps=step.timesteps,
+        eval_every=max(step.timesteps // plan.evaluations, 1),
+        pruner=RULES[stage].pruner,
+        baseline=False,
+        confirm=False,
+        stage=stage,
+        parent=parent,
+        campaign=plan.to_dict(),
+        space=space,
+    )
+
+
+def _fit_constraints(algo: str, space: dict[str, ParamSpec], n_envs: int) -> dict[str, ParamSpec]:
+    """Narrowed PPO minibatches stay within the smallest rollout the stage offers."""
+    if algo != "ppo":
+        return space
+    steps, batch = space["n_steps"], space["batch_size"]
+    cap = largest_pow2_at_most(steps.smallest * n_envs)
+    if batch.fixed and batch.value > cap:
+        return {**space, "batch_size": replace(batch, value=cap)}
+    if not batch.fixed and batch.high > cap:
+        return {**space, "batch_size": replace(batch, low=min(batch.low, cap), high=cap)}
+    return space
+
+
+def _definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    try:
+        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
+    except (KeyError, DefinitionError) as exc:
+        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
+
+
+def create_campaign(storage: optuna.storages.BaseStorage, base: StudyDefinition, plan: CampaignPlan) -> str:
+    """Create the first stage (the baseline: SB3's defaults, one trial per seed); its study name."""
+    defaults = algorithm(base.algo).baseline(base.space, base.n_envs)
+    name = plan.study_name("baseline")
+    definition = stage_definition(base, plan, "baseline", defaults, None)
+    return create_study(storage, definition, name)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What a finished stage decided: the winner carried forward and why."""
+
+    winner_study: str
+    winner_trial: int
+    winner_value: float | None
+    params: dict[str, Any]
+    kept_previous: bool
+    reason: str
+
+
+OUTCOME_ATTR = "campaign_outcome"
+
+
+def stage_outcome(storage: optuna.storages.BaseStorage, study: str) -> StageOutcome | None:
+    """The stage's decision once recorded (a finished stage records it when the next one is created)."""
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
+    return StageOutcome(**attrs[OUTCOME_ATTR]) if attrs.get(OUTCOME_ATTR) else None
+
+
+def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDefinition) -> StageOutcome:
+    """The winner after ``study``: its best trial, unless that was only the previous winner's re-run."""
+    trials = storage.get_all_trials(storage.get_study_id_from_name(study), deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        raise StudyError(f"stage {study!r} finished without a completed trial; the campaign cannot go on")
+    if definition.stage == "baseline":
+        from study_contract.statistics import iqm
+
+        values = [float(t.value or 0.0) for t in complete]
+        return StageOutcome(study, complete[0].number, iqm(values), complete[0].user_attrs["hyperparams"], False,
+                            f"SB3's defaults on {len(values)} seeds: IQM {iqm(values):.2f}, "
+                            f"from {min(values):.2f} to {max(values):.2f}")  # fmt: skip
+    best = max(complete, key=lambda t: float(t.value or 0.0))
+    rerun = next((t for t in complete if t.user_attrs.get("previous_winner")), None)
+    previous = stage_outcome(storage, definition.parent) if definition.parent else None
+    if rerun is not None and previous is not None and best.number == rerun.number:
+        return replace(
+            previous,
+            kept_previous=True,
+            reason=f"no trial of {study} beat the previous winner (its re-run here scored {rerun.value:.2f})",
+        )
+    margin = ""
+    if rerun is not None and rerun.value is not None and best.value is not None:
+        margin = f", {best.value - rerun.value:+.2f} over the previous winner's re-run"
+    return StageOutcome(study, best.number, best.value, best.user_attrs["hyperparams"], False,
+                        f"trial {best.number} scored {best.value:.2f}{margin}")  # fmt: skip
+
+
+def follow_up_name(definition: StudyDefinition, study: str) -> str | None:
+    """What follows a finished campaign stage: the next stage, or the last stage's confirmation, or nothing."""
+    from study_contract.confirmation import confirmation_name
+
+    assert definition.campaign is not None
+    plan = CampaignPlan.from_dict(definition.campaign)
+    following = plan.next_stage(definition.stage)
+    if following is not None:
+        return plan.study_name(following)
+    return confirmation_name(study) if plan.confirm else None
+
+
+def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = True) -> str | None:
+    """Go on from finished stage ``study``: record its outcome and create the next stage, or, after the last
+    stage, its fresh-seed confirmation; each exactly once (under the stage's lock). The created study's
+    name; None when the lock is busy or it already exists.
+    """
+    from study_contract.confirmation import create_confirmation
+
+    definition = _definition(storage, study)
+    if definition.campaign is None:
+        raise StudyError(f"study {study!r} is not a campaign stage")
+    plan = CampaignPlan.from_dict(definition.campaign)
+    following = plan.next_stage(definition.stage)
+    study_id = storage.get_study_id_from_name(study)
+    with study_lock(storage.engine, study_id, wait=wait) as taken:
+        if not taken:
+            return None
+        outcome = stage_outcome(storage, study)
+        if outcome is None:
+            outcome = decide(storage, study, definition)
+            storage.set_study_user_attr(study_id, OUTCOME_ATTR, asdict(outcome))
+        if following is None:
+            baseline = stage_outcome(storage, plan.study_name("baseline"))
+            confirm = plan.confirm
+        else:
+            return _create_stage(storage, plan, definition, following, outcome, study)
+    if not confirm:
+        return None
+    try:
+        return create_confirmation(storage, study, top=definition.confirm_top, seeds=definition.test_seeds,
+                                   baseline=baseline.params if baseline else None, wait=wait)  # fmt: skip
+    except StudyError:
+        return None  # another worker created it first
+
+
+def _create_stage(
+    storage: optuna.storages.RDBStorage,
+    plan: CampaignPlan,
+    definition: StudyDefinition,
+    following: str,
+    outcome: StageOutcome,
+    study: str,
+) -> str | None:
+    name = plan.study_name(following)
+    discard_unfinished(storage, name)  # a creator killed half-way left it without a definition
+    if study_exists(storage, name):
+        return None
+    nxt = stage_definition(definition, plan, following, outcome.params, study)
+    first = FixedTrial(outcome.params, {"previous_winner": True})
+    return create_study(storage, nxt, name, fixed=[first])
+
+
+def stages_of(storage: optuna.storages.BaseStorage, campaign: str) -> Sequence[str]:
+    """The campaign's stage studies that exist, in order."""
+    names = {s.study_name for s in storage.get_all_studies()}
+    return sorted((n for n in names if n.startswith(f"{campaign}:") and n.split(":", 1)[1][:1].isdigit()
+                   and ":" not in n.split(":", 1)[1]), key=lambda n: int(n.split(":", 1)[1].split("-")[0]))  # fmt: skip

@@ -14,32 +14,14 @@ from study_contract import confirmation
 from study_contract.algorithms import algorithm
 from study_contract.catalog import FAIL_REASON_ATTR, RETRY_ATTR, Summary, summarise
 from study_contract.definition import (
-    DEFINITION_ATTR,
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
-    DefinitionError,
     StudyDefinition,
     StudyError,
+    load_definition,
+    study_id_of,
 )
 from study_contract.schedules import formula
-
-
-def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
-    try:
-        return storage.get_study_id_from_name(name)
-    except KeyError:
-        known = [s.study_name for s in storage.get_all_studies()]
-        raise StudyError(f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}") from None
-
-
-def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
-    attrs = storage.get_study_user_attrs(study_id_of(storage, name))
-    if DEFINITION_ATTR not in attrs:
-        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
-    try:
-        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
-    except DefinitionError as exc:
-        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
 
 
 def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from study_contract.algorithms import algorithm
 from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
-from study_contract.definition import DEFINITION_ATTR, DefinitionError, StudyDefinition, StudyError
+from study_contract.definition import StudyDefinition, StudyError, load_definition
 from study_contract.locks import study_lock
 from study_contract.space import ParamSpec, SpaceError, apply_overrides, largest_pow2_at_most
 
@@ -237,14 +237,6 @@ def _fit_constraints(algo: str, space: dict[str, ParamSpec], n_envs: int) -> dic
     return space
 
 
-def _definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
-    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
-    try:
-        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
-    except (KeyError, DefinitionError) as exc:
-        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
-
-
 def create_campaign(storage: optuna.storages.BaseStorage, base: StudyDefinition, plan: CampaignPlan) -> str:
     """Create the first stage (the baseline: SB3's defaults, one trial per seed); its study name."""
     defaults = algorithm(base.algo).baseline(base.space, base.n_envs)
@@ -322,7 +314,7 @@ def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = Tru
     """
     from study_contract.confirmation import create_confirmation
 
-    definition = _definition(storage, study)
+    definition = load_definition(storage, study)
     if definition.campaign is None:
         raise StudyError(f"study {study!r} is not a campaign stage")
     plan = CampaignPlan.from_dict(definition.campaign)

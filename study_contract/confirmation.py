@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from study_contract.algorithms import algorithm
 from study_contract.catalog import failures
 from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
-from study_contract.definition import DEFINITION_ATTR, DefinitionError, StudyDefinition, StudyError
+from study_contract.definition import StudyDefinition, StudyError, load_definition
 from study_contract.locks import study_lock
 from study_contract.space import ParamSpec
 from study_contract.statistics import probability_of_improvement, summarise_scores
@@ -39,16 +39,6 @@ class Candidate:
     trial: int
     value: float
     params: dict[str, Any]
-
-
-def _definition(storage: optuna.storages.BaseStorage, study_id: int, name: str) -> StudyDefinition:
-    attrs = storage.get_study_user_attrs(study_id)
-    if DEFINITION_ATTR not in attrs:
-        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
-    try:
-        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
-    except DefinitionError as exc:
-        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
 
 
 def top_candidates(trials: list[optuna.trial.FrozenTrial], top: int) -> list[Candidate]:
@@ -94,7 +84,7 @@ def plan(
     ``baseline`` is SB3's defaults as the study saw them: its baseline trial's, unless given.
     """
     parent_id = storage.get_study_id_from_name(parent)
-    definition = _definition(storage, parent_id, parent)
+    definition = load_definition(storage, parent)
     if definition.stage == "confirmation":
         raise StudyError(f"study {parent!r} is a confirmation; confirm the study it follows")
     trials = storage.get_all_trials(parent_id, deepcopy=False)
@@ -168,7 +158,7 @@ def report(storage: optuna.storages.BaseStorage, parent: str) -> dict[str, Any]:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return {"confirmed": False, "study": None}
-    definition = _definition(storage, study_id, name)
+    definition = load_definition(storage, name)
     parent_trials = {
         t.number: t for t in storage.get_all_trials(storage.get_study_id_from_name(parent), deepcopy=False)
     }

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study_contract.algorithms import ALGORITHMS, algorithm
 from study_contract.options import options_of
 from study_contract.space import ParamSpec, SpaceError
+
+if TYPE_CHECKING:
+    import optuna
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -46,6 +49,25 @@ class DefinitionTooNew(DefinitionError):
 
 class StudyError(ValueError):
     """A study that does not exist, already exists, or has nothing to show."""
+
+
+def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        known = [s.study_name for s in storage.get_all_studies()]
+        raise StudyError(f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}") from None
+
+
+def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
+    """The stored definition of study ``name``, or :class:`StudyError` saying why there is none."""
+    attrs = storage.get_study_user_attrs(study_id_of(storage, name))
+    if DEFINITION_ATTR not in attrs:
+        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
+    try:
+        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
+    except DefinitionError as exc:
+        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
 
 
 def check_study_name(name: str) -> str:

@@ -8,110 +8,35 @@ from __future__ import annotations
 
 import itertools
 import os
-import pwd
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
-import psycopg2
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
+
+from tests.pg import PostgresCluster
 
 if TYPE_CHECKING:
     from worker.loop import Worker
 
 T = TypeVar("T")
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-PG_PASSWORD = "test-only-password"
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class PostgresCluster:
-    datadir: Path
-    port: int
-    user: str = "postgres"
-
-    def _as_owner(self, args: list[str]) -> list[str]:
-        if os.geteuid() == 0:
-            return ["runuser", "-u", "postgres", "--", *args]
-        return args
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            self._as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-w", *args]),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        self.pg_ctl("-o", options, "-l", str(self.datadir / "server.log"), "start")
-
-    def stop(self) -> None:
-        self.pg_ctl("-m", "fast", "stop")
-
-    def url(self, database: str, user: str | None = None, password: str = PG_PASSWORD) -> str:
-        return f"postgresql+psycopg2://{user or self.user}:{password}@127.0.0.1:{self.port}/{database}"
-
-    def execute(self, sql: str, database: str = "postgres") -> None:
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=PG_PASSWORD, dbname=database)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
-    root = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
-    datadir = root / "data"
-    pwfile = root / "pwfile"
-    pwfile.write_text(PG_PASSWORD)
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-    cluster = PostgresCluster(datadir=datadir, port=free_port())
-    subprocess.run(
-        cluster._as_owner(
-            [
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(datadir),
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "--no-sync",
-            ]
-        ),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    cluster = PostgresCluster.create()
     cluster.start()
     yield cluster
     cluster.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    cluster.remove()
 
 
 _db_names = itertools.count()

@@ -26,6 +26,7 @@ quietly .venv/bin/pip install -e '.[train,dashboard]' --group dev
 missing=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || [ -n "${PG_BIN:-}" ] || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     quietly apt-get update -qq

@@ -28,7 +28,8 @@ from optuna.trial import TrialState
 from study_contract.artifacts import CURVE, MODEL, VIDEO, trial_artifacts
 from study_contract.catalog import summarise
 from study_contract.storage import open_engine
-from tests.conftest import REPO, free_port, trials_of, wait_for
+from tests.conftest import REPO, trials_of, wait_for
+from tests.pg import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

@@ -22,10 +22,8 @@ from study_contract.catalog import summarise
 from study_contract.definition import SCHEMA_VERSION
 from study_contract.storage import open_engine, open_storage
 from tests.conftest import (
-    PostgresCluster,
     assert_budget_accounted,
     create_tiny_study,
-    free_port,
     run_cli,
     run_worker_in_process,
     running_by_pid,
@@ -34,6 +32,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.envs import NAN_PENDULUM
+from tests.pg import PostgresCluster, free_port
 
 pytestmark = pytest.mark.slow
 FAST = ["--until-idle", "--poll-interval", "0.3", "--heartbeat-interval", "1", "--grace-period", "4"]

@@ -14,14 +14,13 @@ import pytest
 import sqlalchemy
 
 from tests.conftest import (
-    PostgresCluster,
     create_tiny_study,
-    free_port,
     run_cli,
     snapshot,
     start_worker,
     trials_of,
 )
+from tests.pg import PostgresCluster, free_port
 
 PASSWORDS = {"owner": "o:x9 'quoted' 100% sure", "worker": 'w:x9 "double" %s', "dashboard": "d:x9 ;-- DROP"}
 

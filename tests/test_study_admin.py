@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from study_admin.cli import main
-from tests.conftest import PostgresCluster, free_port, run_cli, snapshot
+from tests.conftest import run_cli, snapshot
+from tests.pg import PostgresCluster, free_port
 
 
 def admin(url: str, *args: str) -> int:

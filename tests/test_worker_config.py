@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from study_admin.cli import main as admin
-from tests.conftest import PG_PASSWORD, PostgresCluster, run_cli, snapshot
+from tests.conftest import run_cli, snapshot
+from tests.pg import PG_PASSWORD, PostgresCluster
 
 # (flags, extra environment, expected fragment of the error)
 BAD_WORKER_CONFIG = [

@@ -42,6 +42,15 @@ class Tuned:
     value: float
     config: dict[str, Any]
     trials: int
+    pruned: int
+    trial_seconds: list[float]
+
+
+def _trial_stats(study: Any) -> tuple[int, int, list[float]]:
+    """Finished trials, pruned trials, and each finished trial's duration."""
+    finished = [t for t in study.trials if t.state.is_finished()]
+    pruned = sum(t.state.name == "PRUNED" for t in finished)
+    return len(finished), pruned, [round(t.duration.total_seconds(), 1) for t in finished if t.duration]
 
 
 def _single_threaded() -> dict[str, str]:
@@ -72,7 +81,10 @@ def tune_ours(args: argparse.Namespace, work: Path) -> Tuned:
     wall = time.perf_counter() - started
     best = json.loads(subprocess.run([str(BIN / "study_admin"), "best", "ours", "--format", "json"], check=True,
                                      env=env, capture_output=True, text=True).stdout)  # fmt: skip
-    return Tuned("ours", wall, best["mean_reward"], best, args.trials)
+    import optuna
+
+    study = optuna.load_study(study_name="ours", storage=f"sqlite:///{work / 'studies.sqlite3'}")
+    return Tuned("ours", wall, best["mean_reward"], best, *_trial_stats(study))
 
 
 def _zoo_train(args: argparse.Namespace, extra: list[str], log_dir: Path) -> list[str]:
@@ -102,9 +114,8 @@ def tune_zoo(args: argparse.Namespace, work: Path) -> Tuned:
         process.wait()  # the Zoo exits 1 after its trials when it cannot write a report; the study is what counts
     wall = time.perf_counter() - started
     study = optuna.load_study(study_name="zoo", storage=storage)
-    finished = [t for t in study.trials if t.state.is_finished()]
     best = study.best_trial
-    return Tuned("zoo", wall, cast(float, best.value), {"params": best.params}, len(finished))
+    return Tuned("zoo", wall, cast(float, best.value), {"params": best.params}, *_trial_stats(study))
 
 
 def _python_source(value: Any) -> str:

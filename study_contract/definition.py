@@ -107,13 +107,14 @@ class StudyDefinition:
     n_envs: int = _opt(1, bounds=(1, 64))
     """Parallel training environments per trial (a DummyVecEnv)."""
     sampler: str = _opt("tpe", choices=SAMPLERS)
-    """Optuna sampler: multivariate TPE (seeded, constant liar for parallel workers) or random."""
+    """Optuna sampler: multivariate TPE (seeded, constant liar for parallel workers; its first
+    max(3, n_trials / 10), at most 10, trials random) or random."""
     pruner: str = _opt("median", choices=PRUNERS)
     """Optuna pruner that stops unpromising trials at their evaluations."""
     pruner_startup_trials: int = _opt(5, bounds=(0, 100_000))
     """Median pruner: trials that finish before any pruning happens."""
-    pruner_warmup_evals: int = _opt(1, bounds=(0, 1000))
-    """Median pruner: evaluations of a trial before it may be pruned."""
+    pruner_warmup: float = _opt(0.2, bounds=(0.0, 0.9))
+    """Median pruner: the fraction of a trial's env-steps before it may be pruned."""
     seed: int = _opt(0, bounds=(0, MAX_SEED))
     """Seeds the sampler and, plus the trial number, each tuning trial's training."""
     baseline: bool = _opt(True)
@@ -150,6 +151,9 @@ class StudyDefinition:
             object.__setattr__(self, "eval_every", max(self.timesteps // DEFAULT_EVALUATIONS, 1))
         for option in options_of(type(self)):
             value = getattr(self, option.name)
+            if option.kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                object.__setattr__(self, option.name, value)
             if option.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise DefinitionError(f"{option.name}={value!r} must be an integer")
             if not isinstance(value, option.kind):
@@ -241,5 +245,7 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
         data["space"] = space
         data["space_preset"] = "guide"
         data["confirm"] = False  # confirmation did not exist; `study_admin confirm` runs it on demand
+        evals = data.pop("pruner_warmup_evals", 1)
+        data["pruner_warmup"] = min(evals * data.get("eval_every", 0) / max(data.get("timesteps", 1), 1), 0.9)
         data["schema_version"] = 2
     return data

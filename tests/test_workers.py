@@ -18,7 +18,7 @@ FAST_WORKER = ["--until-idle", "--poll-interval", "0.5", "--heartbeat-interval",
 
 def create_pruning_study(url: str, space: Path, name: str, n_trials: int = 8) -> None:
     pruning = ["--eval-every", "128", "--eval-episodes", "1", "--sampler", "random", "--pruner", "median",
-               "--pruner-startup-trials", "1", "--pruner-warmup-evals", "0"]  # fmt: skip
+               "--pruner-startup-trials", "1", "--pruner-warmup", "0"]  # fmt: skip
     create_tiny_study(url, name, space, n_trials, 512, *pruning)
 
 

@@ -14,11 +14,17 @@ import imageio
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 MAX_FRAMES = 1000
+# MuJoCo renders on the CPU here (Mesa): a quarter of its default 480x480 pixels keeps a 1000-frame
+# episode to seconds and a few hundred kB.
+WIDTH, HEIGHT = 320, 240
 
 
 def record_episode(model: Any, env_id: str, train_env: VecEnv, path: Path, *, seed: int) -> int:
     """Write one deterministic episode (at most ``MAX_FRAMES`` frames) to ``path``; the number of frames."""
-    env = gymnasium.make(env_id, render_mode="rgb_array")
+    try:
+        env = gymnasium.make(env_id, render_mode="rgb_array", width=WIDTH, height=HEIGHT)
+    except TypeError:  # tasks without a camera size (classic control) render at their own
+        env = gymnasium.make(env_id, render_mode="rgb_array")
     try:
         normalize = train_env.normalize_obs if isinstance(train_env, VecNormalize) else (lambda obs: obs)
         obs, _ = env.reset(seed=seed)
@@ -30,7 +36,8 @@ def record_episode(model: Any, env_id: str, train_env: VecEnv, path: Path, *, se
             if terminated or truncated:
                 break
         fps = int(env.metadata.get("render_fps") or 30)
-        imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=16)
+        # yuv420p (what browsers play) needs even sizes; no need to round them up to 16.
+        imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=2)
         return len(frames)
     finally:
         env.close()

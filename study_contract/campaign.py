@@ -19,10 +19,12 @@ import optuna
 from optuna.trial import TrialState
 
 from study_contract.algorithms import algorithm
+from study_contract.confirmation import confirmation_name, create_confirmation
 from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.definition import StudyDefinition, StudyError, load_definition
 from study_contract.locks import study_lock
 from study_contract.space import ParamSpec, SpaceError, apply_overrides, largest_pow2_at_most
+from study_contract.statistics import iqm
 
 # How a stage searches a parameter: the preset's range, all choices, or a factor around the previous winner.
 PRESET, AROUND = "preset", "around"
@@ -273,8 +275,6 @@ def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDe
     if not complete:
         raise StudyError(f"stage {study!r} finished without a completed trial; the campaign cannot go on")
     if definition.stage == "baseline":
-        from study_contract.statistics import iqm
-
         values = [float(t.value or 0.0) for t in complete]
         return StageOutcome(study, complete[0].number, iqm(values), complete[0].user_attrs["hyperparams"], False,
                             f"SB3's defaults on {len(values)} seeds: IQM {iqm(values):.2f}, "
@@ -297,8 +297,6 @@ def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDe
 
 def follow_up_name(definition: StudyDefinition, study: str) -> str | None:
     """What follows a finished campaign stage: the next stage, or the last stage's confirmation, or nothing."""
-    from study_contract.confirmation import confirmation_name
-
     assert definition.campaign is not None
     plan = CampaignPlan.from_dict(definition.campaign)
     following = plan.next_stage(definition.stage)
@@ -312,8 +310,6 @@ def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = Tru
     stage, its fresh-seed confirmation; each exactly once (under the stage's lock). The created study's
     name; None when the lock is busy or it already exists.
     """
-    from study_contract.confirmation import create_confirmation
-
     definition = load_definition(storage, study)
     if definition.campaign is None:
         raise StudyError(f"study {study!r} is not a campaign stage")

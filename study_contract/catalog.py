@@ -41,17 +41,19 @@ _ATTRS = sqlalchemy.text(
     "ORDER BY s.study_id"
 )
 _COUNTS = sqlalchemy.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
-_RUNNING = sqlalchemy.text("SELECT study_id, COUNT(*) FROM trials WHERE state = 'RUNNING' GROUP BY study_id")
-_LIVE = sqlalchemy.text("SELECT study_id, COUNT(*) FROM trials WHERE state IN ('RUNNING', 'WAITING') GROUP BY study_id")
+_LIVE = sqlalchemy.text(
+    "SELECT study_id, state, COUNT(*) FROM trials WHERE state IN ('RUNNING', 'WAITING') GROUP BY study_id, state"
+)
 _BEST = sqlalchemy.text(
     "SELECT t.study_id, MAX(v.value) FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
     "WHERE t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE' GROUP BY t.study_id"
 )
-_FAILED = sqlalchemy.text(
+_ONE_STUDY = " AND t.study_id = :study"
+_FAILED = (
     "SELECT t.study_id, t.number, a.key, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
     "ON a.trial_id = t.trial_id AND a.key IN (:retry, :reason, :handed_back) WHERE t.state = 'FAIL'"
 )
-_RETRIES = sqlalchemy.text(
+_RETRIES = (
     "SELECT t.study_id, s.value_json FROM trials t JOIN trial_system_attributes s ON s.trial_id = t.trial_id "
     "WHERE s.key = 'retry_history'"
 )
@@ -116,16 +118,19 @@ def tuning_studies(engine: sqlalchemy.engine.Engine) -> list[TuningStudy]:
         return _read_tuning_studies(conn) if _has_schema(conn) else []
 
 
-def running_counts(engine: sqlalchemy.engine.Engine) -> dict[int, int]:
-    """RUNNING trials per study id."""
-    with engine.connect() as conn:
-        return {study_id: n for study_id, n in conn.execute(_RUNNING)}
+@dataclass(frozen=True)
+class Live:
+    waiting: int = 0
+    running: int = 0
 
 
-def live_counts(engine: sqlalchemy.engine.Engine) -> dict[int, int]:
-    """WAITING + RUNNING trials per study id: the trials that may still run."""
+def live_counts(engine: sqlalchemy.engine.Engine) -> dict[int, Live]:
+    """WAITING and RUNNING trials per study id (studies with neither are absent), in one query."""
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
     with engine.connect() as conn:
-        return {study_id: n for study_id, n in conn.execute(_LIVE)}
+        for study_id, state, n in conn.execute(_LIVE):
+            counts[study_id][state.lower()] = n
+    return {study_id: Live(**states) for study_id, states in counts.items()}
 
 
 def failure_kind(attrs: dict[str, Any], retried: bool) -> str:
@@ -142,22 +147,23 @@ def failure_kind(attrs: dict[str, Any], retried: bool) -> str:
     return "final" if FAIL_REASON_ATTR in attrs and HANDED_BACK_ATTR not in attrs else "lost"
 
 
-def failures(conn: sqlalchemy.engine.Connection) -> dict[int, dict[int, str]]:
-    """study id -> {FAIL trial number -> its :func:`failure_kind`}."""
-    params = {"retry": RETRY_ATTR, "reason": FAIL_REASON_ATTR, "handed_back": HANDED_BACK_ATTR}
+def failures(conn: sqlalchemy.engine.Connection, study_id: int | None = None) -> dict[int, dict[int, str]]:
+    """study id -> {FAIL trial number -> its :func:`failure_kind`}, for every study or just ``study_id``."""
+    where = "" if study_id is None else _ONE_STUDY
+    params = {"retry": RETRY_ATTR, "reason": FAIL_REASON_ATTR, "handed_back": HANDED_BACK_ATTR, "study": study_id}
     failed: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for study_id, number, key, value_json in conn.execute(_FAILED, params):
-        attrs = failed[study_id].setdefault(number, {})
+    for sid, number, key, value_json in conn.execute(sqlalchemy.text(_FAILED + where), params):
+        attrs = failed[sid].setdefault(number, {})
         if key is not None:
             attrs[key] = json.loads(value_json)
     retried: dict[int, set[int]] = defaultdict(set)
-    for study_id, value_json in conn.execute(_RETRIES):
+    for sid, value_json in conn.execute(sqlalchemy.text(_RETRIES + where), params):
         history = json.loads(value_json)
         if history:
-            retried[study_id].add(history[-1])
+            retried[sid].add(history[-1])
     return {
-        study_id: {n: failure_kind(attrs, n in retried[study_id]) for n, attrs in trials.items()}
-        for study_id, trials in failed.items()
+        sid: {n: failure_kind(attrs, n in retried[sid]) for n, attrs in trials.items()}
+        for sid, trials in failed.items()
     }
 
 

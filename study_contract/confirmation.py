@@ -91,7 +91,7 @@ def plan(
     busy = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
     if isinstance(storage, optuna.storages.RDBStorage):
         with storage.engine.connect() as conn:  # failed trials still owed a retry count as unfinished
-            busy += list(failures(conn).get(parent_id, {}).values()).count("lost")
+            busy += list(failures(conn, parent_id).get(parent_id, {}).values()).count("lost")
     if busy:
         raise StudyError(
             f"study {parent!r} still has {busy} trial(s) to run; its confirmation starts when they are done"

@@ -21,7 +21,7 @@ import sqlalchemy.exc
 from study_contract.artifacts import location as artifact_location
 from study_contract.artifacts import open_store
 from study_contract.campaign import advance, follow_up_name
-from study_contract.catalog import TuningStudy, live_counts, running_counts, tuning_studies
+from study_contract.catalog import TuningStudy, live_counts, tuning_studies
 from study_contract.confirmation import confirmation_due, confirmation_name, create_confirmation
 from study_contract.creation import study_exists
 from study_contract.definition import StudyError
@@ -36,6 +36,7 @@ from worker.trial_runner import TrialContext, run_trial
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FINISHED_STUDY_CARE = 10  # finished studies are looked after ten times less often than active ones
 
 
 class DatabaseRefused(RuntimeError):
@@ -111,10 +112,12 @@ class Worker:
             self._warn_once(study.name, f"{what} failed: {type(exc).__name__}: {describe_first_line(exc)}")
         return None
 
-    def maintain(self, study: TuningStudy, *, force: bool = False) -> None:
-        """Fail stale trials, release unstarted claims, restore lost slots (at most every maintenance interval)."""
+    def maintain(self, study: TuningStudy, *, force: bool = False, every: float = 1.0) -> None:
+        """Fail stale trials, release unstarted claims, restore lost slots (at most once per ``every``
+        maintenance intervals)."""
         now = self.clock()
-        if not force and now - self._maintained.get(study.study_id, -float("inf")) < self.maintenance_interval:
+        last = self._maintained.get(study.study_id, -float("inf"))
+        if not force and now - last < self.maintenance_interval * every:
             return
         self._maintained[study.study_id] = now
         assert study.definition is not None
@@ -164,11 +167,13 @@ class Worker:
 
     def run_once(self) -> bool:
         """Run at most one trial of any runnable study, least-served study first, or create a due follow-up
-        study; whether any work was done."""
+        study; whether any work was done. Two queries a poll, however many studies there are; finished
+        studies are only looked after now and then (a killed worker may have left a retry to restore)."""
         touch(self.config.health_file)
-        studies = self.studies()
-        counts = self.retry("counting running trials", lambda: running_counts(self.storage.engine))
-        for study in sorted((s for s in studies if not s.paused), key=lambda s: counts.get(s.study_id, 0)):
+        studies = [s for s in self.studies() if not s.paused]
+        live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
+        active = sorted((s for s in studies if s.study_id in live), key=lambda s: live[s.study_id].running)
+        for study in active:
             self.maintain(study)
             trial_id = self._guarded(
                 study,
@@ -191,19 +196,18 @@ class Worker:
             )
             self.outcomes.append(run_trial(context))
             return True
-        live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
-        finished = [s for s in studies if not s.paused and not live.get(s.study_id)]
+        finished = [s for s in studies if s.study_id not in live]
+        for study in finished:
+            self.maintain(study, every=FINISHED_STUDY_CARE)
         return any(self._guarded(s, "following up", functools.partial(self.follow_up, s)) for s in finished)
 
     def is_idle(self) -> bool:
         """No served, unpaused study has a trial to run or one that may come back for a retry."""
-        counts = self.retry("counting trials", lambda: live_counts(self.storage.engine))
-        for study in self.studies():
-            if study.paused or not counts.get(study.study_id):
-                continue
-            self.maintain(study, force=True)  # a dead worker's trial must come back before we call it idle
-            return False
-        return True
+        studies = [s for s in self.studies() if not s.paused]
+        for study in studies:  # a dead worker's trial, or a retry it left half-queued, comes back first
+            self.maintain(study, force=True)
+        live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
+        return not any(s.study_id in live for s in studies)
 
     def run(self) -> int:
         log.info(

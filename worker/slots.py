@@ -147,7 +147,7 @@ def maintain(
             return done
         with storage.engine.connect() as conn:
             now, running = _db_now(conn), _running(conn, study_id)
-            lost = [n for n, kind in failures(conn).get(study_id, {}).items() if kind == "lost"]
+            lost = [n for n, kind in failures(conn, study_id).get(study_id, {}).items() if kind == "lost"]
         cutoff = timedelta(seconds=grace_period)
         for trial_id, started, heartbeat in running:
             if heartbeat is not None and now - heartbeat > cutoff:

@@ -108,7 +108,7 @@ class StudyDefinition:
     """Parallel training environments per trial (a DummyVecEnv)."""
     sampler: str = _opt("tpe", choices=SAMPLERS)
     """Optuna sampler: multivariate TPE (seeded, constant liar for parallel workers; its first
-    max(3, n_trials / 10), at most 10, trials random) or random."""
+    max(10, n_trials / 10) trials random) or random."""
     pruner: str = _opt("median", choices=PRUNERS)
     """Optuna pruner that stops unpromising trials at their evaluations."""
     pruner_startup_trials: int = _opt(5, bounds=(0, 100_000))

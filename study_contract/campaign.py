@@ -181,6 +181,15 @@ def around(spec: ParamSpec, value: Any) -> ParamSpec:
     return replace(spec, low=low, high=high, fixed=False, value=None)
 
 
+def including(spec: ParamSpec, value: Any) -> ParamSpec:
+    """``spec`` widened just enough to hold ``value`` (the previous winner, re-run first in every stage)."""
+    if spec.fixed or value is None:
+        return spec
+    if spec.kind == "choice":
+        return spec if value in spec.choices else replace(spec, choices=(*spec.choices, value))
+    return replace(spec, low=min(spec.low, value), high=max(spec.high, value))
+
+
 def stage_space(algo: str, stage: str, preset: dict[str, ParamSpec], winner: dict[str, Any]) -> dict[str, ParamSpec]:
     """The stage's space: the rule's parameters searched, every other one fixed at the winner's value."""
     search = RULES[stage].searched(algo)
@@ -188,7 +197,7 @@ def stage_space(algo: str, stage: str, preset: dict[str, ParamSpec], winner: dic
     for name, spec in preset.items():
         how = search.get(name)
         if how == PRESET:
-            space[name] = spec
+            space[name] = including(spec, winner[name])
         elif how == AROUND:
             space[name] = around(spec, winner[name])
         else:

@@ -95,3 +95,11 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def study_created(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether study ``name`` exists whole: with its definition, written last by :func:`create_study`."""
+    try:
+        return DEFINITION_ATTR in storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    except KeyError:
+        return False

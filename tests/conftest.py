@@ -22,6 +22,8 @@ from optuna.trial import TrialState
 
 from tests.pg import PostgresCluster
 
+os.environ.setdefault("MUJOCO_GL", "egl")  # as the worker sets it: rollout videos render headless
+
 if TYPE_CHECKING:
     from worker.loop import Worker
 

@@ -50,7 +50,7 @@ def test_workers_confirm_a_finished_study_by_themselves(pg_url: str, tiny_space:
     for worker in workers:
         assert worker.wait(timeout=600) == 0
     logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
-    assert logs.count("finished its tuning budget; created tuned:confirm") == 1  # exactly one worker
+    assert logs.count("finished its budget; created tuned:confirm") == 1  # exactly one worker
 
     tuning = trials_of(pg_url, "tuned")
     confirmation = assert_budget_accounted(pg_url, "tuned:confirm", 9)  # (2 candidates + baseline) x 3 seeds

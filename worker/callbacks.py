@@ -46,7 +46,11 @@ class StopOnNonFinite(BaseCallback):
 
 
 class TrialEvalCallback(EvalCallback):
-    """Deterministic periodic evaluation, reported to the Optuna trial, which may prune it."""
+    """Deterministic periodic evaluation, reported to the Optuna trial, which may prune it.
+
+    An evaluation due at or after ``final_step`` is left to the caller: SB3 still updates the policy
+    after the last callback of a rollout, and a trial's value must be that of the model it leaves.
+    """
 
     def __init__(
         self,
@@ -55,9 +59,11 @@ class TrialEvalCallback(EvalCallback):
         *,
         n_eval_episodes: int,
         eval_freq: int,
+        final_step: int,
         retry: Callable[[str, Callable[[], Any]], Any],
     ) -> None:
         super().__init__(eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq, deterministic=True, verbose=0)
+        self.final_step = final_step
         self.trial = trial
         self.retry = retry
         self.pruned = False
@@ -79,7 +85,7 @@ class TrialEvalCallback(EvalCallback):
         return value
 
     def _on_step(self) -> bool:
-        if self.n_calls % self.eval_freq:
+        if self.n_calls % self.eval_freq or self.num_timesteps >= self.final_step:
             return True
         value = self.evaluate_now()
         # Reporting and asking the pruner are timed with evaluation, apart from training throughput.
@@ -91,10 +97,6 @@ class TrialEvalCallback(EvalCallback):
             self.eval_seconds += time.perf_counter() - started
         crash_point("evaluation")
         return not self.pruned
-
-    @property
-    def last_evaluated_step(self) -> int:
-        return int(self.curve[-1][0]) if self.curve else -1
 
     @property
     def last_value(self) -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -27,8 +26,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if health_only:
         return 0 if is_fresh(config.health_file, config.health_max_age) else 1
 
-    # Rollout videos render headless; MuJoCo reads this once, when it is first imported.
-    os.environ.setdefault("MUJOCO_GL", "egl")
     from worker.threads import pin_threads
 
     pin_threads(config.threads)  # before SB3, numpy's BLAS or torch start their thread pools

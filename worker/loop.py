@@ -23,7 +23,7 @@ from study_contract.artifacts import open_store
 from study_contract.campaign import advance, follow_up_name
 from study_contract.catalog import TuningStudy, live_counts, tuning_studies
 from study_contract.confirmation import confirmation_due, confirmation_name, create_confirmation
-from study_contract.creation import study_exists
+from study_contract.creation import study_created
 from study_contract.definition import StudyError
 from study_contract.storage import describe_first_line, is_permanent, mask_password, open_storage, resolve_url
 from worker.config import WorkerConfig
@@ -149,7 +149,7 @@ class Worker:
             expected, create = confirmation_name(study.name), functools.partial(create_confirmation, wait=False)
         else:
             expected = None
-        if expected is None or self.retry("looking for a follow-up", lambda: study_exists(self.storage, expected)):
+        if expected is None or self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
             self._followed.add(study.study_id)
             return False
         crash_point("follow-up")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Rollout videos render headless; MuJoCo reads this once, when a task first imports it (after this).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 import optuna
 import stable_baselines3
@@ -97,6 +101,7 @@ def train_trial(
             trial,
             n_eval_episodes=definition.eval_episodes,
             eval_freq=max(definition.eval_every // definition.n_envs, 1),
+            final_step=definition.timesteps,
             retry=options.retry,
         )
         clock = TrainingClock(evaluator, definition.timesteps)
@@ -122,9 +127,9 @@ def train_trial(
             outcome = "pruned"
         else:
             outcome = "complete"
-            if evaluator.last_evaluated_step != model.num_timesteps:
-                evaluator.evaluate_now()  # the value of a trial is its final evaluation
-                progress.report()
+            value = evaluator.evaluate_now()  # the value of a trial: the final model's evaluation
+            options.retry("reporting", lambda: trial.report(value, step=model.num_timesteps))
+            progress.report()
         wall_seconds = time.perf_counter() - started
         extra = {}
         if options.artifacts is not None:

@@ -116,6 +116,12 @@ def _postgres_cpu_seconds(datadir: Path) -> float:
     return total
 
 
+def _has_claimed(events: Path, pid: int) -> bool:
+    if not events.exists():
+        return False
+    return any(c["pid"] == pid and c["claim"] is not None for c in map(json.loads, events.read_text().splitlines()))
+
+
 def simulate(
     *,
     workers: int,
@@ -173,10 +179,11 @@ def simulate(
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        victims = rng.sample(fleet, int(len(fleet) * kill_fraction))
-        kill_at = sorted(rng.uniform(trial_seconds * 2, trial_seconds * 6) for _ in victims)
-        for victim, when in zip(victims, kill_at, strict=True):
-            time.sleep(max(when - (time.monotonic() - started), 0))
+        for victim in rng.sample(fleet, int(len(fleet) * kill_fraction)):
+            # Killed while its workers train: after its first claim, at a random moment of a trial.
+            while victim.poll() is None and not _has_claimed(events, victim.pid):
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0, trial_seconds))
             victim.send_signal(signal.SIGKILL)
             killed[victim.pid] = time.time()
         for process in fleet:
@@ -187,13 +194,14 @@ def simulate(
 
         engine = open_engine(direct)
         summaries = summarise(engine)
-        reclaim = []
+        claims = [json.loads(line) for line in events.read_text().splitlines()]
+        claimed_by = {c["claim"]: c["pid"] for c in claims if c["claim"] is not None}
+        reclaim = []  # seconds from a kill to the failing (and retrying) of a trial its process held
         for name in (s.name for s in summaries):
             for trial in optuna.load_study(study_name=name, storage=direct).trials:
-                pid = int(str(trial.user_attrs.get("worker", ":0")).rsplit(":", 1)[1])
+                pid = claimed_by.get(trial._trial_id)
                 if pid in killed and trial.state == optuna.trial.TrialState.FAIL and trial.datetime_complete:
                     reclaim.append(trial.datetime_complete.timestamp() - killed[pid])
-        claims = [json.loads(line) for line in events.read_text().splitlines()]
         ids = Counter(c["claim"] for c in claims if c["claim"] is not None)
         latencies = sorted(c["seconds"] for c in claims)
         done = sum(s.complete + s.pruned + s.failed for s in summaries)

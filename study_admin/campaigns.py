@@ -9,10 +9,11 @@ from optuna.trial import TrialState
 
 from study_admin.studies import load_definition, summary_of
 from study_contract import confirmation
-from study_contract.campaign import RULES, CampaignPlan, decide, stage_outcome
+from study_contract.campaign import RULES, CampaignPlan
 from study_contract.catalog import summarise
 from study_contract.creation import study_exists
 from study_contract.definition import StudyError
+from study_contract.stages import decide, stage_outcome
 
 
 def campaign_names(storage: optuna.storages.RDBStorage) -> list[str]:

@@ -362,8 +362,9 @@ def stage_overrides(texts: list[str]) -> dict[str, dict[str, Any]]:
 
 def run_campaign(args: argparse.Namespace, storage: Any) -> None:
     from study_admin import campaigns, display
-    from study_contract.campaign import create_campaign, plan_campaign, stage_definition
+    from study_contract.campaign import plan_campaign, stage_definition
     from study_contract.creation import unique_name
+    from study_contract.stages import create_campaign
 
     if args.verb == "create":
         if args.name is not None:

@@ -10,8 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study_contract.campaign import RULES, decide, stage_outcome
+from study_contract.campaign import RULES
 from study_contract.definition import StudyDefinition
+from study_contract.stages import decide, stage_outcome
 from study_contract.storage import open_storage
 from tests.conftest import assert_budget_accounted, run_cli, run_worker_in_process, start_worker, trials_of
 

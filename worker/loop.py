@@ -20,11 +20,11 @@ import sqlalchemy.exc
 
 from study_contract.artifacts import location as artifact_location
 from study_contract.artifacts import open_store
-from study_contract.campaign import advance, follow_up_name
 from study_contract.catalog import TuningStudy, live_counts, tuning_studies
 from study_contract.confirmation import confirmation_due, confirmation_name, create_confirmation
 from study_contract.creation import study_created
 from study_contract.definition import StudyError
+from study_contract.stages import advance, follow_up_name
 from study_contract.storage import describe_first_line, is_permanent, mask_password, open_storage, resolve_url
 from worker.config import WorkerConfig
 from worker.db import Retrier

@@ -1,0 +1,138 @@
+"""A campaign's stage studies: created, decided and advanced, each exactly once across the fleet.
+
+The plan and its rules are in ``study_contract/campaign.py``; this module reads and writes the
+studies: the first stage at ``campaign create``, then, when a stage's budget is done, its decision (the
+winner so far and why) and the next stage, or after the last stage its fresh-seed confirmation, each
+under the finished stage's lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study_contract.algorithms import algorithm
+from study_contract.campaign import CampaignPlan, stage_definition
+from study_contract.confirmation import confirmation_name, create_confirmation
+from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
+from study_contract.definition import StudyDefinition, StudyError, load_definition
+from study_contract.locks import study_lock
+from study_contract.statistics import iqm
+
+
+def create_campaign(storage: optuna.storages.BaseStorage, base: StudyDefinition, plan: CampaignPlan) -> str:
+    """Create the first stage (the baseline: SB3's defaults, one trial per seed); its study name."""
+    defaults = algorithm(base.algo).baseline(base.space, base.n_envs)
+    name = plan.study_name("baseline")
+    definition = stage_definition(base, plan, "baseline", defaults, None)
+    return create_study(storage, definition, name)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What a finished stage decided: the winner carried forward and why."""
+
+    winner_study: str
+    winner_trial: int
+    winner_value: float | None
+    params: dict[str, Any]
+    kept_previous: bool
+    reason: str
+
+
+OUTCOME_ATTR = "campaign_outcome"
+
+
+def stage_outcome(storage: optuna.storages.BaseStorage, study: str) -> StageOutcome | None:
+    """The stage's decision once recorded (a finished stage records it when the next one is created)."""
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
+    return StageOutcome(**attrs[OUTCOME_ATTR]) if attrs.get(OUTCOME_ATTR) else None
+
+
+def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDefinition) -> StageOutcome:
+    """The winner after ``study``: its best trial, unless that was only the previous winner's re-run."""
+    trials = storage.get_all_trials(storage.get_study_id_from_name(study), deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        raise StudyError(f"stage {study!r} finished without a completed trial; the campaign cannot go on")
+    if definition.stage == "baseline":
+        values = [float(t.value or 0.0) for t in complete]
+        return StageOutcome(study, complete[0].number, iqm(values), complete[0].user_attrs["hyperparams"], False,
+                            f"SB3's defaults on {len(values)} seeds: IQM {iqm(values):.2f}, "
+                            f"from {min(values):.2f} to {max(values):.2f}")  # fmt: skip
+    best = max(complete, key=lambda t: float(t.value or 0.0))
+    rerun = next((t for t in complete if t.user_attrs.get("previous_winner")), None)
+    previous = stage_outcome(storage, definition.parent) if definition.parent else None
+    if rerun is not None and previous is not None and best.number == rerun.number:
+        return replace(
+            previous,
+            kept_previous=True,
+            reason=f"no trial of {study} beat the previous winner (its re-run here scored {rerun.value:.2f})",
+        )
+    margin = ""
+    if rerun is not None and rerun.value is not None and best.value is not None:
+        margin = f", {best.value - rerun.value:+.2f} over the previous winner's re-run"
+    return StageOutcome(study, best.number, best.value, best.user_attrs["hyperparams"], False,
+                        f"trial {best.number} scored {best.value:.2f}{margin}")  # fmt: skip
+
+
+def follow_up_name(definition: StudyDefinition, study: str) -> str | None:
+    """What follows a finished campaign stage: the next stage, or the last stage's confirmation, or nothing."""
+    assert definition.campaign is not None
+    plan = CampaignPlan.from_dict(definition.campaign)
+    following = plan.next_stage(definition.stage)
+    if following is not None:
+        return plan.study_name(following)
+    return confirmation_name(study) if plan.confirm else None
+
+
+def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = True) -> str | None:
+    """Go on from finished stage ``study``: record its outcome and create the next stage, or, after the last
+    stage, its fresh-seed confirmation; each exactly once (under the stage's lock). The created study's
+    name; None when the lock is busy or it already exists.
+    """
+    definition = load_definition(storage, study)
+    if definition.campaign is None:
+        raise StudyError(f"study {study!r} is not a campaign stage")
+    plan = CampaignPlan.from_dict(definition.campaign)
+    following = plan.next_stage(definition.stage)
+    study_id = storage.get_study_id_from_name(study)
+    with study_lock(storage.engine, study_id, wait=wait) as taken:
+        if not taken:
+            return None
+        outcome = stage_outcome(storage, study)
+        if outcome is None:
+            outcome = decide(storage, study, definition)
+            storage.set_study_user_attr(study_id, OUTCOME_ATTR, asdict(outcome))
+        if following is None:
+            baseline = stage_outcome(storage, plan.study_name("baseline"))
+            confirm = plan.confirm
+        else:
+            return _create_stage(storage, plan, definition, following, outcome, study)
+    if not confirm:
+        return None
+    try:
+        return create_confirmation(storage, study, top=definition.confirm_top, seeds=definition.test_seeds,
+                                   baseline=baseline.params if baseline else None, wait=wait)  # fmt: skip
+    except StudyError:
+        return None  # another worker created it first
+
+
+def _create_stage(
+    storage: optuna.storages.RDBStorage,
+    plan: CampaignPlan,
+    definition: StudyDefinition,
+    following: str,
+    outcome: StageOutcome,
+    study: str,
+) -> str | None:
+    name = plan.study_name(following)
+    discard_unfinished(storage, name)  # a creator killed half-way left it without a definition
+    if study_exists(storage, name):
+        return None
+    nxt = stage_definition(definition, plan, following, outcome.params, study)
+    first = FixedTrial(outcome.params, {"previous_winner": True})
+    return create_study(storage, nxt, name, fixed=[first])

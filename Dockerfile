@@ -1,6 +1,6 @@
 # One image for worker, study_admin and optuna-dashboard. CPU-only torch, non-root, exec-form commands.
-# Layers: torch (from a CPU-only index) -> dependencies from pyproject.toml -> project code, so editing
-# the code rebuilds only the last, small layer.
+# Layers: torch (from a CPU-only index) -> the pinned dependencies of requirements.lock -> project code,
+# so editing the code rebuilds only the last, small layer (deploy/lock.py regenerates the lock).
 
 # The base image: pin it by digest for reproducible builds, e.g.
 #   --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest>
@@ -15,13 +15,8 @@ ARG PIP_TRUSTED_HOST=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 RUN pip install --index-url "$TORCH_INDEX_URL" ${PIP_TRUSTED_HOST:+--trusted-host "$PIP_TRUSTED_HOST"} torch==2.13.0
-# Dependencies only: an empty skeleton of the packages so that pip resolves pyproject.toml.
-COPY pyproject.toml README.md /src/
-RUN mkdir -p /src/study_contract /src/study_admin /src/worker \
- && touch /src/study_contract/__init__.py /src/study_admin/__init__.py /src/worker/__init__.py \
- && pip install "/src[train,dashboard,s3]" \
- && pip uninstall -y locomotion-tuner \
- && rm -rf /src
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock
 
 FROM ${PYTHON_IMAGE}
 # Mesa's EGL renders MuJoCo's rollout videos headless, on the CPU.
@@ -39,7 +34,8 @@ COPY --chown=tuner:tuner pyproject.toml README.md /app/
 COPY --chown=tuner:tuner study_contract /app/study_contract
 COPY --chown=tuner:tuner study_admin /app/study_admin
 COPY --chown=tuner:tuner worker /app/worker
-RUN pip install --no-cache-dir --no-deps --no-build-isolation /app
+# --no-deps: everything is in requirements.lock already; pip check proves it.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /app && pip check
 USER tuner
 WORKDIR /home/tuner
 # Healthy while the worker loop polls or its trial's training steps advance (worker/health.py).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,23 @@ def test_the_keda_query_counts_live_trials_of_unpaused_studies(pg_url: str, tiny
     with engine.connect() as conn:
         assert conn.execute(sqlalchemy.text(trigger["metadata"]["query"])).scalar() == 3
     engine.dispose()
+
+
+def test_the_lock_pins_everything_the_image_needs() -> None:
+    """requirements.lock (what the Dockerfile installs, deploy/lock.py) covers the project's dependencies."""
+    from packaging.requirements import Requirement
+
+    from deploy.lock import EXTRAS, LEFT_OUT, PROJECT, canonical, closure
+
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonical(name)] = version
+    assert set(closure(PROJECT, EXTRAS)) <= set(pins), "run python deploy/lock.py"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    direct = [*project["dependencies"], *(r for extra in EXTRAS for r in project["optional-dependencies"][extra])]
+    for text in direct:
+        requirement = Requirement(text)
+        if canonical(requirement.name) not in LEFT_OUT:
+            assert requirement.specifier.contains(pins[canonical(requirement.name)]), text

@@ -103,7 +103,8 @@ class CampaignPlan:
     """Whether the last stage's best configurations and the baseline go through fresh-seed confirmation."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON data (lists, not tuples), so a definition reads back equal to what was written."""
+        return {**asdict(self), "stages": [asdict(stage) for stage in self.stages]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CampaignPlan:

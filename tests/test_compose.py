@@ -122,7 +122,8 @@ def stack(engine: str) -> Iterator[Stack]:
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "compose.log").write_text(stack.sh("logs", "--no-color", check=False, timeout=120))
-        stack.sh("--profile", "admin", "down", "-v", "--remove-orphans", check=False, timeout=300)
+        everything = ("--profile", "admin", "--profile", "pooler")
+        stack.sh(*everything, "down", "-v", "--remove-orphans", check=False, timeout=300)
 
 
 def _demo(stack: Stack) -> str:
@@ -282,6 +283,29 @@ def test_stop_drains_in_time_and_up_resumes_from_the_same_volume(stack: Stack) -
     stack.sh("up", "-d", "--scale", "worker=2")
     wait_for(lambda: finished() > before, 300, interval=3, what="trials finished after a restart")
     print(f"\ncompose: scaled 3 -> 1 without losing a slot; last worker stopped in {stopped_after:.1f} s")
+
+
+def test_workers_can_reach_the_database_through_pgbouncer(stack: Stack, tmp_path: Path) -> None:
+    """The pooler profile: PgBouncer built from the postgres image, transaction pooling, the worker role."""
+    pooled = {**stack.env, "COMPOSE_PROFILES": "pooler"}
+    _sh(*stack.compose, "up", "-d", "--build", "pgbouncer", env=pooled, timeout=900)
+    wait_for(lambda: stack.containers("pgbouncer")[0].attrs["State"].get("Health", {}).get("Status") == "healthy",
+             120, interval=2, what="a healthy pgbouncer")  # fmt: skip
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
+    _sh(str(BIN / "study_admin"), "create", "--storage", stack.url("admin"), "--name", "e2e-pooled", "--algo", "ppo",
+        "--env", "Pendulum-v1", "--n-trials", "1", "--timesteps", "256", "--eval-episodes", "1", "--no-confirm",
+        "--space", str(tiny))  # fmt: skip
+    pooled["WORKER_DB_HOST"], pooled["WORKER_DB_PORT"] = "pgbouncer", "6432"
+    stack.sh("pause", "worker")
+    try:
+        _sh(*stack.compose, "run", "--rm", "worker", "worker", "--study", "e2e-pooled", "--max-trials", "1",
+            env=pooled, timeout=300)  # fmt: skip
+    finally:
+        stack.sh("unpause", "worker")
+    assert "user=tuner_worker" in _sh(*stack.compose, "logs", "pgbouncer", env=pooled)
+    (trial,) = trials_of(stack.url("admin"), "e2e-pooled")
+    assert trial.state == TrialState.COMPLETE
 
 
 def test_up_refuses_to_publish_the_database_with_built_in_passwords(stack: Stack) -> None:

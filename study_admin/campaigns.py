@@ -85,6 +85,8 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str,
         stages.append(row)
     last = plan.study_name(plan.stages[-1].name)
     confirmed = confirmation.report(storage, last) if study_exists(storage, last) else {"confirmed": False}
+    if confirmed["confirmed"]:
+        winner = _confirmed_winner(last, confirmed)
     return {
         "campaign": name,
         "budget_steps": plan.budget_steps,
@@ -93,3 +95,12 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str,
         "winner": winner,
         "confirmation": confirmed if confirmed.get("study") else None,
     }
+
+
+def _confirmed_winner(study: str, confirmed: dict[str, Any]) -> dict[str, Any]:
+    """The fresh-seed winner, with its gain over the baseline on the same test seeds and its uncertainty."""
+    best = next(c for c in confirmed["candidates"] if c["trial"] == confirmed["winner"])
+    baseline = confirmed["baseline"]
+    gain = None if baseline["iqm"] is None else best["iqm"] - baseline["iqm"]
+    return {"study": study, "trial": best["trial"], "value": best["iqm"], "confirmed": True, "ci": best["ci"],
+            "improvement_over_baseline": gain, "p_improvement": best["p_improvement"]}  # fmt: skip

@@ -165,7 +165,15 @@ def campaign(report: dict[str, Any]) -> str:
             )
     if report["winner"]:
         w = report["winner"]
-        lines.append(f"winner: trial {w['trial']} of {w['study']} ({format_value(w['value'])})")
+        if w.get("confirmed"):
+            gain = w["improvement_over_baseline"]
+            lines.append(
+                f"winner: trial {w['trial']} of {w['study']}, fresh-seed IQM {format_value(w['value'])} "
+                f"{_ci(w['ci'])}, {'-' if gain is None else f'{gain:+.2f}'} over the baseline, "
+                f"P(beats baseline) {format_value(w['p_improvement'])}"
+            )
+        else:
+            lines.append(f"winner: trial {w['trial']} of {w['study']} ({format_value(w['value'])}, tuning seed)")
     lines.extend(confirmation(report.get("confirmation")))
     return "\n".join(lines) + "\n"
 

@@ -2,8 +2,8 @@
 
 Plots: learning curves of the top trials (their evaluations), parameter importances (Optuna's
 default evaluator), and, once confirmed, every candidate's per-seed scores with IQM and 95 % interval
-against the baseline. The confirmation plot is also attached to the confirmation study as an artifact
-when an artifact store is configured, so the dashboard shows it.
+against the baseline. The confirmation plot is also attached to the tuned study itself as an artifact
+when an artifact store is configured, so the dashboard shows it where users look for the winner.
 """
 
 from __future__ import annotations

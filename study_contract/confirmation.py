@@ -88,12 +88,9 @@ def plan(
     if definition.stage == "confirmation":
         raise StudyError(f"study {parent!r} is a confirmation; confirm the study it follows")
     trials = storage.get_all_trials(parent_id, deepcopy=False)
-    busy = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
-    if isinstance(storage, optuna.storages.RDBStorage):
-        with storage.engine.connect() as conn:  # failed trials still owed a retry count as unfinished
-            busy += list(failures(conn, parent_id).get(parent_id, {}).values()).count("lost")
+    busy = trials_to_run(storage, parent_id)
     if busy:
-        raise StudyError(
+        raise StudyBusy(
             f"study {parent!r} still has {busy} trial(s) to run; its confirmation starts when they are done"
         )
     top = top or definition.confirm_top
@@ -127,6 +124,19 @@ def plan(
         for key, params in [*((c.trial, c.params) for c in picks), (BASELINE, baseline)]
     ]
     return confirmation, fixed
+
+
+class StudyBusy(StudyError):
+    """The study's budget is not done yet (trials waiting, running or owed a retry): try again later."""
+
+
+def trials_to_run(storage: optuna.storages.BaseStorage, study_id: int) -> int:
+    """WAITING and RUNNING trials, and failed ones still owed a retry (lost slots a worker will restore)."""
+    trials = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return len(trials)
+    with storage.engine.connect() as conn:
+        return len(trials) + list(failures(conn, study_id).get(study_id, {}).values()).count("lost")
 
 
 def create_confirmation(

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from study_contract.algorithms import algorithm
 from study_contract.campaign import CampaignPlan, stage_definition
-from study_contract.confirmation import confirmation_name, create_confirmation
+from study_contract.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
 from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.definition import StudyDefinition, StudyError, load_definition
 from study_contract.locks import study_lock
@@ -105,6 +105,9 @@ def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = Tru
             return None
         outcome = stage_outcome(storage, study)
         if outcome is None:
+            busy = trials_to_run(storage, study_id)
+            if busy:
+                raise StudyBusy(f"stage {study!r} still has {busy} trial(s) to run; the next stage waits for them")
             outcome = decide(storage, study, definition)
             storage.set_study_user_attr(study_id, OUTCOME_ATTR, asdict(outcome))
         if following is None:

@@ -17,7 +17,7 @@ CONFIDENCE = 0.95
 
 
 def iqm(scores: Sequence[float]) -> float:
-    """Interquartile mean: the mean of the middle half (a quarter trimmed from each end, fractionally)."""
+    """Interquartile mean: the mean of the scores left after trimming int(n/4) from each end (as rliable)."""
     from scipy.stats import trim_mean
 
     return float(trim_mean(list(scores), 0.25))

@@ -11,8 +11,10 @@ import pytest
 from optuna.trial import TrialState
 
 from study_contract.campaign import RULES
+from study_contract.confirmation import StudyBusy
+from study_contract.creation import study_exists
 from study_contract.definition import StudyDefinition
-from study_contract.stages import decide, stage_outcome
+from study_contract.stages import advance, decide, stage_outcome
 from study_contract.storage import open_storage
 from tests.conftest import assert_budget_accounted, run_cli, run_worker_in_process, start_worker, trials_of
 
@@ -75,9 +77,14 @@ def test_a_campaign_runs_its_four_stages_and_confirmation_unattended(storage_url
     assert [s["stage"] for s in shown["stages"]] == ["baseline", "coarse", "schedule", "finetune"]
     assert all(s["state"] == "finished" and s["env_steps"] > 0 for s in shown["stages"])
     assert set(shown["stages"][2]["fixed"]) >= {"n_steps", "batch_size"}
-    assert shown["winner"]["study"].startswith("ladder:") and shown["confirmation"]["confirmed"] is True
+    confirmed = shown["confirmation"]
+    assert confirmed["confirmed"] is True
+    assert (shown["winner"]["study"], shown["winner"]["trial"]) == ("ladder:4-finetune", confirmed["winner"])
+    best = next(c for c in confirmed["candidates"] if c["trial"] == confirmed["winner"])
+    assert shown["winner"]["value"] == best["iqm"]
+    assert shown["winner"]["improvement_over_baseline"] == pytest.approx(best["iqm"] - confirmed["baseline"]["iqm"])
     table = run_cli("study_admin", "campaign", "show", "ladder", "--storage", storage_url).stdout
-    assert "winner: trial" in table and "confirmation  ladder:4-finetune:confirm" in table
+    assert "fresh-seed IQM" in table and "confirmation  ladder:4-finetune:confirm" in table
     listed = run_cli("study_admin", "campaign", "list", "--storage", storage_url).stdout
     assert "ladder" in listed and "finetune" in listed
 
@@ -97,6 +104,23 @@ def test_a_stage_that_does_not_improve_keeps_the_previous_winner(pg_url: str) ->
     assert outcome.kept_previous is True and previous is not None
     assert (outcome.winner_study, outcome.params) == (previous.winner_study, previous.params)
     assert outcome.reason == "no trial of flat:2-coarse beat the previous winner (its re-run here scored -100.00)"
+
+
+def test_a_stage_owing_a_retry_does_not_advance_until_it_is_run(pg_url: str) -> None:
+    _create(pg_url, "owed", "--no-confirm")
+    run_worker_in_process(pg_url, study="owed:1-baseline", max_trials=1)
+    storage = open_storage(pg_url)
+    lost = trials_of(pg_url, "owed:1-baseline")[1]  # its worker died between failing it and queueing the retry
+    storage.set_trial_state_values(lost._trial_id, state=TrialState.RUNNING)
+    storage.set_trial_user_attr(lost._trial_id, "retry", True)
+    storage.set_trial_state_values(lost._trial_id, state=TrialState.FAIL)
+    with pytest.raises(StudyBusy, match="stage 'owed:1-baseline' still has 1 trial"):
+        advance(storage, "owed:1-baseline")
+    assert not study_exists(storage, "owed:2-coarse")
+
+    run_worker_in_process(pg_url, study="owed:1-baseline")  # restores the slot, runs it, then advances
+    assert_budget_accounted(pg_url, "owed:1-baseline", 2)
+    assert study_exists(storage, "owed:2-coarse")
 
 
 def test_a_kill_while_advancing_leaves_exactly_one_next_stage(pg_url: str, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import sqlalchemy.exc
 from study_contract.artifacts import location as artifact_location
 from study_contract.artifacts import open_store
 from study_contract.catalog import TuningStudy, live_counts, tuning_studies
-from study_contract.confirmation import confirmation_due, confirmation_name, create_confirmation
+from study_contract.confirmation import StudyBusy, confirmation_due, confirmation_name, create_confirmation
 from study_contract.creation import study_created
 from study_contract.definition import StudyError
 from study_contract.stages import advance, follow_up_name
@@ -156,6 +156,8 @@ class Worker:
         try:
             created = self.retry("creating a follow-up", lambda: create(self.storage, study.name))
             crash_point("followed-up")
+        except StudyBusy:  # a lost slot is being restored: the study is not finished after all
+            return False
         except StudyError as exc:  # nothing to follow up with, or another worker was quicker
             self._followed.add(study.study_id)
             log.info("study %s: no follow-up (%s)", study.name, exc)

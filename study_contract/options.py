@@ -14,6 +14,7 @@ import argparse
 import ast
 import inspect
 import textwrap
+import threading
 import types
 import typing
 from collections.abc import Mapping
@@ -108,12 +109,16 @@ def _value_type(hint: Any) -> type:
 
 
 _OPTIONS: dict[type, list[Option]] = {}
+# Computing them parses source with ``ast``, which CPython 3.11 does not allow from two threads at once
+# ("AST constructor recursion depth mismatch"): a fleet benchmark's worker threads met it.
+_OPTIONS_LOCK = threading.Lock()
 
 
 def options_of(cls: type) -> list[Option]:
     """One :class:`Option` per field of the dataclass ``cls`` that the command line may set (computed once)."""
-    if cls not in _OPTIONS:
-        _OPTIONS[cls] = _options(cls)
+    with _OPTIONS_LOCK:
+        if cls not in _OPTIONS:
+            _OPTIONS[cls] = _options(cls)
     return _OPTIONS[cls]
 
 

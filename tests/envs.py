@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import gymnasium
@@ -73,3 +74,24 @@ def unrenderable_pendulum(**kwargs: Any) -> gymnasium.Env:
 UNRENDERABLE_PENDULUM = "tests/UnrenderablePendulum-v0"
 if UNRENDERABLE_PENDULUM not in gymnasium.envs.registry:
     gymnasium.register(UNRENDERABLE_PENDULUM, entry_point="tests.envs:unrenderable_pendulum", max_episode_steps=200)
+
+
+class Slow(gymnasium.Wrapper):
+    """Pendulum whose every step takes ``delay`` seconds: evaluations and videos that take long."""
+
+    def __init__(self, env: gymnasium.Env, delay: float) -> None:
+        super().__init__(env)
+        self.delay = delay
+
+    def step(self, action):
+        time.sleep(self.delay)
+        return self.env.step(action)
+
+
+def slow_pendulum(delay: float = 0.05, **kwargs: Any) -> gymnasium.Env:
+    return Slow(gymnasium.make("Pendulum-v1", **kwargs), delay)
+
+
+SLOW_PENDULUM = "tests/SlowPendulum-v0"
+if SLOW_PENDULUM not in gymnasium.envs.registry:
+    gymnasium.register(SLOW_PENDULUM, entry_point="tests.envs:slow_pendulum", max_episode_steps=200)

@@ -300,6 +300,42 @@ def test_the_health_file_follows_training_progress_not_the_heartbeat(
     assert is_fresh(str(health), max_age)
 
 
+def test_long_evaluations_and_videos_keep_the_worker_healthy(pg_url: str, tmp_path: Path) -> None:
+    from study_contract.artifacts import VIDEO, trial_artifacts
+    from tests.envs import SLOW_PENDULUM
+    from worker.config import WorkerConfig
+    from worker.health import is_fresh
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
+    argv = ["create", "--storage", pg_url, "--name", "patient", "--algo", "ppo", "--env", SLOW_PENDULUM, "--n-trials",
+            "1", "--timesteps", "128", "--n-evaluations", "1", "--eval-episodes", "1", "--space", str(space),
+            "--no-baseline", "--no-confirm"]  # fmt: skip
+    assert admin(argv) == 0
+    health = tmp_path / "alive"
+    settings: dict[str, Any] = {"health_file": str(health), "heartbeat_interval": 2, "poll_interval": 0.2}
+    max_age = WorkerConfig(**settings).health_max_age  # 6 s: an evaluation episode and a video take 10 s each
+    stale: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            if health.exists() and not is_fresh(str(health), max_age):
+                stale.append(time.monotonic())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run_worker_in_process(pg_url, artifact_dir=str(tmp_path / "artifacts"), **settings)
+    finally:
+        done.set()
+        watcher.join()
+    (trial,) = trials_of(pg_url, "patient")
+    assert trial.state == TrialState.COMPLETE and VIDEO in trial_artifacts(trial)
+    assert trial.user_attrs["eval_seconds"] > max_age and trial.user_attrs["video_frames"] == 201
+    assert stale == []
+
+
 def test_old_studies_keep_their_exponent_parameters_and_still_run(pg_url: str, tmp_path: Path) -> None:
     """A schema-1 study created by the previous release keeps running under this worker."""
     fixture = Path(__file__).parent / "fixtures" / "definitions" / "v1_ppo_custom_space.json"

@@ -14,7 +14,7 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from study_contract.catalog import format_duration
 from worker.faults import crash_point
-from worker.health import touch
+from worker.health import Pulse
 from worker.shutdown import ShutdownFlag
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,11 @@ class TrialEvalCallback(EvalCallback):
         eval_freq: int,
         final_step: int,
         retry: Callable[[str, Callable[[], Any]], Any],
+        pulse: Pulse,
     ) -> None:
         super().__init__(eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq, deterministic=True, verbose=0)
         self.final_step = final_step
+        self.pulse = pulse
         self.trial = trial
         self.retry = retry
         self.pruned = False
@@ -83,6 +85,11 @@ class TrialEvalCallback(EvalCallback):
             raise DivergedError(f"evaluation mean reward is {value} at step {self.num_timesteps}")
         self.curve.append([self.num_timesteps, value])
         return value
+
+    def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        """Called by SB3 at every evaluation step: a long evaluation is progress too."""
+        super()._log_success_callback(locals_, globals_)
+        self.pulse()
 
     def _on_step(self) -> bool:
         if self.n_calls % self.eval_freq or self.num_timesteps >= self.final_step:
@@ -177,11 +184,9 @@ class TrialProgress(BaseCallback):
     """Progress lines, progress records for ``study_admin``, the health file, and the trial's time limit.
 
     A line is logged at each evaluation and otherwise every ``interval`` seconds; the same numbers go
-    to ``record`` (the trial's ``progress`` attribute). The health file is touched while steps advance,
-    so a hung training step makes the worker unhealthy.
+    to ``record`` (the trial's ``progress`` attribute). The health file is touched (``pulse``) while
+    steps advance, so a hung training step makes the worker unhealthy.
     """
-
-    HEALTH_EVERY = 5.0
 
     def __init__(
         self,
@@ -190,7 +195,7 @@ class TrialProgress(BaseCallback):
         *,
         interval: float,
         record: Callable[[dict[str, Any]], None],
-        health_file: str | None,
+        pulse: Pulse,
         max_seconds: float | None,
     ) -> None:
         super().__init__()
@@ -198,19 +203,14 @@ class TrialProgress(BaseCallback):
         self.clock = clock
         self.interval = interval
         self.record = record
-        self.health_file = health_file
+        self.pulse = pulse
         self.max_seconds = max_seconds
-        self._last_line = self._last_touch = time.monotonic()
+        self._last_line = time.monotonic()
         self._evals_seen = 0
-
-    def _on_training_start(self) -> None:
-        touch(self.health_file)
 
     def _on_step(self) -> bool:
         now = time.monotonic()
-        if now - self._last_touch >= self.HEALTH_EVERY:
-            touch(self.health_file)
-            self._last_touch = now
+        self.pulse()
         if self.max_seconds is not None and self.clock.seconds > self.max_seconds:
             raise TrialTimeout(
                 f"trial ran {self.clock.seconds:.0f} s, longer than --max-trial-seconds={self.max_seconds:g}"

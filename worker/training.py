@@ -25,6 +25,7 @@ from study_contract.definition import EVAL_SEED_OFFSET, StudyDefinition, derive_
 from study_contract.schedules import make_schedule
 from worker.artifacts import TrialArtifacts
 from worker.callbacks import DrainOnShutdown, StopOnNonFinite, TrainingClock, TrialEvalCallback, TrialProgress
+from worker.health import Pulse
 from worker.shutdown import ShutdownFlag
 
 ACTIVATION_FNS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
@@ -94,6 +95,7 @@ def train_trial(
     definition: StudyDefinition, params: dict[str, Any], seed: int, trial: optuna.Trial, options: TrainingOptions
 ) -> TrainingResult:
     train_env, eval_env = make_envs(definition, bool(params.get("normalize", False)), seed)
+    pulse = Pulse(options.health_file)
     try:
         model = build_model(definition, params, train_env, seed)
         evaluator = TrialEvalCallback(
@@ -103,6 +105,7 @@ def train_trial(
             eval_freq=max(definition.eval_every // definition.n_envs, 1),
             final_step=definition.timesteps,
             retry=options.retry,
+            pulse=pulse,
         )
         clock = TrainingClock(evaluator, definition.timesteps)
         drain = DrainOnShutdown(options.shutdown, clock, options.drain_seconds)
@@ -111,7 +114,7 @@ def train_trial(
             clock,
             interval=options.progress_interval,
             record=options.record_progress,
-            health_file=options.health_file,
+            pulse=pulse,
             max_seconds=options.max_seconds,
         )
         # Park the worker's long-lived objects (Optuna, SQLAlchemy, ...) outside the garbage collector's
@@ -133,7 +136,7 @@ def train_trial(
         wall_seconds = time.perf_counter() - started
         extra = {}
         if options.artifacts is not None:
-            extra = options.artifacts.save(model, train_env, evaluator.curve, outcome, evaluator.last_value)
+            extra = options.artifacts.save(model, train_env, evaluator.curve, outcome, evaluator.last_value, pulse)
         return TrainingResult(
             outcome=outcome,
             value=evaluator.last_value,

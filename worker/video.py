@@ -6,6 +6,7 @@ image ships Mesa's EGL), and imageio-ffmpeg brings its own ffmpeg with libx264.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,13 @@ MAX_FRAMES = 1000
 WIDTH, HEIGHT = 320, 240
 
 
-def record_episode(model: Any, env_id: str, train_env: VecEnv, path: Path, *, seed: int) -> int:
-    """Write one deterministic episode (at most ``MAX_FRAMES`` frames) to ``path``; the number of frames."""
+def record_episode(
+    model: Any, env_id: str, train_env: VecEnv, path: Path, *, seed: int, on_frame: Callable[[], None]
+) -> int:
+    """Write one deterministic episode (at most ``MAX_FRAMES`` frames) to ``path``; the number of frames.
+
+    ``on_frame`` is called at each frame rendered (the worker's health pulse: rendering is progress).
+    """
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", width=WIDTH, height=HEIGHT)
     except TypeError:  # tasks without a camera size (classic control) render at their own
@@ -33,6 +39,7 @@ def record_episode(model: Any, env_id: str, train_env: VecEnv, path: Path, *, se
             action, _ = model.predict(normalize(obs), deterministic=True)
             obs, _, terminated, truncated, _ = env.step(action)
             frames.append(env.render())
+            on_frame()
             if terminated or truncated:
                 break
         fps = int(env.metadata.get("render_fps") or 30)

@@ -143,7 +143,7 @@ def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int 
         return trial
     runs = storage.get_all_trials(study_id_of(storage, confirmation.confirmation_name(name)), deepcopy=False)
     mine = [t for t in runs if t.user_attrs.get(confirmation.CANDIDATE_ATTR) == config["trial"] and t.value is not None]
-    return max(mine, key=lambda t: cast(float, t.value), default=trial)
+    return max(mine, key=lambda t: (MODEL in trial_artifacts(t), cast(float, t.value)), default=trial)
 
 
 def configuration(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:

@@ -74,6 +74,30 @@ def test_the_best_trial_leaves_a_model_a_curve_and_a_video(storage_url: str, spa
     assert mean == pytest.approx(best.value, rel=1e-6)  # the worker's final evaluation, reproduced exactly
 
 
+def test_every_confirmation_candidate_keeps_its_best_runs_model_and_video(pg_url: str, space: Path,
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    artifacts = tmp_path / "artifacts"
+    argv = ["create", "--storage", pg_url, "--name", "sure", "--algo", "ppo", "--env", "InvertedPendulum-v5",
+            "--n-trials", "2", "--timesteps", "1024", "--n-evaluations", "1", "--eval-episodes", "3", "--space",
+            str(space), "--confirm-top", "2", "--test-seeds", "2"]  # fmt: skip
+    assert admin(argv) == 0
+    run_worker_in_process(pg_url, artifact_dir=str(artifacts))
+    runs = [t for t in trials_of(pg_url, "sure:confirm") if t.state == TrialState.COMPLETE]
+    by_candidate: dict[object, list[optuna.trial.FrozenTrial]] = {}
+    for run in runs:
+        by_candidate.setdefault(run.user_attrs["candidate"], []).append(run)
+    assert len(by_candidate) >= 2 and all(len(mine) == 2 for mine in by_candidate.values())
+    for mine in by_candidate.values():
+        first = min(mine, key=lambda t: t.datetime_complete)  # the best so far of its candidate when it finished
+        assert {MODEL, VIDEO} <= set(trial_artifacts(first)), trial_artifacts(first)
+
+    out = tmp_path / "download"
+    downloaded = run_cli("study_admin", "download", "sure", "--storage", pg_url, "--artifact-dir", str(artifacts),
+                         "--out", str(out))  # fmt: skip
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert {MODEL, VIDEO} <= {p.name for p in out.iterdir()}
+
+
 def test_save_models_none_and_all(pg_url: str, space: Path, tmp_path: Path) -> None:
     _create(pg_url, "none", space, "--save-models", "none")
     _create(pg_url, "all", space, "--save-models", "all")

@@ -1,5 +1,6 @@
 """What a trial leaves behind in the artifact store: its learning curve, and its model and video when it
-is the study's best so far (or always, or never: the study's ``save_models``).
+is the study's best so far (or always, or never: the study's ``save_models``); in a confirmation study,
+its candidate's best run so far, so a confirmed winner always has a model and a video to download.
 
 Uploads happen before the trial is told, because Optuna refuses to change a finished trial. A video
 that cannot be rendered never fails the trial: the reason is recorded as ``video_error``. Models are
@@ -22,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from study_contract.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
 from study_contract.storage import describe_first_line
+from worker.health import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,19 @@ class TrialArtifacts:
     """Saves one trial's files; :meth:`save` returns the attributes to record on the trial."""
 
     def __init__(
-        self, store: Any, trial: optuna.Trial, *, save_models: str, video: bool, env_id: str, seed: int
+        self,
+        store: Any,
+        trial: optuna.Trial,
+        *,
+        save_models: str,
+        env_id: str,
+        seed: int,
+        rivals: tuple[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.trial = trial
         self.save_models = save_models
-        self.video = video
+        self.rivals = rivals
         self.env_id = env_id
         self.seed = seed
 
@@ -44,23 +53,28 @@ class TrialArtifacts:
                         mimetype=MIMETYPES[path.name])  # fmt: skip
 
     def _best_so_far(self, value: float | None) -> bool:
+        """Better than every completed trial, or, with ``rivals`` = (attribute, value), every completed trial
+        that shares it (a confirmation candidate's other seeds: each candidate keeps its best run's files)."""
         study = self.trial.study
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if self.rivals is not None:
+            key, mine = self.rivals
+            complete = [t for t in complete if t.user_attrs.get(key) == mine]
         best = max((t.value for t in complete if t.value is not None), default=None)
         return value is not None and (best is None or value > best)
 
     def save(
-        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None
+        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None, pulse: Pulse
     ) -> dict[str, Any]:
         try:
-            return self._save(model, train_env, curve, outcome, value)
+            return self._save(model, train_env, curve, outcome, value, pulse)
         except Exception as exc:  # noqa: BLE001 - a full or unreachable store must not cost the trial
             reason = f"{type(exc).__name__}: {describe_first_line(exc)}"
             log.warning("trial %d: artifacts not saved (%s)", self.trial.number, reason)
             return {"artifact_error": reason[:500]}
 
     def _save(
-        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None
+        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None, pulse: Pulse
     ) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="trial-artifacts-") as work:
@@ -78,15 +92,15 @@ class TrialArtifacts:
                     train_env.save(str(folder / NORMALIZATION))
                     self._upload(folder / NORMALIZATION)
                 attrs["saved_model"] = True
-            if best and self.video:
-                attrs.update(self._video(model, train_env, folder / VIDEO))
+            if best:
+                attrs.update(self._video(model, train_env, folder / VIDEO, pulse))
         return attrs
 
-    def _video(self, model: Any, train_env: VecEnv, path: Path) -> dict[str, Any]:
+    def _video(self, model: Any, train_env: VecEnv, path: Path, pulse: Pulse) -> dict[str, Any]:
         from worker.video import record_episode
 
         try:
-            frames = record_episode(model, self.env_id, train_env, path, seed=self.seed)
+            frames = record_episode(model, self.env_id, train_env, path, seed=self.seed, on_frame=pulse)
             self._upload(path)
         except Exception as exc:  # noqa: BLE001 - a video is a bonus; rendering must never fail the trial
             reason = f"{type(exc).__name__}: {describe_first_line(exc)}"

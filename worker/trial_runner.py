@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from study_contract.algorithms import algorithm
 from study_contract.catalog import FAIL_REASON_ATTR, PROGRESS_ATTR, RETRY_ATTR, WORKER_ATTR, TuningStudy
+from study_contract.confirmation import CANDIDATE_ATTR
 from study_contract.definition import SEED_SPACE, StudyDefinition
 from worker.config import WorkerConfig
 from worker.db import DatabaseUnavailable, Retrier, RetryAborted
@@ -133,6 +134,9 @@ def _run(ctx: TrialContext) -> str:
     seed = int(trial.user_attrs.get("seed", definition.trial_seed(number)))
     _record(ctx, trial, {"seed": seed, "hyperparams": params, WORKER_ATTR: WORKER_ID})
     log.info("trial %d of %s: %s seed=%d", number, ctx.study.name, params, seed)
+    # A confirmation run competes with its candidate's other seeds for keeping a model and a video.
+    confirming = definition.stage == "confirmation"
+    rivals = (CANDIDATE_ATTR, trial.user_attrs.get(CANDIDATE_ATTR)) if confirming else None
     options = TrainingOptions(
         shutdown=ctx.shutdown,
         drain_seconds=ctx.config.drain_seconds,
@@ -148,7 +152,7 @@ def _run(ctx: TrialContext) -> str:
             ctx.artifact_store,
             trial,
             save_models=definition.save_models,
-            video=definition.stage != "confirmation",
+            rivals=rivals,
             env_id=definition.env_id,
             seed=seed,
         ),  # fmt: skip

@@ -88,7 +88,8 @@ def test_every_confirmation_candidate_keeps_its_best_runs_model_and_video(pg_url
         by_candidate.setdefault(run.user_attrs["candidate"], []).append(run)
     assert len(by_candidate) >= 2 and all(len(mine) == 2 for mine in by_candidate.values())
     for mine in by_candidate.values():
-        first = min(mine, key=lambda t: t.datetime_complete)  # the best so far of its candidate when it finished
+        finished = {t.number: t.datetime_complete.timestamp() for t in mine if t.datetime_complete}
+        first = min(mine, key=lambda t: finished[t.number])  # its candidate's first run is its best so far
         assert {MODEL, VIDEO} <= set(trial_artifacts(first)), trial_artifacts(first)
 
     out = tmp_path / "download"

@@ -212,6 +212,29 @@ def test_a_claim_that_never_heartbeat_returns_to_waiting(storage_url: str, tiny_
     assert storage.get_trial(trial_id).state == TrialState.WAITING
 
 
+@pytest.mark.parametrize(("point", "returns"), [("setup", True), ("evaluation", False)])
+def test_a_worker_killed_before_training_gives_its_trial_back_to_waiting(
+    storage_url: str, tiny_space: Path, tmp_path: Path, point: str, returns: bool
+) -> None:
+    """Killed in setup: the same trial waits again and no retry is spent; killed while training: a linked retry."""
+    from worker.slots import maintain
+
+    create_tiny_study(storage_url, "setup", tiny_space, 1, 256, "--no-baseline", "--eval-every", "128")
+    victim = start_worker(storage_url, "--poll-interval", "0.2", "--heartbeat-interval", "1", "--study", "setup",
+                          log=tmp_path / "victim.log", env={"WORKER_CRASH_AT": point})  # fmt: skip
+    assert victim.wait(timeout=120) == -signal.SIGKILL
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study_id = storage.get_study_id_from_name("setup")
+    (claimed,) = trials_of(storage_url, "setup")
+    time.sleep(3)
+    done = maintain(storage, study_id, grace_period=2, max_retry=3)
+    assert (done.released, done.stale) == (([claimed._trial_id], []) if returns else ([], [claimed.number]))
+    states = [t.state for t in trials_of(storage_url, "setup")]
+    assert states == ([TrialState.WAITING] if returns else [TrialState.FAIL, TrialState.WAITING])
+    run_worker_in_process(storage_url, study="setup")
+    assert_budget_accounted(storage_url, "setup", 1)
+
+
 def test_retries_are_bounded_by_the_studys_max_retry_and_say_so(storage_url: str, tiny_space: Path) -> None:
     from worker.slots import claim, maintain
 

@@ -137,7 +137,7 @@ def _running(conn: sqlalchemy.Connection, study_id: int) -> list[tuple[int, date
 def maintain(
     storage: optuna.storages.RDBStorage, study_id: int, *, grace_period: float, max_retry: int, wait: bool = False
 ) -> Maintenance:
-    """Under the study's lock: fail stale trials (and retry them), release claims that never started,
+    """Under the study's lock: fail stale trials (and retry them), release claims that never started training,
     and queue the retries that a killed worker did not. Idempotent; skipped when another process holds
     the lock (``wait=False``)."""
     done = Maintenance()
@@ -174,9 +174,13 @@ def _fail_stale(
     done: Maintenance,
 ) -> None:
     trial = storage.get_trial(trial_id)
+    if WORKER_ATTR not in trial.user_attrs:  # recorded as training starts: it died in setup, no retry spent
+        release(storage, trial_id)
+        done.released.append(trial_id)
+        return
     retries = trial.system_attrs.get(STALE_RETRIES, 0)
     retry = retries < max_retry
-    who = trial.user_attrs.get(WORKER_ATTR, "its worker")
+    who = trial.user_attrs[WORKER_ATTR]
     reason = f"{who} stopped sending heartbeats (none for {grace_period:.0f} s)"
     if not retry:
         reason += f"; not retried: its {retries} retries used up max_retry={max_retry}"

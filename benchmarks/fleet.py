@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def run_process(url: str, workers: int, seconds: float, events: Path) -> None:
     def claim(storage: Any, study_id: int) -> int | None:
         started = time.perf_counter()
         trial_id = real_claim(storage, study_id)
-        record = {"claim": trial_id, "seconds": time.perf_counter() - started, "pid": os.getpid()}
+        record = {"claim": trial_id, "seconds": time.perf_counter() - started, "pid": os.getpid(), "at": time.time()}
         with lock:
             out.write(json.dumps(record) + "\n")
         return trial_id
@@ -195,14 +195,26 @@ def simulate(
         engine = open_engine(direct)
         summaries = summarise(engine)
         claims = [json.loads(line) for line in events.read_text().splitlines()]
-        claimed_by = {c["claim"]: c["pid"] for c in claims if c["claim"] is not None}
-        reclaim = []  # seconds from a kill to the failing (and retrying) of a trial its process held
+        claimants: dict[int, list[dict[str, Any]]] = {}
+        for c in claims:
+            if c["claim"] is not None:
+                claimants.setdefault(c["claim"], []).append(c)
+        claimed_by = {trial_id: mine[0]["pid"] for trial_id, mine in claimants.items()}
+        # A trial claimed again is a double claim unless its claimant was killed and it was given back to
+        # WAITING (died before training): then the second claim is its reclaim.
+        double = 0
+        reclaim = []  # seconds from a kill to the failing (and retrying) or the re-claiming of a trial it held
+        for mine in claimants.values():
+            for before, after in pairwise(mine):
+                if before["pid"] in killed:
+                    reclaim.append(after["at"] - killed[before["pid"]])
+                else:
+                    double += 1
         for name in (s.name for s in summaries):
             for trial in optuna.load_study(study_name=name, storage=direct).trials:
                 pid = claimed_by.get(trial._trial_id)
                 if pid in killed and trial.state == optuna.trial.TrialState.FAIL and trial.datetime_complete:
                     reclaim.append(trial.datetime_complete.timestamp() - killed[pid])
-        ids = Counter(c["claim"] for c in claims if c["claim"] is not None)
         latencies = sorted(c["seconds"] for c in claims)
         done = sum(s.complete + s.pruned + s.failed for s in summaries)
         return {
@@ -216,7 +228,7 @@ def simulate(
             "claim_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1) if latencies else None,
             "peak_connections": peak,
             "postgres_cpu_cores": round(cpu / wall, 2),
-            "double_claims": sum(n - 1 for n in ids.values() if n > 1),
+            "double_claims": double,
             "budget_exact": all(
                 s.accounted == s.n_trials and s.lost == 0 and not s.running and not s.waiting for s in summaries
             ),  # fmt: skip

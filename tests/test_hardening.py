@@ -226,8 +226,14 @@ def test_a_worker_killed_before_training_gives_its_trial_back_to_waiting(
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
     study_id = storage.get_study_id_from_name("setup")
     (claimed,) = trials_of(storage_url, "setup")
-    time.sleep(3)
-    done = maintain(storage, study_id, grace_period=2, max_retry=3)
+    passes = []
+
+    def reclaimed() -> bool:
+        passes.append(maintain(storage, study_id, grace_period=2, max_retry=3))
+        return bool(passes[-1].released or passes[-1].stale)
+
+    wait_for(reclaimed, 30, interval=0.5, what="the victim's trial reclaimed")
+    done = passes[-1]
     assert (done.released, done.stale) == (([claimed._trial_id], []) if returns else ([], [claimed.number]))
     states = [t.state for t in trials_of(storage_url, "setup")]
     assert states == ([TrialState.WAITING] if returns else [TrialState.FAIL, TrialState.WAITING])

@@ -109,6 +109,7 @@ def stack(engine: str) -> Iterator[Stack]:
         "PIP_TRUSTED_HOST": engine.split("//", 1)[1].split(":", 1)[0],
         "DB_PORT": str(free_port()),
         "DASHBOARD_PORT": str(free_port()),
+        "PGBOUNCER_PORT": str(free_port()),
         "DEMO_N_TRIALS": "40",
         "DEMO_TIMESTEPS": "1024",
         "WORKER_DRAIN_SECONDS": "30",

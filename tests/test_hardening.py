@@ -212,12 +212,12 @@ def test_a_claim_that_never_heartbeat_returns_to_waiting(storage_url: str, tiny_
     assert storage.get_trial(trial_id).state == TrialState.WAITING
 
 
-@pytest.mark.parametrize(("point", "returns"), [("setup", True), ("evaluation", False)])
-def test_a_worker_killed_before_training_gives_its_trial_back_to_waiting(
-    storage_url: str, tiny_space: Path, tmp_path: Path, point: str, returns: bool
+@pytest.mark.parametrize(("point", "spends_a_retry"), [("setup", False), ("evaluation", True)])
+def test_a_worker_killed_before_training_spends_no_retry(
+    storage_url: str, tiny_space: Path, tmp_path: Path, point: str, spends_a_retry: bool
 ) -> None:
-    """Killed in setup: the same trial waits again and no retry is spent; killed while training: a linked retry."""
-    from worker.slots import maintain
+    """Killed in setup: queued again, no retry spent; killed while training: a retry of its max_retry."""
+    from worker.slots import STALE_RETRIES, maintain
 
     create_tiny_study(storage_url, "setup", tiny_space, 1, 256, "--no-baseline", "--eval-every", "128")
     victim = start_worker(storage_url, "--poll-interval", "0.2", "--heartbeat-interval", "1", "--study", "setup",
@@ -226,17 +226,19 @@ def test_a_worker_killed_before_training_gives_its_trial_back_to_waiting(
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
     study_id = storage.get_study_id_from_name("setup")
     (claimed,) = trials_of(storage_url, "setup")
-    passes = []
+    passes: list[Any] = []
 
     def reclaimed() -> bool:
         passes.append(maintain(storage, study_id, grace_period=2, max_retry=3))
-        return bool(passes[-1].released or passes[-1].stale)
+        return bool(passes[-1].requeued or passes[-1].stale)
 
     wait_for(reclaimed, 30, interval=0.5, what="the victim's trial reclaimed")
     done = passes[-1]
-    assert (done.released, done.stale) == (([claimed._trial_id], []) if returns else ([], [claimed.number]))
-    states = [t.state for t in trials_of(storage_url, "setup")]
-    assert states == ([TrialState.WAITING] if returns else [TrialState.FAIL, TrialState.WAITING])
+    assert (done.requeued, done.stale) == (([], [claimed.number]) if spends_a_retry else ([claimed.number], []))
+    failed, queued = trials_of(storage_url, "setup")
+    assert (failed.state, queued.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert queued.system_attrs["failed_trial"] == failed.number
+    assert queued.system_attrs[STALE_RETRIES] == int(spends_a_retry)
     run_worker_in_process(storage_url, study="setup")
     assert_budget_accounted(storage_url, "setup", 1)
 

@@ -113,6 +113,7 @@ class Maintenance:
     stale: list[int] = field(default_factory=list)
     exhausted: list[int] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
     restored: list[int] = field(default_factory=list)
     skipped: bool = False
 
@@ -159,7 +160,7 @@ def maintain(
             failed = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
             enqueue_retry(storage, study_id, failed, stale=False)
             done.restored.append(number)
-    for kind in ("stale", "exhausted", "released", "restored"):
+    for kind in ("stale", "exhausted", "released", "requeued", "restored"):
         if getattr(done, kind):
             log.info("study id %d: %s trials %s", study_id, kind, getattr(done, kind))
     return done
@@ -174,9 +175,13 @@ def _fail_stale(
     done: Maintenance,
 ) -> None:
     trial = storage.get_trial(trial_id)
-    if WORKER_ATTR not in trial.user_attrs:  # recorded as training starts: it died in setup, no retry spent
-        release(storage, trial_id)
-        done.released.append(trial_id)
+    if WORKER_ATTR not in trial.user_attrs:  # recorded as training starts: it stopped in setup
+        # Queued again without spending a retry. Not put back to WAITING under the same number: a worker
+        # that is alive but starved of CPU would go on with it, and two workers would run one trial.
+        reason = f"its worker stopped before training (no heartbeat for {grace_period:.0f} s); queued again"
+        if _fail(storage, trial_id, {FAIL_REASON_ATTR: reason, RETRY_ATTR: True}):
+            enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=False)
+            done.requeued.append(trial.number)
         return
     retries = trial.system_attrs.get(STALE_RETRIES, 0)
     retry = retries < max_retry

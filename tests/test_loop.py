@@ -56,24 +56,6 @@ def test_is_idle_waits_for_work_but_not_for_paused_studies(storage_url: str, tin
     assert worker.run_once() is False  # paused: nothing is handed out
 
 
-def test_is_idle_waits_while_another_worker_creates_a_confirmation(
-    storage_url: str, tiny_space: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    create_tiny_study(storage_url, "due", tiny_space, 2, 256, "--confirm", "--confirm-top", "1", "--test-seeds", "1")
-    worker = make_worker(storage_url)
-    real = loop.create_confirmation
-    monkeypatch.setattr(loop, "create_confirmation", lambda storage, name, wait: None)  # its lock is held elsewhere
-    assert worker.run_once() is True and worker.run_once() is True  # the tuning trials
-    assert worker.run_once() is False and worker.is_idle() is False
-    monkeypatch.setattr(loop, "create_confirmation", real)
-    assert worker.run_once() is True  # creates it
-    while worker.run_once():  # and runs it
-        pass
-    assert worker.is_idle() is True
-    confirmation = trials_of(storage_url, "due:confirm")
-    assert confirmation and all(t.state.is_finished() for t in confirmation)
-
-
 def test_each_study_is_looked_after_at_most_once_per_interval(
     storage_url: str, tiny_space: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

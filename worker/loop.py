@@ -204,13 +204,12 @@ class Worker:
         return any(self._guarded(s, "following up", functools.partial(self.follow_up, s)) for s in finished)
 
     def is_idle(self) -> bool:
-        """No served, unpaused study has a trial to run, one that may come back for a retry, or a follow-up
-        (confirmation, next stage) still to be created: another worker may be creating it right now."""
+        """No served, unpaused study has a trial to run or one that may come back for a retry."""
         studies = [s for s in self.studies() if not s.paused]
         for study in studies:  # a dead worker's trial, or a retry it left half-queued, comes back first
             self.maintain(study, force=True)
         live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
-        return not any(s.study_id in live or s.study_id not in self._followed for s in studies)
+        return not any(s.study_id in live for s in studies)
 
     def run(self) -> int:
         log.info(

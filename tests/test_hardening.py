@@ -249,8 +249,10 @@ def test_retries_are_bounded_by_the_studys_max_retry_and_say_so(storage_url: str
     create_tiny_study(storage_url, "cursed", tiny_space, 1, 256, "--no-baseline", "--max-retry", "1")
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=1)
     study_id = storage.get_study_id_from_name("cursed")
-    for _ in range(2):  # two workers die in turn on the same configuration
-        assert claim(storage, study_id) is not None
+    for worker in ("w1", "w2"):  # two workers die in turn while training the same configuration
+        trial_id = claim(storage, study_id)
+        assert trial_id is not None
+        storage.set_trial_user_attr(trial_id, "worker", worker)
         time.sleep(2.5)  # SQLite's CURRENT_TIMESTAMP has whole seconds
         maintain(storage, study_id, grace_period=1, max_retry=1)
     first, second = trials_of(storage_url, "cursed")

@@ -200,8 +200,8 @@ def simulate(
             if c["claim"] is not None:
                 claimants.setdefault(c["claim"], []).append(c)
         claimed_by = {trial_id: mine[0]["pid"] for trial_id, mine in claimants.items()}
-        # A trial claimed again is a double claim unless its claimant was killed and it was given back to
-        # WAITING (died before training): then the second claim is its reclaim.
+        # A trial claimed again is a double claim unless its claimant was killed: a claim that never
+        # heartbeat (a previous release's worker) goes back to WAITING, and the second claim is its reclaim.
         double = 0
         reclaim = []  # seconds from a kill to the failing (and retrying) or the re-claiming of a trial it held
         for mine in claimants.values():

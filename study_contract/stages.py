@@ -92,7 +92,8 @@ def follow_up_name(definition: StudyDefinition, study: str) -> str | None:
 def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = True) -> str | None:
     """Go on from finished stage ``study``: record its outcome and create the next stage, or, after the last
     stage, its fresh-seed confirmation; each exactly once (under the stage's lock). The created study's
-    name; None when the lock is busy or it already exists.
+    name; None when the lock is busy or the next stage already exists; :class:`StudyError` when the
+    confirmation already exists or cannot be planned.
     """
     definition = load_definition(storage, study)
     if definition.campaign is None:
@@ -117,11 +118,8 @@ def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = Tru
             return _create_stage(storage, plan, definition, following, outcome, study)
     if not confirm:
         return None
-    try:
-        return create_confirmation(storage, study, top=definition.confirm_top, seeds=definition.test_seeds,
-                                   baseline=baseline.params if baseline else None, wait=wait)  # fmt: skip
-    except StudyError:
-        return None  # another worker created it first
+    return create_confirmation(storage, study, top=definition.confirm_top, seeds=definition.test_seeds,
+                               baseline=baseline.params if baseline else None, wait=wait)  # fmt: skip
 
 
 def _create_stage(

@@ -56,6 +56,22 @@ def test_is_idle_waits_for_work_but_not_for_paused_studies(storage_url: str, tin
     assert worker.run_once() is False  # paused: nothing is handed out
 
 
+def test_is_idle_waits_while_another_worker_creates_the_follow_up(storage_url: str, tiny_space: Path) -> None:
+    from study_contract.confirmation import confirmation_name
+    from study_contract.creation import study_created
+    from study_contract.locks import study_lock
+
+    create_tiny_study(storage_url, "tuned", tiny_space, 2, 256, "--confirm", "--confirm-top", "1", "--test-seeds", "1")
+    worker = make_worker(storage_url)
+    assert worker.run_once() is True and worker.run_once() is True  # the baseline and one tuned trial: done
+    (study,) = worker.studies()
+    with study_lock(worker.storage.engine, study.study_id):  # another worker, creating the confirmation
+        assert worker.run_once() is False
+        assert worker.is_idle() is False
+    assert worker.run_once() is True  # the lock is free again and nobody created it: this worker does
+    assert study_created(worker.storage, confirmation_name("tuned"))
+
+
 def test_each_study_is_looked_after_at_most_once_per_interval(
     storage_url: str, tiny_space: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

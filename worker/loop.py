@@ -73,6 +73,8 @@ class Worker:
         self._warned: dict[str, str] = {}
         self._maintained: dict[int, float] = {}
         self._followed: set[int] = set()
+        self._awaited: set[int] = set()
+        """Finished studies whose follow-up another worker is creating (it holds the lock)."""
 
     @property
     def maintenance_interval(self) -> float:
@@ -143,6 +145,7 @@ class Worker:
         assert definition is not None
         if study.study_id in self._followed:
             return False
+        self._awaited.discard(study.study_id)
         if definition.campaign is not None and definition.stage != "confirmation":
             expected, create = follow_up_name(definition, study.name), functools.partial(advance, wait=False)
         elif confirmation_due(definition):
@@ -163,8 +166,11 @@ class Worker:
             log.info("study %s: no follow-up (%s)", study.name, exc)
             return False
         if created:
-            self._followed.add(study.study_id)
             log.info("study %s finished its budget; created %s", study.name, created)
+        if created or self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
+            self._followed.add(study.study_id)
+        else:  # another worker holds the lock and is creating it, so there is work to wait for
+            self._awaited.add(study.study_id)
         return created is not None
 
     def run_once(self) -> bool:
@@ -204,12 +210,13 @@ class Worker:
         return any(self._guarded(s, "following up", functools.partial(self.follow_up, s)) for s in finished)
 
     def is_idle(self) -> bool:
-        """No served, unpaused study has a trial to run or one that may come back for a retry."""
+        """No served, unpaused study has a trial to run, one that may come back for a retry, or a follow-up
+        that another worker is creating."""
         studies = [s for s in self.studies() if not s.paused]
         for study in studies:  # a dead worker's trial, or a retry it left half-queued, comes back first
             self.maintain(study, force=True)
         live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
-        return not any(s.study_id in live for s in studies)
+        return not any(s.study_id in live or s.study_id in self._awaited for s in studies)
 
     def run(self) -> int:
         log.info(

@@ -62,6 +62,9 @@ class Algorithm:
     """Moves a configuration built outside the sampler (the baseline) back inside the constraints."""
     fit: Callable[[Space, int, int], Space] = lambda space, timesteps, n_envs: space
     """Narrows a space (after a user's overrides) to what a trial of ``timesteps`` can use."""
+    known_good: tuple[dict[str, Any], ...] = ()
+    """Configurations that learned fast in short trials (parameters left out are SB3's defaults): queued
+    after the baseline, so the search starts from them."""
 
     @property
     def default_space_name(self) -> str:
@@ -75,6 +78,16 @@ class Algorithm:
     def baseline(self, space: Space, n_envs: int) -> dict[str, Any]:
         """SB3's defaults, moved inside ``space`` where it excludes them."""
         return self.constrain({name: clamp(spec, self.defaults[name]) for name, spec in space.items()}, n_envs)
+
+    def starting_points(self, space: Space, n_envs: int) -> list[dict[str, Any]]:
+        """The known-good configurations moved inside ``space`` like the baseline, each once, none the baseline."""
+        points = [self.baseline(space, n_envs)]
+        for point in self.known_good:
+            merged = {**self.defaults, **point}
+            moved = self.constrain({name: clamp(spec, merged[name]) for name, spec in space.items()}, n_envs)
+            if moved not in points:
+                points.append(moved)
+        return points[1:]
 
     def sb3_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments for the SB3 class, with ``policy_kwargs`` built from the named network.
@@ -278,7 +291,7 @@ def sac_budget_space(timesteps: int, n_envs: int) -> Space:
         "learning_rate": rng("float", 1e-4, 3e-3, _LR_LIMITS, log=True),
         "lr_schedule": _SCHEDULE,
         "buffer_size": fixed("int", 1_000_000, (100, 10_000_000)),
-        "batch_size": rng("pow2", 64, 512, (4, 2**14)),
+        "batch_size": rng("pow2", 64, 1024, (4, 2**14)),
         "tau": rng("float", 0.001, 0.1, (1e-4, 1.0), log=True),
         "train_freq": rng("pow2", 1, 16, (1, 1024)),
         "gradient_steps": fixed_choice(-1, _GRADIENT_STEPS),
@@ -288,6 +301,17 @@ def sac_budget_space(timesteps: int, n_envs: int) -> Space:
         "net_arch": choice(("small", "medium", "large"), _NETS),
         "activation": fixed_choice("relu", ACTIVATIONS),
     }
+
+
+# Two ways to learn within a few thousand env-steps, measured on 3 seeds each at 5k env-steps: a small
+# network updated in bursts of 8 on large batches, with a fast target network and a far horizon,
+# balanced InvertedPendulum on every seed and took Hopper past 1000 on two of three; a medium one with
+# a short horizon was the steadier on Pendulum (-146 to -174, where the first reached -687 once).
+_SAC_BURSTS = {"train_freq": 8, "gradient_steps": -1}
+SAC_KNOWN_GOOD = (
+    {"learning_rate": 6e-4, "batch_size": 1024, "tau": 0.07, "gamma": 0.9999, "net_arch": "small", **_SAC_BURSTS},
+    {"learning_rate": 1e-3, "batch_size": 256, "tau": 0.02, "gamma": 0.98, "learning_starts": 500, **_SAC_BURSTS},
+)
 
 
 def check_sac(space: Space, n_envs: int, timesteps: int) -> None:
@@ -323,6 +347,7 @@ SAC = Algorithm(
     spaces={"budget": sac_budget_space, "guide": sac_guide_space},
     sample=sample_sac,
     check=check_sac,
+    known_good=SAC_KNOWN_GOOD,
     sb3_only=frozenset(
         (
             "learning_rate",

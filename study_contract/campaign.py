@@ -220,6 +220,7 @@ def stage_definition(
         eval_every=max(step.timesteps // plan.evaluations, 1),
         pruner=RULES[stage].pruner,
         baseline=False,
+        known_good=base.known_good and stage == "coarse",  # later stages search around the winner
         confirm=False,
         stage=stage,
         parent=parent,

@@ -110,6 +110,7 @@ def plan(
         stage="confirmation",
         parent=parent,
         baseline=False,
+        known_good=False,
         confirm=False,
         confirm_top=top,
         test_seeds=seeds or definition.test_seeds,

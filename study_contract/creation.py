@@ -44,7 +44,8 @@ def create_study(
     *,
     fixed: Sequence[FixedTrial] = (),
 ) -> str:
-    """Write the study and return its name; ``fixed`` slots first, then the baseline, then open ones.
+    """Write the study and return its name; ``fixed`` slots first, then the baseline and the known-good
+    configurations, then open ones.
 
     Workers ignore a study until its definition is written, and a failure part-way deletes what was
     written, so no worker ever sees a half-created study (a killed creator leaves one without a
@@ -62,6 +63,11 @@ def create_study(
     if definition.baseline:
         baseline = algorithm(definition.algo).baseline(definition.space, definition.n_envs)
         slots.append(FixedTrial(baseline, {"baseline": True}))
+    if definition.known_good:
+        entry = algorithm(definition.algo)
+        points = entry.starting_points(definition.space, definition.n_envs)
+        room = max(definition.n_trials - len(slots), 0)  # a small budget keeps the baseline first
+        slots.extend(FixedTrial(point, {"known_good": True}) for point in points[:room])
     if len(slots) > definition.n_trials:
         raise StudyError(f"{len(slots)} fixed trials do not fit a budget of n_trials={definition.n_trials}")
     try:

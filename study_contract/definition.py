@@ -27,7 +27,7 @@ SAVE_MODELS = ("best", "all", "none")
 DEFINITION_ATTR = "definition"
 PAUSED_ATTR = "paused"
 PAUSED_REASON_ATTR = "paused_reason"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_SEED = 2**31 - 1
 # Derived seeds (trial, evaluation, test seeds) stay below numpy's limit of 2**32 - 1.
 SEED_SPACE = 2**32
@@ -119,6 +119,9 @@ class StudyDefinition:
     """Seeds the sampler and, plus the trial number, each tuning trial's training."""
     baseline: bool = _opt(True)
     """Run SB3's default hyperparameters as the first trial."""
+    known_good: bool = _opt(True)
+    """Then run the algorithm's known-good configurations for short trials (inside the space), before any
+    sampled one."""
     max_retry: int = _opt(3, bounds=(0, 10))
     """Times a configuration whose worker died or shut down is queued again."""
     pause_after_failures: int = _opt(3, bounds=(0, 1000))
@@ -248,4 +251,7 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
         evals = data.pop("pruner_warmup_evals", 1)
         data["pruner_warmup"] = min(evals * data.get("eval_every", 0) / max(data.get("timesteps", 1), 1), 0.9)
         data["schema_version"] = 2
+    if version < 3:
+        data["known_good"] = False  # studies were created without known-good configurations
+        data["schema_version"] = 3
     return data

@@ -34,6 +34,7 @@ def test_every_committed_definition_still_reads(fixture: Path) -> None:
         assert (kept.kind, kept.low, kept.high, kept.fixed, kept.value) == (
             spec["kind"], spec["low"], spec["high"], spec["fixed"], spec["value"]), name  # fmt: skip
         assert kept.exponent == (spec["kind"] == "pow2" and stored["schema_version"] == 1), name
+    assert definition.known_good is stored.get("known_good", False)  # older studies were created without them
     assert StudyDefinition.from_json(definition.to_json()) == definition
 
 
@@ -44,7 +45,9 @@ def test_a_definition_from_a_newer_release_is_refused_by_name() -> None:
         StudyDefinition.from_json(json.dumps(text))
     current = json.loads(StudyDefinition(algo="ppo", timesteps=30_000).to_json())
     current["surprise"] = 1
-    with pytest.raises(DefinitionError, match=r"definition has fields \['surprise'\] that schema_version=2 does not"):
+    with pytest.raises(
+        DefinitionError, match=rf"definition has fields \['surprise'\] that schema_version={SCHEMA_VERSION} does not"
+    ):
         StudyDefinition.from_json(json.dumps(current))
 
 

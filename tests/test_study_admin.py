@@ -94,6 +94,32 @@ def test_baseline_is_the_first_trial_and_can_be_turned_off(storage_url: str, tin
     assert all(not t.system_attrs for t in optuna.load_study(study_name="without", storage=storage_url).get_trials())
 
 
+def test_known_good_configurations_follow_the_baseline_inside_the_space(storage_url: str, tmp_path: Path) -> None:
+    import optuna
+
+    from study_contract.algorithms import ALGORITHMS
+
+    space = tmp_path / "space.yaml"
+    space.write_text("tau: {low: 0.001, high: 0.05}\n")  # narrowed by the user: the known-good points follow
+    args = ["create", "--algo", "sac", "--env", "Pendulum-v1", "--timesteps", "5000", "--space", str(space)]
+    assert admin(storage_url, *args, "--n-trials", "6", "--name", "started") == 0
+    assert admin(storage_url, *args, "--n-trials", "6", "--name", "plain", "--no-known-good") == 0
+    assert admin(storage_url, *args, "--n-trials", "1", "--name", "small") == 0
+    points = ALGORITHMS["sac"].known_good
+    assert points
+
+    def fixed(name: str) -> list[dict[str, Any]]:
+        trials = optuna.load_study(study_name=name, storage=storage_url).get_trials()
+        return [{**t.user_attrs, **t.system_attrs["fixed_params"]} for t in trials if t.system_attrs]
+
+    baseline, *started = fixed("started")
+    assert baseline["baseline"] is True and all(t["known_good"] is True for t in started)
+    assert [t["learning_rate"] for t in started] == [p["learning_rate"] for p in points]
+    assert [t["tau"] for t in started] == [min(p["tau"], 0.05) for p in points] != [p["tau"] for p in points]
+    assert [t["baseline"] for t in fixed("plain")] == [True]
+    assert [t["baseline"] for t in fixed("small")] == [True]  # the baseline comes first in a small budget
+
+
 def test_study_stays_a_plain_optuna_study(pg_url: str, tiny_space: Path) -> None:
     assert admin(pg_url, *create_args(tiny_space, "--name", "plain")) == 0
     out = subprocess.run(

@@ -122,8 +122,8 @@ def stack(engine: str) -> Iterator[Stack]:
         yield stack
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "compose.log").write_text(stack.sh("logs", "--no-color", check=False, timeout=120))
         everything = ("--profile", "admin", "--profile", "pooler")
+        (ARTIFACTS / "compose.log").write_text(stack.sh(*everything, "logs", "--no-color", check=False, timeout=120))
         stack.sh(*everything, "down", "-v", "--remove-orphans", check=False, timeout=300)
 
 

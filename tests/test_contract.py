@@ -109,3 +109,4 @@ def test_each_registry_entry_is_complete(algo: str) -> None:
         assert set(space) == set(entry.defaults), name
         entry.check(space, 1, 1_000_000)
     assert entry.sb3_only <= set(entry.defaults)
+    assert all(set(point) <= set(entry.defaults) for point in entry.known_good)

@@ -158,6 +158,9 @@ def write_report(storage: optuna.storages.RDBStorage, name: str, out: str | Path
         if store is not None and images["confirmation.png"]:
             from optuna.artifacts import upload_artifact
 
+            from study_contract.artifacts import retire_study_artifact
+
+            retire_study_artifact(store, storage, storage.get_study_id_from_name(name), "confirmation.png")
             upload_artifact(artifact_store=store, file_path=str(directory / "confirmation.png"),
                             study_or_trial=optuna.load_study(study_name=name, storage=storage),
                             mimetype="image/png")  # fmt: skip

@@ -53,8 +53,13 @@ def open_store(where: str) -> ArtifactStore:
 
 def trial_artifacts(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     """filename -> artifact id of a trial's artifacts (ones deleted in the dashboard skipped)."""
+    return artifacts_in(trial.system_attrs)
+
+
+def artifacts_in(system_attrs: dict[str, Any]) -> dict[str, str]:
+    """filename -> artifact id among a trial's or a study's system attributes (deleted ones skipped)."""
     found: dict[str, str] = {}
-    for key, value in trial.system_attrs.items():
+    for key, value in system_attrs.items():
         if not key.startswith(ARTIFACTS_ATTR_PREFIX):
             continue
         meta: Any = json.loads(value) if isinstance(value, str) else value
@@ -75,3 +80,13 @@ def download(store: ArtifactStore, trial: optuna.trial.FrozenTrial, out: Path) -
         download_artifact(artifact_store=store, file_path=str(target), artifact_id=artifact_id)
         written.append(target)
     return written
+
+
+def retire_study_artifact(
+    store: ArtifactStore, storage: optuna.storages.BaseStorage, study_id: int, filename: str
+) -> None:
+    """Delete the study's artifact named ``filename`` the way the dashboard does, so that an upload replaces it."""
+    artifact_id = artifacts_in(storage.get_study_system_attrs(study_id)).get(filename)
+    if artifact_id is not None:
+        store.remove(artifact_id)
+        storage.set_study_system_attr(study_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(None))

@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from study_contract.artifacts import artifacts_in
 from study_contract.confirmation import create_confirmation
 from study_contract.definition import StudyDefinition, StudyError
 from study_contract.statistics import bootstrap_ci, iqm, probability_of_improvement
@@ -91,6 +92,14 @@ def test_workers_confirm_a_finished_study_by_themselves(pg_url: str, tiny_space:
     assert "## Fresh-seed confirmation (9/9 runs)" in text and "(confirmed on fresh seeds)" in text
     for image in ("confirmation.png", "curves.png", "importances.png"):
         assert (tmp_path / "report" / image).read_bytes()[:4] == b"\x89PNG", image
+    store = tmp_path / "store"
+    for _ in range(2):  # a report run again replaces the plot it attached to the study
+        attached = run_cli("study_admin", "report", "tuned", "--storage", pg_url, "--out", str(tmp_path / "report"),
+                           "--artifact-dir", str(store))  # fmt: skip
+        assert attached.returncode == 0, attached.stderr
+    storage = open_storage(pg_url)
+    attached_ids = list(artifacts_in(storage.get_study_system_attrs(storage.get_study_id_from_name("tuned"))).values())
+    assert [p.name for p in store.iterdir()] == attached_ids  # one plot, and the study names that one
 
 
 def test_confirm_runs_on_an_older_study(storage_url: str, tiny_space: Path) -> None:

@@ -14,7 +14,16 @@ import pytest
 from optuna.trial import TrialState
 
 from study_admin.cli import main as admin
-from study_contract.artifacts import CURVE, MODEL, NORMALIZATION, VIDEO, open_store, trial_artifacts
+from study_contract.artifacts import (
+    CURVE,
+    MODEL,
+    NORMALIZATION,
+    VIDEO,
+    artifacts_in,
+    open_store,
+    retire_study_artifact,
+    trial_artifacts,
+)
 from study_contract.definition import EVAL_SEED_OFFSET, derive_seed
 from tests.conftest import run_cli, run_worker_in_process, trials_of
 from tests.envs import UNRENDERABLE_PENDULUM
@@ -97,6 +106,27 @@ def test_every_confirmation_candidate_keeps_its_best_runs_model_and_video(pg_url
                          "--out", str(out))  # fmt: skip
     assert downloaded.returncode == 0, downloaded.stderr
     assert {MODEL, VIDEO} <= {p.name for p in out.iterdir()}
+
+
+def test_a_study_artifact_uploaded_again_replaces_the_old_one(storage_url: str, tmp_path: Path) -> None:
+    from optuna.artifacts import upload_artifact
+
+    from study_contract.storage import open_storage
+
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="plotted", storage=storage, direction="maximize")
+    study_id = storage.get_study_id_from_name("plotted")
+    store = open_store(str(tmp_path / "store"))
+    plot, other = tmp_path / "confirmation.png", tmp_path / "notes.txt"
+    plot.write_bytes(b"one")
+    other.write_text("kept")
+    upload_artifact(artifact_store=store, file_path=str(other), study_or_trial=study)
+    for _ in range(2):
+        retire_study_artifact(store, storage, study_id, "confirmation.png")
+        upload_artifact(artifact_store=store, file_path=str(plot), study_or_trial=study, mimetype="image/png")
+    live = artifacts_in(storage.get_study_system_attrs(study_id))
+    assert sorted(live) == ["confirmation.png", "notes.txt"]  # the other artifact is left alone
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted(live.values())
 
 
 def test_save_models_none_and_all(pg_url: str, space: Path, tmp_path: Path) -> None:

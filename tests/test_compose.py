@@ -294,12 +294,12 @@ def test_workers_can_reach_the_database_through_pgbouncer(stack: Stack, tmp_path
              120, interval=2, what="a healthy pgbouncer")  # fmt: skip
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text("n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n")
+    _sh(str(BIN / "study_admin"), "create", "--storage", stack.url("admin"), "--name", "e2e-pooled", "--algo", "ppo",
+        "--env", "Pendulum-v1", "--n-trials", "1", "--timesteps", "256", "--eval-episodes", "1", "--no-confirm",
+        "--space", str(tiny))  # fmt: skip
     pooled["WORKER_DB_HOST"], pooled["WORKER_DB_PORT"] = "pgbouncer", "6432"
-    stack.sh("pause", "worker")  # before the study exists, or a direct worker may claim its trial first
+    stack.sh("pause", "worker")
     try:
-        _sh(str(BIN / "study_admin"), "create", "--storage", stack.url("admin"), "--name", "e2e-pooled", "--algo",
-            "ppo", "--env", "Pendulum-v1", "--n-trials", "1", "--timesteps", "256", "--eval-episodes", "1",
-            "--no-confirm", "--space", str(tiny))  # fmt: skip
         _sh(*stack.compose, "run", "--rm", "worker", "worker", "--study", "e2e-pooled", "--max-trials", "1",
             env=pooled, timeout=300)  # fmt: skip
     finally:

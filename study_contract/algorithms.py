@@ -77,17 +77,21 @@ class Algorithm:
 
     def baseline(self, space: Space, n_envs: int) -> dict[str, Any]:
         """SB3's defaults, moved inside ``space`` where it excludes them."""
-        return self.constrain({name: clamp(spec, self.defaults[name]) for name, spec in space.items()}, n_envs)
+        return self._inside(space, {}, n_envs)
 
     def starting_points(self, space: Space, n_envs: int) -> list[dict[str, Any]]:
         """The known-good configurations moved inside ``space`` like the baseline, each once, none the baseline."""
         points = [self.baseline(space, n_envs)]
         for point in self.known_good:
-            merged = {**self.defaults, **point}
-            moved = self.constrain({name: clamp(spec, merged[name]) for name, spec in space.items()}, n_envs)
+            moved = self._inside(space, point, n_envs)
             if moved not in points:
                 points.append(moved)
         return points[1:]
+
+    def _inside(self, space: Space, params: dict[str, Any], n_envs: int) -> dict[str, Any]:
+        """``params`` (SB3's defaults for the rest) moved inside ``space`` and its constraints."""
+        merged = {**self.defaults, **params}
+        return self.constrain({name: clamp(spec, merged[name]) for name, spec in space.items()}, n_envs)
 
     def sb3_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments for the SB3 class, with ``policy_kwargs`` built from the named network.

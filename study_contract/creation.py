@@ -60,11 +60,10 @@ def create_study(
             if name is not None:
                 raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it") from None
     slots = list(fixed)
+    entry = algorithm(definition.algo)
     if definition.baseline:
-        baseline = algorithm(definition.algo).baseline(definition.space, definition.n_envs)
-        slots.append(FixedTrial(baseline, {"baseline": True}))
+        slots.append(FixedTrial(entry.baseline(definition.space, definition.n_envs), {"baseline": True}))
     if definition.known_good:
-        entry = algorithm(definition.algo)
         points = entry.starting_points(definition.space, definition.n_envs)
         room = max(definition.n_trials - len(slots), 0)  # a small budget keeps the baseline first
         slots.extend(FixedTrial(point, {"known_good": True}) for point in points[:room])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,28 @@ def test_bad_worker_configuration(
     assert message in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr and ":wrong@" not in result.stderr and PG_PASSWORD not in result.stderr
     assert snapshot(pg_url) == before
+
+
+# What a health check must not load: SQLAlchemy alone cost ~0.8 s of CPU, and eight workers' checks on a
+# 2-core machine all missed Docker's 5 s timeout while the workers trained.
+HEAVY_MODULES = ("sqlalchemy", "optuna", "torch", "numpy", "gymnasium", "stable_baselines3", "psycopg2")
+
+
+def _check_health(health: Path) -> tuple[int, set[str], float]:
+    """``worker --check-health`` as the container runs it: exit code, top-level modules imported, CPU seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_cli("worker", "--check-health", "--health-file", str(health), env={"PYTHONPROFILEIMPORTTIME": "1"})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    return result.returncode, imported, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def test_the_health_check_imports_nothing_heavy(tmp_path: Path) -> None:
+    health = tmp_path / "alive"
+    health.touch()
+    code, imported, cpu = _check_health(health)
+    assert code == 0 and "worker" in imported  # the import log is read: the check's own package shows in it
+    assert not imported & set(HEAVY_MODULES), sorted(imported & set(HEAVY_MODULES))
+    assert cpu < 0.3, f"the health check took {cpu:.2f} s of CPU"
+    os.utime(health, (0, 0))
+    assert _check_health(health)[0] == 1  # positive control: a stale file is unhealthy

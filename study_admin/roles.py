@@ -131,6 +131,14 @@ def grant_rights(engine: sqlalchemy.engine.Engine, roles: list[Role]) -> None:
                 check_least_privilege(conn, role)
 
 
+# Any role granted to it: membership hands over that role's rights, and predefined roles such as
+# pg_execute_server_program (COPY ... TO PROGRAM) or pg_write_server_files reach the server's OS user.
+_MEMBERSHIPS = sqlalchemy.text(
+    "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+    "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = :r"
+)
+
+
 def check_least_privilege(conn: sqlalchemy.Connection, role: Role) -> None:
     """Refuse a worker or dashboard role that could do more than its job."""
     flags = conn.execute(
@@ -150,6 +158,9 @@ def check_least_privilege(conn: sqlalchemy.Connection, role: Role) -> None:
         extra.append(f"owns tables {sorted(owned)}")
     if conn.execute(sqlalchemy.text("SELECT has_schema_privilege(:r, 'public', 'CREATE')"), {"r": role.name}).scalar():
         extra.append("CREATE on schema public")
+    groups = conn.execute(_MEMBERSHIPS, {"r": role.name}).scalars().all()
+    if groups:
+        extra.append(f"member of {', '.join(sorted(groups))}")
     allowed = WORKER_TABLE_RIGHTS if role.kind == "worker" else DASHBOARD_TABLE_RIGHTS
     for table in _tables(conn):
         for right in ALL_TABLE_RIGHTS:

@@ -151,3 +151,25 @@ def test_init_refuses_a_dashboard_role_granted_writes_elsewhere(postgres: Postgr
         again.returncode == 2
         and f"the dashboard role '{role}' holds more than it should: INSERT on trials" in again.stderr
     )
+
+
+@pytest.mark.parametrize("kind", ["worker", "dashboard"])
+@pytest.mark.parametrize("group", ["pg_execute_server_program", "accomplice"])
+def test_init_refuses_a_role_that_is_a_member_of_another(
+    postgres: PostgresCluster, pg_url: str, kind: str, group: str
+) -> None:
+    """A "SELECT-only" dashboard in pg_execute_server_program runs COPY ... TO PROGRAM as the server's OS user."""
+    database = pg_url.rsplit("/", 1)[1]
+    role = f"{kind}_{database}"
+    init = ["study_admin", "init", "--storage", pg_url, f"--{kind}-role", role]
+    env = {f"{kind.upper()}_DB_PASSWORD": "pw"}
+    first = run_cli(*init, env=env)
+    assert first.returncode == 0, first.stderr  # positive control: the same role, before the grant
+    if group == "accomplice":
+        group = f"accomplice_{database}"
+        postgres.execute(f"CREATE ROLE {group}")
+    postgres.execute(f"GRANT {group} TO {role}")
+    again = run_cli(*init, env=env)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    (line,) = again.stderr.splitlines()
+    assert f"the {kind} role '{role}' holds more than it should: member of {group}" in line

@@ -51,7 +51,7 @@ class CountedFrames(gymnasium.Env):
 
 
 if COUNTED not in gymnasium.envs.registry:
-    gymnasium.register(COUNTED, entry_point=CountedFrames)
+    gymnasium.register(COUNTED, entry_point=cast(Any, CountedFrames))
 
 
 class StandStill:

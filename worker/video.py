@@ -37,7 +37,9 @@ def record_episode(
         fps = int(env.metadata.get("render_fps") or 30)
         # Each frame goes to the encoder as it is rendered: kept, 1000 frames at 600x400 held ~720 MB.
         # yuv420p (what browsers play) needs even sizes; no need to round them up to 16.
-        with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=2) as video:
+        # imageio types the ffmpeg writer as its base class, which lacks append_data.
+        writer: Any = imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=2)
+        with writer as video:
             video.append_data(env.render())
             frames = 1
             while frames < MAX_FRAMES:

@@ -169,3 +169,22 @@ def test_the_lock_pins_everything_the_image_needs() -> None:
         requirement = Requirement(text)
         if canonical(requirement.name) not in LEFT_OUT:
             assert requirement.specifier.contains(pins[canonical(requirement.name)]), text
+
+
+PREFLIGHT = ["sh", str(REPO / "deploy" / "preflight.sh"), str(REPO / ".env.example"), str(REPO / "docker-compose.yml")]
+PASSWORD_VARIABLES = ("POSTGRES_PASSWORD", "ADMIN_DB_PASSWORD", "WORKER_DB_PASSWORD", "DASHBOARD_DB_PASSWORD")
+
+
+def _preflight(bind: str, passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(PREFLIGHT, capture_output=True, text=True, env={"DB_BIND": bind, **passwords})
+
+
+@pytest.mark.parametrize("known", ["change-me-worker", "local-only-worker", ""])
+def test_preflight_refuses_to_publish_with_a_password_anyone_can_read(known: str) -> None:
+    """A copied .env.example (change-me-*), a Compose default (local-only-*) or no password at all."""
+    own = {name: f"own-{name.lower()}-7f3a" for name in PASSWORD_VARIABLES}
+    refused = _preflight("0.0.0.0", {**own, "WORKER_DB_PASSWORD": known})
+    assert refused.returncode == 1
+    assert "WORKER_DB_PASSWORD is empty or published in .env.example or docker-compose.yml" in refused.stderr
+    assert _preflight("0.0.0.0", own).returncode == 0  # positive control: passwords of one's own
+    assert _preflight("127.0.0.1", {**own, "WORKER_DB_PASSWORD": known}).returncode == 0  # loopback only: fine

@@ -67,19 +67,21 @@ def run_process(url: str, workers: int, seconds: float, events: Path) -> None:
     from worker.config import WorkerConfig
     from worker.db import Retrier
     from worker.shutdown import ShutdownFlag
+    from worker.slots import Claim
 
     worker.training.train_trial = simulated_training(seconds)
     real_claim = worker.loop.claim
     lock = threading.Lock()
     out = events.open("a", buffering=1)
 
-    def claim(storage: Any, study_id: int) -> int | None:
+    def claim(storage: Any, study_id: int, *, grace_period: float) -> Claim | None:
         started = time.perf_counter()
-        trial_id = real_claim(storage, study_id)
-        record = {"claim": trial_id, "seconds": time.perf_counter() - started, "pid": os.getpid(), "at": time.time()}
+        claimed = real_claim(storage, study_id, grace_period=grace_period)
+        record = {"claim": claimed and claimed.trial_id, "seconds": time.perf_counter() - started,
+                  "pid": os.getpid(), "at": time.time()}  # fmt: skip
         with lock:
             out.write(json.dumps(record) + "\n")
-        return trial_id
+        return claimed
 
     worker.loop.claim = claim
     shutdown = ShutdownFlag()

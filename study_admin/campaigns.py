@@ -8,30 +8,33 @@ import optuna
 from optuna.trial import TrialState
 
 from study_admin.studies import load_definition, summary_of
-from study_contract import confirmation
+from study_contract import confirmation, protocol
 from study_contract.campaign import RULES, CampaignPlan
-from study_contract.catalog import summarise
+from study_contract.catalog import tuning_studies
 from study_contract.creation import study_exists
 from study_contract.definition import StudyError
 from study_contract.stages import decide, stage_outcome
 
 
+def _plans(storage: optuna.storages.RDBStorage) -> dict[str, CampaignPlan]:
+    """Every campaign with a stage left, by name, oldest first (any stage carries the campaign's plan)."""
+    plans: dict[str, CampaignPlan] = {}
+    for study in tuning_studies(storage.engine):
+        campaign = study.definition.campaign if study.definition else None
+        if campaign is not None and study.definition is not None and study.definition.stage != "confirmation":
+            plans.setdefault(campaign["name"], CampaignPlan.from_dict(campaign))
+    return plans
+
+
 def campaign_names(storage: optuna.storages.RDBStorage) -> list[str]:
-    names = []
-    for summary in summarise(storage.engine):
-        if summary.error is None and ":" in summary.name and summary.name.split(":", 1)[1].startswith("1-baseline"):
-            names.append(summary.name.split(":", 1)[0])
-    return names
+    return list(_plans(storage))
 
 
 def _plan(storage: optuna.storages.RDBStorage, name: str) -> CampaignPlan:
-    first = f"{name}:1-baseline"
-    if not study_exists(storage, first):
-        known = campaign_names(storage)
-        raise StudyError(f"no campaign named {name!r}; existing campaigns: {', '.join(known) or '(none)'}")
-    definition = load_definition(storage, first)
-    assert definition.campaign is not None
-    return CampaignPlan.from_dict(definition.campaign)
+    plans = _plans(storage)
+    if name not in plans:
+        raise StudyError(f"no campaign named {name!r}; existing campaigns: {', '.join(plans) or '(none)'}")
+    return plans[name]
 
 
 def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str, Any]:
@@ -40,12 +43,14 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str,
     stages: list[dict[str, Any]] = []
     baseline_iqm = None
     winner = None
-    for step in plan.stages:
+    existing = [study_exists(storage, plan.study_name(step.name)) for step in plan.stages]
+    for index, step in enumerate(plan.stages):
         study = plan.study_name(step.name)
         row: dict[str, Any] = {"stage": step.name, "guide": RULES[step.name].guide, "study": study,
                                "budget_trials": step.trials, "timesteps": step.timesteps}  # fmt: skip
-        if not study_exists(storage, study):
-            stages.append({**row, "state": "not started", "done": 0, "best_value": None, "env_steps": 0,
+        if not existing[index]:
+            state = "deleted" if any(existing[index + 1 :]) else "not started"
+            stages.append({**row, "state": state, "done": 0, "best_value": None, "env_steps": 0,
                            "fixed": {}, "decision": None})  # fmt: skip
             continue
         summary = summary_of(storage, study)
@@ -59,7 +64,7 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str,
             "state": summary.state,
             "done": summary.done,
             "best_value": summary.best_value,
-            "env_steps": sum(int(t.user_attrs.get("env_steps", 0)) for t in trials),
+            "env_steps": sum(int(t.user_attrs.get(protocol.ENV_STEPS, 0)) for t in trials),
             "fixed": {n: s.value for n, s in definition.space.items() if s.fixed and n not in searched},
             "searched": sorted(n for n, s in definition.space.items() if not s.fixed),
             "decision": None

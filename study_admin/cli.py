@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from study_contract.algorithms import algorithm
+from study_contract.artifacts import UnsafeArtifact
 from study_contract.campaign import DEFAULT_BUDGET_TRIALS
 from study_contract.definition import DEFAULT_ENV, DefinitionError, StudyDefinition, StudyError, check_study_name
 from study_contract.options import Option, add_options, collect, options_of, parse_bool
@@ -25,6 +26,7 @@ from study_contract.storage import StorageError
 
 EXIT_DB = 1
 EXIT_INPUT = 2
+MAX_NUMBER = 2**31 - 1  # trial numbers and counts are 32-bit integers in the database
 CREATE_OPTIONS = options_of(StudyDefinition)
 DEFAULTS = {f.name: f.default for f in fields(StudyDefinition)}
 
@@ -68,14 +70,41 @@ def _artifact_option(parser: argparse.ArgumentParser, text: str) -> None:
     )
 
 
-def _positive(text: str) -> int:
+def _whole(text: str, low: int, high: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} must be {what} ({low}-{high})")
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1, MAX_NUMBER, "a positive integer")
+
+
+def _trial_number(text: str) -> int:
+    return _whole(text, 0, MAX_NUMBER, "a trial number")
+
+
+def write_file(path: str, text: str) -> None:
+    """Write ``text`` to the file ``path``, or one line saying why it cannot be."""
+    if Path(path).is_dir():
+        raise InputError(f"--out {path!r} is a directory; give the path of a file to write")
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write --out {path!r}: {exc.strerror}") from None
+
+
+def output_dir(path: str) -> Path:
+    """The directory ``path``, created if missing, or one line saying why it cannot be."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the directory --out {path!r}: {exc.strerror}") from None
+    return Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--top", type=_positive, help="configurations to confirm (default: the study's confirm_top)")
     confirm.add_argument("--seeds", type=_positive, help="test seeds (default: the study's test_seeds)")
     export = _command(commands, "export", "the configuration for RL Zoo, plain SB3 or as JSON", study=True)
-    export.add_argument("--trial", type=int, help="trial number (default: the best, confirmed if it was)")
+    export.add_argument("--trial", type=_trial_number, help="trial number (default: the best, confirmed if it was)")
     export.add_argument("--format", choices=("zoo", "python", "json"), required=True, help="what to write")
     export.add_argument("--out", help="file to write (default: standard output)")
     download = _command(commands, "download", "a trial's model, statistics, learning curve and video", study=True)
-    download.add_argument("--trial", type=int, help="trial number (default: the best, confirmed if it was)")
+    download.add_argument("--trial", type=_trial_number, help="trial number (default: the best, confirmed if it was)")
     download.add_argument("--out", required=True, help="directory to write the files into")
     _artifact_option(download, "the workers' artifact store")
     report = _command(commands, "report", "write a Markdown report with plots", study=True)
@@ -135,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove = _command(commands, "delete", "delete a study and all its trials", study=True)
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     remove.add_argument("--force", action="store_true", help="delete even while trials run (workers drop them)")
+    _artifact_option(remove, "remove the study's models, curves and videos from this artifact store")
 
     campaign = commands.add_parser("campaign", help="the guide's four steps as one campaign the fleet carries out")
     verbs = campaign.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -185,6 +215,10 @@ def build_definition(
     if n_evaluations is not None:
         if "eval_every" in values:
             raise InputError("give --eval-every or --n-evaluations, not both")
+        if n_evaluations > timesteps:
+            raise InputError(
+                f"--n-evaluations={n_evaluations} exceeds --timesteps={timesteps}: at most one evaluation per env-step"
+            )
         values["eval_every"] = max(timesteps // n_evaluations, 1)
     space = entry.space(values.get("space_preset", DEFAULTS["space_preset"]), timesteps, n_envs)
     if space_file:
@@ -307,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
 
         text = export(studies.trial_configuration(storage, args.name, args.trial), args.format)
         if args.out:
-            Path(args.out).write_text(text)
+            write_file(args.out, text)
             print(args.out)
         else:
             _print(text)
@@ -318,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         if where is None:
             raise InputError("no artifact store: give --artifact-dir (or TUNER_ARTIFACT_DIR), as the workers have")
         trial = studies.artifact_trial(storage, args.name, args.trial)
-        files = download(open_store(where), trial, Path(args.out))
+        files = download(open_store(where), trial, output_dir(args.out))
         if not files:
             raise StudyError(f"trial {trial.number} has no artifacts in {where}")
         print("\n".join(str(f) for f in files))
@@ -327,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
         from study_contract.artifacts import location, open_store
 
         where = location(args.artifact_dir, url)
-        print(write_report(storage, args.name, args.out, open_store(where) if where else None))
+        studies.summary_of(storage, args.name)  # a study to report on, before anything is written
+        print(write_report(storage, args.name, output_dir(args.out), open_store(where) if where else None))
     elif args.command in ("pause", "resume"):
         studies.set_paused(storage, args.name, args.command == "pause")
         print(f"{args.name}: {args.command}d")
@@ -338,8 +373,14 @@ def run(args: argparse.Namespace) -> int:
         if not args.yes and not _confirm(f"delete study {args.name!r} and all its trials? [y/N] "):
             print("not deleted", file=sys.stderr)
             return EXIT_INPUT
-        studies.delete(storage, args.name, force=args.force)
+        from study_contract.artifacts import location, open_store
+
+        where = location(args.artifact_dir, url)
+        left = studies.delete(storage, args.name, force=args.force, store=open_store(where) if where else None)
         print(f"{args.name}: deleted")
+        if left:
+            print(f"{args.name}: {left} artifact(s) left in the workers' store: give --artifact-dir to remove them",
+                  file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -356,6 +397,8 @@ def stage_overrides(texts: list[str]) -> dict[str, dict[str, Any]]:
             raise InputError(f"--stage {text!r}: give STAGE:trials=N, STAGE:fidelity=F or STAGE:space=FILE") from None
         except ValueError:
             raise InputError(f"--stage {text!r}: {value!r} is not a valid {key}") from None
+        if key == "trials" and not 1 <= parsed <= 100_000:
+            raise InputError(f"--stage {text!r}: trials={parsed} is outside the accepted range [1, 100000]")
         overrides.setdefault(stage, {})[key] = parsed
     return overrides
 
@@ -371,8 +414,9 @@ def run_campaign(args: argparse.Namespace, storage: Any) -> None:
             check_study_name(args.name)
         values = collect(args, CREATE_OPTIONS)
         base = build_definition(values, n_evaluations=args.n_evaluations)
-        name = args.name or unique_name(storage, f"{base.algo}-{base.env_id}-campaign")
-        if name in campaigns.campaign_names(storage):
+        taken = campaigns.campaign_names(storage)
+        name = args.name or unique_name(storage, f"{base.algo}-{base.env_id}-campaign", also_taken=taken)
+        if name in taken:
             raise StudyError(f"a campaign named {name!r} already exists; pick another --name")
         plan = plan_campaign(name, base.timesteps, budget_steps=args.budget_steps,
                              trials_per_stage=args.trials_per_stage, overrides=stage_overrides(args.stage),
@@ -400,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (InputError, SpaceError, DefinitionError, StudyError) as exc:
+    except (InputError, SpaceError, DefinitionError, StudyError, UnsafeArtifact) as exc:
         print(f"study_admin: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except StorageError as exc:

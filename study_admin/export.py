@@ -6,6 +6,9 @@
 - ``python``: a standalone script that needs only Stable-Baselines3 and Gymnasium, with the schedule as
   code (the very function the worker trained with), ``VecNormalize``, the seed and the timesteps.
 - ``json``: what ``study_admin best --format json`` prints.
+
+Everything here comes from the database, so every value reaches the generated text through ``repr``,
+``int``, ``float`` or YAML's own dumper, never pasted: a task id or a seed cannot become code.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ def _policy_kwargs(config: dict[str, Any], torch_nn: str) -> str:
 def to_zoo(config: dict[str, Any]) -> str:
     """An RL Zoo hyperparameter file (``--conf-file``) for ``config`` (the output of ``best``)."""
     kwargs = {k: v for k, v in config["kwargs"].items() if k not in ("policy_kwargs", "learning_rate")}
-    schedule, rate = config["learning_rate_schedule"], config["kwargs"]["learning_rate"]
+    schedule, rate = config["learning_rate_schedule"], float(config["kwargs"]["learning_rate"])
     notes = [
-        f"# Exported by locomotion-tuner from study {config['study']}, trial {config['trial']}.",
-        f"# Run: python -m rl_zoo3.train --algo {config['algo']} --env {config['env_id']} --conf-file THIS_FILE",
+        f"# Exported by locomotion-tuner from study {config['study']!r}, trial {int(config['trial'])}.",
+        f"# Run: python -m rl_zoo3.train --algo {config['algo']!r} --env {config['env_id']!r} --conf-file THIS_FILE",
     ]
     if schedule not in ZOO_PREFIXES:
         notes.append(
@@ -47,10 +50,10 @@ def to_zoo(config: dict[str, Any]) -> str:
             "closest (both start at the rate and end at 0)."
         )
     entry = {
-        "n_timesteps": config["timesteps"],
+        "n_timesteps": int(config["timesteps"]),
         "policy": config["policy"],
-        "n_envs": config["n_envs"],
-        "normalize": config["normalize_observations"],
+        "n_envs": int(config["n_envs"]),
+        "normalize": bool(config["normalize_observations"]),
         "learning_rate": rate if schedule == "constant" else f"{ZOO_PREFIXES.get(schedule, 'lin_')}{rate!r}",
         **kwargs,
         "policy_kwargs": _policy_kwargs(config, "nn"),
@@ -58,10 +61,10 @@ def to_zoo(config: dict[str, Any]) -> str:
     return "\n".join(notes) + "\n" + yaml.safe_dump({config["env_id"]: entry}, sort_keys=False)
 
 
-PYTHON_TEMPLATE = '''"""Reproduces trial {trial} of study {study}: {sb3_class} on {env_id}, {timesteps} env-steps.
+PYTHON_TEMPLATE = '''"""Re-trains a configuration tuned by locomotion-tuner (STUDY and TRIAL below); needs only
+stable-baselines3 and gymnasium (plus MuJoCo for MuJoCo tasks).
 
-Exported by locomotion-tuner; needs only stable-baselines3 and gymnasium (plus MuJoCo for MuJoCo tasks).
-    python {{script}} [--timesteps N] [--seed S] [--out model.zip]
+    python train.py [--timesteps N] [--seed S] [--out model.zip]
 """
 
 import argparse
@@ -73,17 +76,21 @@ from stable_baselines3 import {sb3_class}
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
+STUDY = {study!r}
+TRIAL = {trial!r}
+ENV_ID = {env_id!r}
+
 
 {schedule_source}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--timesteps", type=int, default={timesteps})
-    parser.add_argument("--seed", type=int, default={seed})
+    parser.add_argument("--timesteps", type=int, default={timesteps!r})
+    parser.add_argument("--seed", type=int, default={seed!r})
     parser.add_argument("--out", default="model.zip", help="where to save the trained model")
     args = parser.parse_args()
-    env = make_vec_env({env_id!r}, n_envs={n_envs}, seed=args.seed)
-    if {normalize}:
+    env = make_vec_env(ENV_ID, n_envs={n_envs!r}, seed=args.seed)
+    if {normalize!r}:
         env = VecNormalize(env)
     model = {sb3_class}(
         {policy!r},
@@ -111,18 +118,18 @@ def to_python(config: dict[str, Any]) -> str:
     schedule = config["learning_rate_schedule"]
     kwargs = {k: v for k, v in config["kwargs"].items() if k not in ("policy_kwargs", "learning_rate")}
     return PYTHON_TEMPLATE.format(
-        trial=config["trial"],
-        study=config["study"],
+        trial=int(config["trial"]),
+        study=str(config["study"]),
         sb3_class=config["sb3_class"],
-        env_id=config["env_id"],
-        timesteps=config["timesteps"],
-        seed=config.get("seed") or 0,
-        n_envs=config["n_envs"],
-        normalize=config["normalize_observations"],
+        env_id=str(config["env_id"]),
+        timesteps=int(config["timesteps"]),
+        seed=int(config.get("seed") or 0),
+        n_envs=int(config["n_envs"]),
+        normalize=bool(config["normalize_observations"]),
         policy=config["policy"],
         schedule_source=source(schedule),
         schedule_function=SCHEDULES[schedule].__name__,
-        rate=config["kwargs"]["learning_rate"],
+        rate=float(config["kwargs"]["learning_rate"]),
         kwargs="".join(f"        {k}={v!r},\n" for k, v in kwargs.items()),
         policy_kwargs=_policy_kwargs(config, "torch.nn"),
     )

@@ -15,6 +15,7 @@ import optuna
 
 from study_admin.display import format_param
 from study_admin.studies import best_configuration, study_details, study_id_of
+from study_contract import protocol
 from study_contract.catalog import format_value
 
 TOP_CURVES = 5
@@ -32,7 +33,7 @@ def _pyplot() -> Any:
 def plot_curves(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
     trials = [t for t in storage.get_all_trials(study_id_of(storage, name), deepcopy=False) if t.value is not None]
     top = sorted(trials, key=lambda t: -float(t.value or 0.0))[:TOP_CURVES]
-    curves = [(t.number, t.user_attrs.get("eval_curve") or []) for t in top]
+    curves = [(t.number, t.user_attrs.get(protocol.EVAL_CURVE) or []) for t in top]
     if not any(curve for _, curve in curves):
         return False
     plt = _pyplot()

@@ -5,17 +5,20 @@ Creating studies lives in ``study_contract/creation.py``, which workers use too 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
 
-from study_contract import confirmation
+from study_contract import confirmation, protocol
 from study_contract.algorithms import algorithm
-from study_contract.catalog import FAIL_REASON_ATTR, RETRY_ATTR, Summary, summarise
+from study_contract.catalog import Summary, summarise
 from study_contract.definition import (
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
+    SEED_SPACE,
+    DefinitionError,
     StudyDefinition,
     StudyError,
     load_definition,
@@ -38,16 +41,16 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "number": trial.number,
         "state": trial.state.name,
         "value": trial.value,
-        "hyperparams": attrs.get("hyperparams"),
-        "seed": attrs.get("seed"),
-        "env_steps": attrs.get("env_steps"),
-        "train_steps_per_second": attrs.get("train_steps_per_second"),
-        "wall_seconds": attrs.get("wall_seconds"),
-        "worker": attrs.get("worker"),
-        "fail_reason": attrs.get(FAIL_REASON_ATTR),
-        "retried": attrs.get(RETRY_ATTR),
-        "retry_of": trial.system_attrs.get("failed_trial"),
-        "progress": attrs.get("progress"),
+        "hyperparams": attrs.get(protocol.HYPERPARAMS),
+        "seed": attrs.get(protocol.SEED),
+        "env_steps": attrs.get(protocol.ENV_STEPS),
+        "train_steps_per_second": attrs.get(protocol.TRAIN_STEPS_PER_SECOND),
+        "wall_seconds": attrs.get(protocol.WALL_SECONDS),
+        "worker": attrs.get(protocol.WORKER),
+        "fail_reason": attrs.get(protocol.FAIL_REASON),
+        "retried": attrs.get(protocol.RETRY),
+        "retry_of": trial.system_attrs.get(protocol.FAILED_TRIAL),
+        "progress": attrs.get(protocol.PROGRESS),
     }
 
 
@@ -61,10 +64,11 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
         key=lambda t: cast(float, t.value),
         reverse=True,
     )
-    rates = [t.user_attrs["train_steps_per_second"] for t in finished if "train_steps_per_second" in t.user_attrs]
-    env_steps = sum(t.user_attrs.get("env_steps", 0) for t in finished)
-    final_failures = [t for t in finished if t.state == TrialState.FAIL and t.user_attrs.get(FAIL_REASON_ATTR)]
-    final_failures.sort(key=lambda t: t.number, reverse=True)
+    rates = [t.user_attrs[protocol.TRAIN_STEPS_PER_SECOND] for t in finished
+             if protocol.TRAIN_STEPS_PER_SECOND in t.user_attrs]  # fmt: skip
+    env_steps = sum(t.user_attrs.get(protocol.ENV_STEPS, 0) for t in finished)
+    failed = [t for t in finished if t.state == TrialState.FAIL and t.user_attrs.get(protocol.FAIL_REASON)]
+    failed.sort(key=lambda t: t.number, reverse=True)
     return {
         "summary": summary.to_dict(),
         "definition": {k: v for k, v in definition.__dict__.items() if k != "space"},
@@ -76,7 +80,7 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
         },
         "running": [trial_record(t) for t in trials if t.state == TrialState.RUNNING],
         "top_trials": [trial_record(t) for t in complete[:top]],
-        "failures": [trial_record(t) for t in final_failures[:top]],
+        "failures": [trial_record(t) for t in failed[:top]],
         "confirmation": confirmation.report(storage, name) if definition.stage == "tuning" else None,
     }
 
@@ -97,12 +101,12 @@ def best_configuration(storage: optuna.storages.BaseStorage, name: str) -> dict[
         best = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, confirmed["winner"]))
     else:
         best = storage.get_best_trial(study_id)
-    params = best.user_attrs["hyperparams"]
+    params = best.user_attrs[protocol.HYPERPARAMS]
     result = configuration(definition, params) | {
         "study": name,
         "trial": best.number,
         "mean_reward": best.value,
-        "seed": best.user_attrs.get("seed"),
+        "seed": trial_seed(best),
         "confirmed": confirmed["confirmed"],
     }
     if confirmed.get("study"):
@@ -120,15 +124,23 @@ def trial_configuration(storage: optuna.storages.BaseStorage, name: str, number:
         trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
     except KeyError:
         raise StudyError(f"study {name!r} has no trial {number}") from None
-    if "hyperparams" not in trial.user_attrs:
+    if protocol.HYPERPARAMS not in trial.user_attrs:
         raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state.name})")
-    return configuration(definition, trial.user_attrs["hyperparams"]) | {
+    return configuration(definition, trial.user_attrs[protocol.HYPERPARAMS]) | {
         "study": name,
         "trial": number,
         "mean_reward": trial.value,
-        "seed": trial.user_attrs.get("seed"),
+        "seed": trial_seed(trial),
         "confirmed": False,
     }
+
+
+def trial_seed(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The training seed a trial recorded, checked: it is pasted into exports."""
+    seed = trial.user_attrs.get(protocol.SEED)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_SPACE):
+        raise StudyError(f"trial {trial.number} has seed={seed!r}, not a whole number from 0 to {SEED_SPACE - 1}")
+    return seed
 
 
 def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> optuna.trial.FrozenTrial:
@@ -142,12 +154,16 @@ def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int 
     if MODEL in trial_artifacts(trial) or not config.get("confirmed"):
         return trial
     runs = storage.get_all_trials(study_id_of(storage, confirmation.confirmation_name(name)), deepcopy=False)
-    mine = [t for t in runs if t.user_attrs.get(confirmation.CANDIDATE_ATTR) == config["trial"] and t.value is not None]
+    mine = [t for t in runs if t.user_attrs.get(protocol.CANDIDATE) == config["trial"] and t.value is not None]
     return max(mine, key=lambda t: (MODEL in trial_artifacts(t), cast(float, t.value)), default=trial)
 
 
 def configuration(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:
     """What reproduces a configuration: the SB3 keyword arguments plus what wraps them."""
+    try:
+        params = definition.check_params(params)
+    except DefinitionError as exc:
+        raise StudyError(f"a trial's configuration cannot be used: {exc}") from None
     entry = algorithm(definition.algo)
     return {
         "algo": definition.algo,
@@ -172,12 +188,24 @@ def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) ->
         storage.set_study_user_attr(study_id, PAUSED_REASON_ATTR, None)
 
 
-def delete(storage: optuna.storages.BaseStorage, name: str, *, force: bool = False) -> None:
+def delete(storage: optuna.storages.BaseStorage, name: str, *, force: bool = False, store: Any = None) -> int:
+    """Delete the study, then the files of its artifact ``store`` that the study and its trials refer to; the
+    number of artifacts left behind (refused while trials run, unless ``force``)."""
+    from study_contract.artifacts import artifacts_in
+
     study_id = study_id_of(storage, name)
     running = storage.get_n_trials(study_id, state=TrialState.RUNNING)
     if running and not force:
         raise StudyError(
             f"study {name!r} has {running} running trial(s); pause it and wait, or delete with --force "
-            "(workers then drop those trials and go on)"
+            "(workers then drop those trials, and the files they uploaded, and go on)"
         )
+    owners = [storage.get_study_system_attrs(study_id), *(t.system_attrs for t in storage.get_all_trials(study_id))]
+    artifact_ids = [i for attrs in owners for i in artifacts_in(attrs, strict=False).values()]
     optuna.delete_study(study_name=name, storage=storage)
+    if store is None:
+        return len(artifact_ids)
+    for artifact_id in artifact_ids:
+        with contextlib.suppress(optuna.artifacts.exceptions.ArtifactNotFound):
+            store.remove(artifact_id)
+    return 0

@@ -182,6 +182,11 @@ def fit_rollout_to_budget(space: Space, timesteps: int, n_envs: int) -> Space:
 def check_ppo(space: Space, n_envs: int, timesteps: int) -> None:
     steps, batch = space["n_steps"], space["batch_size"]
     smallest_rollout = steps.smallest * n_envs
+    if smallest_rollout < 2 or batch.smallest < 2:
+        raise SpaceError(
+            f"n_steps x n_envs={smallest_rollout} and batch_size={batch.smallest}: SB3's PPO needs rollouts and "
+            "minibatches of at least 2 env-steps; raise --timesteps (to at least 2) or n_steps and batch_size"
+        )
     if smallest_rollout > timesteps:
         raise SpaceError(
             f"n_steps x n_envs={smallest_rollout} exceeds timesteps={timesteps}: no trial could finish one "

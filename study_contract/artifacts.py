@@ -11,8 +11,12 @@ a folder beside its database file, and PostgreSQL deployments keep none.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from study_contract.storage import StorageError
 
 if TYPE_CHECKING:
     import optuna
@@ -29,6 +33,11 @@ MIMETYPES = {
     VIDEO: "video/mp4",
 }
 ARTIFACTS_ATTR_PREFIX = "artifacts:"
+ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # Optuna's uuid4 ids
+
+
+class UnsafeArtifact(ValueError):
+    """An artifact record (from the database) whose file name is not a plain name or whose id is not Optuna's."""
 
 
 def location(explicit: str | None, storage_url: str) -> str | None:
@@ -40,14 +49,21 @@ def location(explicit: str | None, storage_url: str) -> str | None:
     return None
 
 
-def open_store(where: str) -> ArtifactStore:
+def open_store(where: str, *, writable: bool = False) -> ArtifactStore:
+    """The store at ``where``; a folder is created if missing, and must be writable for a ``writable`` store
+    (:class:`StorageError` says why not in one line)."""
     if where.startswith("s3://"):
         from optuna.artifacts import Boto3ArtifactStore
 
         return Boto3ArtifactStore(where.removeprefix("s3://").strip("/"))
     from optuna.artifacts import FileSystemArtifactStore
 
-    Path(where).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(where).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"artifact directory {where!r} cannot be created: {exc.strerror}") from None
+    if writable and not os.access(where, os.W_OK | os.X_OK):
+        raise StorageError(f"artifact directory {where!r} is not writable by this user")
     return FileSystemArtifactStore(where)
 
 
@@ -56,25 +72,40 @@ def trial_artifacts(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     return artifacts_in(trial.system_attrs)
 
 
-def artifacts_in(system_attrs: dict[str, Any]) -> dict[str, str]:
-    """filename -> artifact id among a trial's or a study's system attributes (deleted ones skipped)."""
+def artifacts_in(system_attrs: dict[str, Any], *, strict: bool = True) -> dict[str, str]:
+    """filename -> artifact id among a trial's or a study's system attributes (deleted ones skipped).
+
+    Each record comes from the database: a file name that is not a plain name, or an id that is not
+    Optuna's, raises :class:`UnsafeArtifact` (``strict=False`` leaves it out instead).
+    """
     found: dict[str, str] = {}
     for key, value in system_attrs.items():
         if not key.startswith(ARTIFACTS_ATTR_PREFIX):
             continue
         meta: Any = json.loads(value) if isinstance(value, str) else value
-        if isinstance(meta, dict) and meta.get("filename"):  # the dashboard leaves "null" after a delete
-            found[meta["filename"]] = meta["artifact_id"]
+        if not isinstance(meta, dict) or not meta.get("filename"):  # the dashboard leaves "null" after a delete
+            continue
+        filename, artifact_id = meta["filename"], meta.get("artifact_id")
+        plain = isinstance(filename, str) and filename not in (".", "..") and Path(filename).name == filename
+        if plain and "\\" not in filename and isinstance(artifact_id, str) and ARTIFACT_ID.fullmatch(artifact_id):
+            found[filename] = artifact_id
+        elif strict:
+            raise UnsafeArtifact(
+                f"artifact {filename!r} (id {artifact_id!r}) is not a plain file name with an Optuna artifact id; "
+                "nothing was downloaded"
+            )
     return found
 
 
 def download(store: ArtifactStore, trial: optuna.trial.FrozenTrial, out: Path) -> list[Path]:
-    """Copy every artifact of ``trial`` into ``out``; the files written."""
+    """Copy every artifact of ``trial`` into ``out``; the files written. Unless every record is safe, nothing
+    is written (:class:`UnsafeArtifact`)."""
     from optuna.artifacts import download_artifact
 
+    artifacts = sorted(trial_artifacts(trial).items())
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for filename, artifact_id in sorted(trial_artifacts(trial).items()):
+    for filename, artifact_id in artifacts:
         target = out / filename
         target.unlink(missing_ok=True)
         download_artifact(artifact_store=store, file_path=str(target), artifact_id=artifact_id)
@@ -86,7 +117,7 @@ def retire_study_artifact(
     store: ArtifactStore, storage: optuna.storages.BaseStorage, study_id: int, filename: str
 ) -> None:
     """Delete the study's artifact named ``filename`` the way the dashboard does, so that an upload replaces it."""
-    artifact_id = artifacts_in(storage.get_study_system_attrs(study_id)).get(filename)
+    artifact_id = artifacts_in(storage.get_study_system_attrs(study_id), strict=False).get(filename)
     if artifact_id is not None:
         store.remove(artifact_id)
         storage.set_study_system_attr(study_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(None))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from study_contract.algorithms import algorithm
-from study_contract.definition import StudyDefinition, StudyError
+from study_contract.definition import STUDY_NAME, DefinitionError, StudyDefinition, StudyError
 from study_contract.space import ParamSpec, SpaceError, apply_overrides, largest_pow2_at_most
 
 # How a stage searches a parameter: the preset's range, all choices, or a factor around the previous winner.
@@ -107,9 +107,24 @@ class CampaignPlan:
         return {**asdict(self), "stages": [asdict(stage) for stage in self.stages]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CampaignPlan:
-        return cls(name=data["name"], budget_steps=data["budget_steps"], evaluations=data["evaluations"],
-                   confirm=data["confirm"], stages=tuple(StagePlan(**s) for s in data["stages"]))  # fmt: skip
+    def from_dict(cls, data: Any) -> CampaignPlan:
+        """The plan stored in a definition, checked as untrusted input (:class:`DefinitionError` names the flaw)."""
+        try:
+            stages = tuple(StagePlan(**s) for s in data["stages"])
+            plan = cls(name=data["name"], budget_steps=data["budget_steps"], evaluations=data["evaluations"],
+                       confirm=data["confirm"], stages=stages)  # fmt: skip
+        except (TypeError, KeyError) as exc:
+            raise DefinitionError(f"campaign plan cannot be read: {exc!r}") from None
+        if not isinstance(plan.name, str) or not STUDY_NAME.fullmatch(plan.name):
+            raise DefinitionError(f"campaign name {plan.name!r} is not a study name")
+        if [s.name for s in stages] != [rule.name for rule in STAGE_RULES]:
+            raise DefinitionError(f"campaign stages {[s.name for s in stages]!r} are not {list(RULES)}")
+        numbers = [plan.budget_steps, plan.evaluations, *(n for s in stages for n in (s.trials, s.timesteps))]
+        if any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10**12 for n in numbers):
+            raise DefinitionError(f"campaign plan numbers {numbers!r} must be whole numbers from 1 to 10**12")
+        if not isinstance(plan.confirm, bool) or any(not isinstance(s.space, dict) for s in stages):
+            raise DefinitionError("campaign plan: confirm must be true or false and each stage's space a mapping")
+        return plan
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
@@ -147,7 +162,10 @@ def plan_campaign(
         if not 0 < fidelity <= 1:
             raise StudyError(f"stage {rule.name}: fidelity={fidelity} must be in (0, 1]")
         steps = max(int(timesteps * fidelity), 1)
-        trials = int(given.get("trials") or trials_per_stage or max(round(rule.share * budget / steps), MIN_TRIALS))
+        default = trials_per_stage or max(round(rule.share * budget / steps), MIN_TRIALS)
+        trials = int(given.get("trials", default))
+        if trials < 1:
+            raise StudyError(f"stage {rule.name}: trials={trials} must be at least 1")
         stages.append(StagePlan(rule.name, trials, steps, dict(given.get("space") or {})))
     return CampaignPlan(name=name, budget_steps=budget, stages=tuple(stages), evaluations=evaluations, confirm=confirm)
 
@@ -213,20 +231,23 @@ def stage_definition(
             raise StudyError(f"campaign stage {stage}: {exc}") from None
     space = entry.fit(space, step.timesteps, base.n_envs)
     space = _fit_constraints(base.algo, space, base.n_envs)
-    return replace(
-        base,
-        n_trials=step.trials,
-        timesteps=step.timesteps,
-        eval_every=max(step.timesteps // plan.evaluations, 1),
-        pruner=RULES[stage].pruner,
-        baseline=False,
-        known_good=base.known_good and stage == "coarse",  # later stages search around the winner
-        confirm=False,
-        stage=stage,
-        parent=parent,
-        campaign=plan.to_dict(),
-        space=space,
-    )
+    try:
+        return replace(
+            base,
+            n_trials=step.trials,
+            timesteps=step.timesteps,
+            eval_every=max(step.timesteps // plan.evaluations, 1),
+            pruner=RULES[stage].pruner,
+            baseline=False,
+            known_good=base.known_good and stage == "coarse",  # later stages search around the winner
+            confirm=False,
+            stage=stage,
+            parent=parent,
+            campaign=plan.to_dict(),
+            space=space,
+        )
+    except DefinitionError as exc:
+        raise StudyError(f"campaign stage {stage} ({step.timesteps} env-steps per trial): {exc}") from None
 
 
 def _fit_constraints(algo: str, space: dict[str, ParamSpec], n_envs: int) -> dict[str, ParamSpec]:

@@ -19,26 +19,25 @@ from typing import Any
 
 import sqlalchemy
 
+from study_contract import protocol
 from study_contract.definition import (
     DEFINITION_ATTR,
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
     DefinitionError,
     StudyDefinition,
+    check_stored_name,
 )
 
-# Trial user attributes that say what became of a failed trial (set before it is failed).
-RETRY_ATTR = "retry"  # True: queued again under a new number; False: a final failure
-FAIL_REASON_ATTR = "fail_reason"
-HANDED_BACK_ATTR = "handed_back"  # schema 1 workers marked hand-backs only this way
-PROGRESS_ATTR = "progress"
-WORKER_ATTR = "worker"
 RECENT_TRIALS = 20  # finished trials whose durations estimate the next ones
 
 _ATTRS = sqlalchemy.text(
-    "SELECT s.study_id, s.study_name, a.key, a.value_json FROM studies s "
-    "JOIN study_user_attributes a ON a.study_id = s.study_id WHERE a.key IN (:definition, :paused, :reason) "
-    "ORDER BY s.study_id"
+    "SELECT s.study_id, s.study_name, a.key, a.value_json FROM studies s LEFT JOIN study_user_attributes a "
+    "ON a.study_id = s.study_id AND a.key IN (:definition, :paused, :reason) ORDER BY s.study_id"
+)
+INCOMPLETE = (
+    "incomplete: it has no definition (its creation did not finish, or study_admin did not create it); "
+    "`study_admin delete` removes it"
 )
 _COUNTS = sqlalchemy.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
 _LIVE = sqlalchemy.text(
@@ -55,7 +54,7 @@ _FAILED = (
 )
 _RETRIES = (
     "SELECT t.study_id, s.value_json FROM trials t JOIN trial_system_attributes s ON s.trial_id = t.trial_id "
-    "WHERE s.key = 'retry_history'"
+    "WHERE s.key = :history"
 )
 _LIVE_ATTRS = sqlalchemy.text(
     "SELECT t.study_id, t.trial_id, a.key, a.value_json FROM trials t JOIN trial_user_attributes a "
@@ -71,7 +70,8 @@ _DURATIONS = sqlalchemy.text(
 
 @dataclass(frozen=True)
 class TuningStudy:
-    """A study created by study_admin. ``definition`` is None when it cannot be read (``error`` says why)."""
+    """A study in the storage. ``definition`` is None when it has none (``incomplete``) or it cannot be read
+    (``error`` says why in both cases): workers skip such studies, ``list`` shows them."""
 
     study_id: int
     name: str
@@ -79,20 +79,23 @@ class TuningStudy:
     paused: bool = False
     paused_reason: str | None = None
     error: str | None = None
+    incomplete: bool = False
 
 
 def _read_tuning_studies(conn: sqlalchemy.engine.Connection) -> list[TuningStudy]:
     attrs: dict[int, dict[str, Any]] = {}
     params = {"definition": DEFINITION_ATTR, "paused": PAUSED_ATTR, "reason": PAUSED_REASON_ATTR}
     for study_id, name, key, value_json in conn.execute(_ATTRS, params):
-        attrs.setdefault(study_id, {"name": name})[key] = json.loads(value_json)
+        study = attrs.setdefault(study_id, {"name": name})
+        if key is not None:
+            study[key] = json.loads(value_json)
     studies = []
     for study_id, study in attrs.items():
-        if DEFINITION_ATTR not in study:
-            continue  # not created by study_admin, or still being created
-        definition, error = None, None
+        definition, error = None, INCOMPLETE if DEFINITION_ATTR not in study else None
         try:
-            definition = StudyDefinition.from_json(study[DEFINITION_ATTR])
+            check_stored_name(study["name"])
+            if error is None:
+                definition = StudyDefinition.from_json(study[DEFINITION_ATTR])
         except DefinitionError as exc:
             error = str(exc)
         studies.append(
@@ -103,6 +106,7 @@ def _read_tuning_studies(conn: sqlalchemy.engine.Connection) -> list[TuningStudy
                 paused=bool(study.get(PAUSED_ATTR, False)),
                 paused_reason=study.get(PAUSED_REASON_ATTR) or None,
                 error=error,
+                incomplete=DEFINITION_ATTR not in study,
             )
         )
     return studies
@@ -133,24 +137,11 @@ def live_counts(engine: sqlalchemy.engine.Engine) -> dict[int, Live]:
     return {study_id: Live(**states) for study_id, states in counts.items()}
 
 
-def failure_kind(attrs: dict[str, Any], retried: bool) -> str:
-    """What a FAIL trial is for the budget: ``final`` (a slot used), ``retried`` or ``lost`` (a slot to restore).
-
-    ``attrs`` are its user attributes among retry/fail_reason/handed_back; ``retried`` says whether a
-    later trial retries it. Trials failed by schema-1 workers carry no ``retry`` attribute: a failure
-    with a reason that was not a hand-back was final.
-    """
-    if retried:
-        return "retried"
-    if RETRY_ATTR in attrs:
-        return "lost" if attrs[RETRY_ATTR] else "final"
-    return "final" if FAIL_REASON_ATTR in attrs and HANDED_BACK_ATTR not in attrs else "lost"
-
-
 def failures(conn: sqlalchemy.engine.Connection, study_id: int | None = None) -> dict[int, dict[int, str]]:
-    """study id -> {FAIL trial number -> its :func:`failure_kind`}, for every study or just ``study_id``."""
+    """study id -> {FAIL trial number -> its :func:`protocol.failure_kind`}, for every study or just ``study_id``."""
     where = "" if study_id is None else _ONE_STUDY
-    params = {"retry": RETRY_ATTR, "reason": FAIL_REASON_ATTR, "handed_back": HANDED_BACK_ATTR, "study": study_id}
+    params = {"retry": protocol.RETRY, "reason": protocol.FAIL_REASON, "handed_back": protocol.HANDED_BACK,
+              "history": protocol.RETRY_HISTORY, "study": study_id}  # fmt: skip
     failed: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     for sid, number, key, value_json in conn.execute(sqlalchemy.text(_FAILED + where), params):
         attrs = failed[sid].setdefault(number, {})
@@ -162,7 +153,7 @@ def failures(conn: sqlalchemy.engine.Connection, study_id: int | None = None) ->
         if history:
             retried[sid].add(history[-1])
     return {
-        sid: {n: failure_kind(attrs, n in retried[sid]) for n, attrs in trials.items()}
+        sid: {n: protocol.failure_kind(attrs, retried=n in retried[sid]) for n, attrs in trials.items()}
         for sid, trials in failed.items()
     }
 
@@ -256,7 +247,7 @@ def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
         failed = failures(conn)
         live: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
         for study_id, trial_id, key, value_json in conn.execute(
-            _LIVE_ATTRS, {"worker": WORKER_ATTR, "progress": PROGRESS_ATTR}
+            _LIVE_ATTRS, {"worker": protocol.WORKER, "progress": protocol.PROGRESS}
         ):
             live[study_id].setdefault(trial_id, {})[key] = json.loads(value_json)
         durations: dict[int, list[float]] = defaultdict(list)
@@ -276,9 +267,9 @@ def _summary(
     n = {s: counts.get((study.study_id, s), 0) for s in ("WAITING", "RUNNING", "COMPLETE", "PRUNED")}
     kinds = Counter(failed.values())
     definition = study.definition
-    workers = len({attrs[WORKER_ATTR] for attrs in live.values() if WORKER_ATTR in attrs})
+    workers = len({attrs[protocol.WORKER] for attrs in live.values() if protocol.WORKER in attrs})
     if definition is None:
-        state, eta = "unreadable", None
+        state, eta = ("incomplete" if study.incomplete else "unreadable"), None
     else:
         if n["WAITING"] == 0 and n["RUNNING"] == 0 and not kinds["lost"]:
             state = "finished"
@@ -289,7 +280,7 @@ def _summary(
         recent = durations.get(study.study_id)
         eta = Eta(
             trial_seconds=sum(recent) / len(recent) if recent else None,
-            running_seconds_left=[_running_left(definition, attrs.get(PROGRESS_ATTR)) for attrs in live.values()],
+            running_seconds_left=[_running_left(definition, attrs.get(protocol.PROGRESS)) for attrs in live.values()],
             waiting=0 if state == "paused" else n["WAITING"] + kinds["lost"],
             workers=workers,
         ).seconds

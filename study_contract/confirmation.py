@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.catalog import failures
 from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
@@ -26,8 +27,6 @@ from study_contract.space import ParamSpec
 from study_contract.statistics import probability_of_improvement, summarise_scores
 
 SUFFIX = ":confirm"
-CANDIDATE_ATTR = "candidate"
-BASELINE = "baseline"
 
 
 def confirmation_name(parent: str) -> str:
@@ -47,9 +46,9 @@ def top_candidates(trials: list[optuna.trial.FrozenTrial], top: int) -> list[Can
     picks = []
     for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
                         key=lambda t: -float(t.value or 0.0)):  # fmt: skip
-        params = trial.user_attrs.get("hyperparams")
+        params = trial.user_attrs.get(protocol.HYPERPARAMS)
         key = json.dumps(params, sort_keys=True)
-        if params is None or trial.user_attrs.get("baseline") or key in seen:
+        if params is None or trial.user_attrs.get(protocol.BASELINE) or key in seen:
             continue
         seen.add(key)
         picks.append(Candidate(trial.number, float(trial.value or 0.0), params))
@@ -98,9 +97,11 @@ def plan(
     if not picks:
         raise StudyError(f"study {parent!r} has no completed trial to confirm")
     if baseline is None:
-        found = next((t for t in trials if t.user_attrs.get("baseline") and "hyperparams" in t.user_attrs), None)
+        found = next(
+            (t for t in trials if t.user_attrs.get(protocol.BASELINE) and protocol.HYPERPARAMS in t.user_attrs), None
+        )
         baseline = (
-            found.user_attrs["hyperparams"]
+            found.user_attrs[protocol.HYPERPARAMS]
             if found
             else algorithm(definition.algo).baseline(definition.space, definition.n_envs)
         )
@@ -120,9 +121,9 @@ def plan(
         campaign=None,
     )
     fixed = [
-        FixedTrial(params, {CANDIDATE_ATTR: key, "seed": seed})
+        FixedTrial(params, {protocol.CANDIDATE: key, protocol.SEED: seed})
         for seed in confirmation.test_seed_list  # seed by seed: early results cover every configuration
-        for key, params in [*((c.trial, c.params) for c in picks), (BASELINE, baseline)]
+        for key, params in [*((c.trial, c.params) for c in picks), (protocol.BASELINE, baseline)]
     ]
     return confirmation, fixed
 
@@ -177,33 +178,34 @@ def report(storage: optuna.storages.BaseStorage, parent: str) -> dict[str, Any]:
     scores: dict[Any, list[float]] = {}
     failed: dict[Any, int] = {}
     for trial in trials:
-        key = trial.user_attrs.get(CANDIDATE_ATTR)
+        key = trial.user_attrs.get(protocol.CANDIDATE)
         scores.setdefault(key, [])
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             scores[key].append(float(trial.value))
-        elif trial.state == TrialState.FAIL and trial.user_attrs.get("retry") is False:
+        elif trial.state == TrialState.FAIL and protocol.is_final_failure(trial.user_attrs):
             failed[key] = failed.get(key, 0) + 1
-    baseline_scores = scores.pop(BASELINE, [])
+    baseline_scores = scores.pop(protocol.BASELINE, [])
     keys = [k for k in scores if k is not None]
     tuning = sorted(keys, key=lambda k: -float(parent_trials[k].value or 0.0) if k in parent_trials else 0.0)
     candidates = []
     for key in keys:
         summary = summarise_scores(scores[key])
+        tuned = parent_trials.get(key)
         candidates.append(
             {
                 "trial": key,
-                "tuning_value": parent_trials[key].value if key in parent_trials else None,
+                "tuning_value": tuned.value if tuned else None,
                 "tuning_rank": tuning.index(key) + 1,
                 **summary.to_dict(),
                 "failed_seeds": failed.get(key, 0),
                 "p_improvement": probability_of_improvement(scores[key], baseline_scores),
-                "hyperparams": parent_trials[key].user_attrs.get("hyperparams") if key in parent_trials else None,
+                "hyperparams": tuned.user_attrs.get(protocol.HYPERPARAMS) if tuned else None,
             }
         )
     candidates.sort(key=lambda c: -c["iqm"] if c["iqm"] is not None else float("inf"))
     done = sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and t.user_attrs.get("retry") is False)
+        or (t.state == TrialState.FAIL and protocol.is_final_failure(t.user_attrs))
         for t in trials
     )
     winner = candidates[0] if candidates and candidates[0]["iqm"] is not None else None
@@ -218,5 +220,5 @@ def report(storage: optuna.storages.BaseStorage, parent: str) -> dict[str, Any]:
         "rankings_agree": bool(winner and winner["tuning_rank"] == 1),
         "beats_baseline": bool(winner and baseline.iqm is not None and winner["iqm"] > baseline.iqm),
         "candidates": candidates,
-        "baseline": {**baseline.to_dict(), "failed_seeds": failed.get(BASELINE, 0)},
+        "baseline": {**baseline.to_dict(), "failed_seeds": failed.get(protocol.BASELINE, 0)},
     }

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
+from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
 from study_contract.space import optuna_params
+from study_contract.tables import Slot, insert_study
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,9 @@ class FixedTrial:
     user_attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def unique_name(storage: optuna.storages.BaseStorage, base: str) -> str:
-    taken = {s.study_name for s in storage.get_all_studies()}
+def unique_name(storage: optuna.storages.BaseStorage, base: str, *, also_taken: Sequence[str] = ()) -> str:
+    """``base``, or ``base-2``, ``base-3``, ...: the first that no study (and none of ``also_taken``) has."""
+    taken = {s.study_name for s in storage.get_all_studies()} | set(also_taken)
     name, n = base, 1
     while name in taken:
         n += 1
@@ -38,48 +40,37 @@ def unique_name(storage: optuna.storages.BaseStorage, base: str) -> str:
 
 
 def create_study(
-    storage: optuna.storages.BaseStorage,
+    storage: optuna.storages.RDBStorage,
     definition: StudyDefinition,
     name: str | None = None,
     *,
     fixed: Sequence[FixedTrial] = (),
 ) -> str:
     """Write the study and return its name; ``fixed`` slots first, then the baseline and the known-good
-    configurations, then open ones.
-
-    Workers ignore a study until its definition is written, and a failure part-way deletes what was
-    written, so no worker ever sees a half-created study (a killed creator leaves one without a
-    definition, which :func:`discard_unfinished` removes).
+    configurations, then open ones. The study, its budget and its definition are written in one
+    transaction: no worker ever sees a half-created study.
     """
-    while True:
-        study_name = name or unique_name(storage, f"{definition.algo}-{definition.env_id}")
-        try:
-            study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
-            break
-        except optuna.exceptions.DuplicatedStudyError:
-            if name is not None:
-                raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it") from None
     slots = list(fixed)
     entry = algorithm(definition.algo)
     if definition.baseline:
-        slots.append(FixedTrial(entry.baseline(definition.space, definition.n_envs), {"baseline": True}))
+        slots.append(FixedTrial(entry.baseline(definition.space, definition.n_envs), {protocol.BASELINE: True}))
     if definition.known_good:
         points = entry.starting_points(definition.space, definition.n_envs)
         room = max(definition.n_trials - len(slots), 0)  # a small budget keeps the baseline first
-        slots.extend(FixedTrial(point, {"known_good": True}) for point in points[:room])
+        slots.extend(FixedTrial(point, {protocol.KNOWN_GOOD: True}) for point in points[:room])
     if len(slots) > definition.n_trials:
         raise StudyError(f"{len(slots)} fixed trials do not fit a budget of n_trials={definition.n_trials}")
-    try:
-        for slot in slots:
-            study.enqueue_trial(optuna_params(definition.space, slot.params), user_attrs=slot.user_attrs)
-        for _ in range(definition.n_trials - len(slots)):
-            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
-        study.set_user_attr(PAUSED_ATTR, False)
-        study.set_user_attr(DEFINITION_ATTR, definition.to_json())
-    except BaseException:
-        optuna.delete_study(study_name=study_name, storage=storage)
-        raise
-    return study_name
+    rows = [Slot(optuna_params(definition.space, s.params), s.user_attrs) for s in slots]
+    rows += [Slot()] * (definition.n_trials - len(slots))
+    attrs = {PAUSED_ATTR: False, DEFINITION_ATTR: definition.to_json()}
+    while True:
+        study_name = name or unique_name(storage, f"{definition.algo}-{definition.env_id}")
+        try:
+            insert_study(storage.engine, study_name, rows, attrs)
+            return study_name
+        except optuna.exceptions.DuplicatedStudyError:
+            if name is not None:
+                raise StudyError(f"a study named {name!r} already exists; pick another --name or delete it") from None
 
 
 def discard_unfinished(storage: optuna.storages.BaseStorage, name: str) -> bool:

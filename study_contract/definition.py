@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from study_contract.algorithms import ALGORITHMS, algorithm
 from study_contract.options import options_of
-from study_contract.space import ParamSpec, SpaceError
+from study_contract.space import ParamSpec, SpaceError, check_value
 
 if TYPE_CHECKING:
     import optuna
@@ -33,7 +33,12 @@ MAX_SEED = 2**31 - 1
 SEED_SPACE = 2**32
 EVAL_SEED_OFFSET = 1_000_003
 TEST_SEED_OFFSET = 1_000_000_000
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# A stored name: a study name, then the suffixes of confirmations and campaign stages (":confirm", ":2-coarse").
+STORED_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,39}){0,4}")
+# Gymnasium's ids, [namespace/]name[-vN], in ASCII: a task id also reaches exports and file names.
+ENV_ID = re.compile(r"(?:[A-Za-z0-9_:-]{1,100}/)?[A-Za-z0-9_:.-]{1,100}")
+POLICIES = ("MlpPolicy",)
 DEFAULT_ENV = "Ant-v5"
 DEFAULT_EVALUATIONS = 10
 STAGES = ("tuning", "confirmation", "baseline", "coarse", "schedule", "finetune")
@@ -71,11 +76,18 @@ def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDef
 
 
 def check_study_name(name: str) -> str:
-    if not STUDY_NAME.match(name):
+    if not STUDY_NAME.fullmatch(name):
         raise DefinitionError(
             f"study name {name!r} must be 1-100 characters: letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
+    return name
+
+
+def check_stored_name(name: str) -> str:
+    """A study name read from the database: one ``study_admin`` or a worker could have written."""
+    if not STORED_STUDY_NAME.fullmatch(name):
+        raise DefinitionError(f"study name {name!r} is not one study_admin writes")
     return name
 
 
@@ -167,8 +179,19 @@ class StudyDefinition:
                 raise DefinitionError(str(exc)) from None
         if self.stage not in STAGES:
             raise DefinitionError(f"stage={self.stage!r} is not one of {list(STAGES)}")
-        if not self.env_id:
-            raise DefinitionError("env_id must name a Gymnasium task, e.g. HalfCheetah-v5")
+        if not ENV_ID.fullmatch(self.env_id):
+            raise DefinitionError(
+                f"env_id={self.env_id!r} is not a Gymnasium task id ([namespace/]name[-vN] in letters, digits, "
+                "'_', ':', '.' and '-'), e.g. HalfCheetah-v5"
+            )
+        if self.policy not in POLICIES:
+            raise DefinitionError(f"policy={self.policy!r} is not one of {list(POLICIES)}")
+        if self.parent is not None:
+            check_stored_name(self.parent)
+        if self.campaign is not None:
+            from study_contract.campaign import CampaignPlan  # the plan's module reads definitions itself
+
+            CampaignPlan.from_dict(self.campaign)
         if self.eval_every > self.timesteps:
             raise DefinitionError(
                 f"eval_every={self.eval_every} exceeds timesteps={self.timesteps}; a trial would never be evaluated"
@@ -186,6 +209,17 @@ class StudyDefinition:
             entry.check(self.space, self.n_envs, self.timesteps)
         except SpaceError as exc:
             raise DefinitionError(str(exc)) from None
+
+    def check_params(self, params: Any) -> dict[str, Any]:
+        """``params`` (a trial's readable values, read from the database) if they are a configuration of this
+        study's space: its parameters exactly, each value one the space accepts; else :class:`DefinitionError`."""
+        if not isinstance(params, dict) or set(params) != set(self.space):
+            names = sorted(map(str, params)) if isinstance(params, dict) else type(params).__name__
+            raise DefinitionError(f"hyperparams {names} are not this study's parameters {sorted(self.space)}")
+        try:
+            return {name: check_value(name, spec, params[name], "value") for name, spec in self.space.items()}
+        except SpaceError as exc:
+            raise DefinitionError(f"hyperparams: {exc}") from None
 
     def trial_seed(self, number: int) -> int:
         """The training seed of tuning trial ``number`` (a retry keeps the seed of the trial it replaces)."""
@@ -224,7 +258,7 @@ class StudyDefinition:
         if unknown:
             raise DefinitionError(f"definition has fields {unknown} that schema_version={version} does not have")
         try:
-            data["space"] = {name: ParamSpec.from_dict(spec) for name, spec in data["space"].items()}
+            data["space"] = {name: ParamSpec.from_dict(name, spec) for name, spec in data["space"].items()}
             return cls(**data)
         except (SpaceError, TypeError, KeyError, AttributeError) as exc:
             raise DefinitionError(f"definition cannot be read: {exc}") from None

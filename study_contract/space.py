@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import yaml
 
 Kind = Literal["float", "int", "pow2", "discount", "choice"]
+KINDS: tuple[Kind, ...] = ("float", "int", "pow2", "discount", "choice")
 
 
 class SpaceError(ValueError):
@@ -58,12 +59,39 @@ class ParamSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ParamSpec:
+    def from_dict(cls, name: str, data: dict[str, Any]) -> ParamSpec:
+        """The spec of parameter ``name`` as stored, checked as untrusted input."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise SpaceError(f"parameter spec keys {sorted(unknown)} are not understood")
-        return cls(**{**data, "choices": tuple(data.get("choices", ())), "limits": tuple(data.get("limits", ()))})
+            raise SpaceError(f"{name}: parameter spec keys {sorted(unknown)} are not understood")
+        spec = cls(**{**data, "choices": tuple(data.get("choices", ())), "limits": tuple(data.get("limits", ()))})
+        spec.check(name)
+        return spec
+
+    def check(self, name: str) -> None:
+        """Raise :class:`SpaceError` unless this is a spec the samplers can use: a known kind, and values
+        (a fixed value, a range, choices) inside its limits."""
+        if self.kind not in KINDS:
+            raise SpaceError(f"{name}: kind={self.kind!r} is not one of {list(KINDS)}")
+        if not all(isinstance(flag, bool) for flag in (self.log, self.fixed, self.exponent)):
+            raise SpaceError(f"{name}: log, fixed and exponent must be true or false")
+        if self.kind == "choice":
+            if not self.limits:
+                raise SpaceError(f"{name}: a choice needs its accepted values (limits)")
+        elif len(self.limits) != 2 or not all(_is_number(v) and math.isfinite(v) for v in self.limits):
+            raise SpaceError(f"{name}: limits={list(self.limits)!r} must be two finite numbers")
+        if self.fixed:
+            check_value(name, self, self.value, "value")
+        elif self.kind == "choice":
+            if not self.choices:
+                raise SpaceError(f"{name}: an open choice needs choices")
+            for value in self.choices:
+                check_value(name, self, value, "choice")
+        else:
+            low, high = check_value(name, self, self.low, "low"), check_value(name, self, self.high, "high")
+            if low > high or (self.log and low <= 0):
+                raise SpaceError(f"{name}: low={low!r}, high={high!r} is not a range{' on a log scale' * self.log}")
 
     @property
     def smallest(self) -> Any:

@@ -8,12 +8,14 @@ under the finished stage's lock.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.campaign import CampaignPlan, stage_definition
 from study_contract.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
@@ -22,8 +24,10 @@ from study_contract.definition import StudyDefinition, StudyError, load_definiti
 from study_contract.locks import study_lock
 from study_contract.statistics import iqm
 
+log = logging.getLogger(__name__)
 
-def create_campaign(storage: optuna.storages.BaseStorage, base: StudyDefinition, plan: CampaignPlan) -> str:
+
+def create_campaign(storage: optuna.storages.RDBStorage, base: StudyDefinition, plan: CampaignPlan) -> str:
     """Create the first stage (the baseline: SB3's defaults, one trial per seed); its study name."""
     defaults = algorithm(base.algo).baseline(base.space, base.n_envs)
     name = plan.study_name("baseline")
@@ -47,8 +51,12 @@ OUTCOME_ATTR = "campaign_outcome"
 
 
 def stage_outcome(storage: optuna.storages.BaseStorage, study: str) -> StageOutcome | None:
-    """The stage's decision once recorded (a finished stage records it when the next one is created)."""
-    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
+    """The stage's decision once recorded (a finished stage records it when the next one is created); None
+    before that, and for a stage that was deleted."""
+    try:
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
+    except KeyError:
+        return None
     return StageOutcome(**attrs[OUTCOME_ATTR]) if attrs.get(OUTCOME_ATTR) else None
 
 
@@ -60,12 +68,15 @@ def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDe
         raise StudyError(f"stage {study!r} finished without a completed trial; the campaign cannot go on")
     if definition.stage == "baseline":
         values = [float(t.value or 0.0) for t in complete]
-        return StageOutcome(study, complete[0].number, iqm(values), complete[0].user_attrs["hyperparams"], False,
+        return StageOutcome(study, complete[0].number, iqm(values), complete[0].user_attrs[protocol.HYPERPARAMS], False,
                             f"SB3's defaults on {len(values)} seeds: IQM {iqm(values):.2f}, "
                             f"from {min(values):.2f} to {max(values):.2f}")  # fmt: skip
     best = max(complete, key=lambda t: float(t.value or 0.0))
-    rerun = next((t for t in complete if t.user_attrs.get("previous_winner")), None)
+    rerun = next((t for t in complete if t.user_attrs.get(protocol.PREVIOUS_WINNER)), None)
     previous = stage_outcome(storage, definition.parent) if definition.parent else None
+    if definition.parent and previous is None:
+        log.warning("campaign stage %s: its previous stage %s was deleted; deciding without its outcome",
+                    study, definition.parent)  # fmt: skip
     if rerun is not None and previous is not None and best.number == rerun.number:
         return replace(
             previous,
@@ -75,7 +86,7 @@ def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDe
     margin = ""
     if rerun is not None and rerun.value is not None and best.value is not None:
         margin = f", {best.value - rerun.value:+.2f} over the previous winner's re-run"
-    return StageOutcome(study, best.number, best.value, best.user_attrs["hyperparams"], False,
+    return StageOutcome(study, best.number, best.value, best.user_attrs[protocol.HYPERPARAMS], False,
                         f"trial {best.number} scored {best.value:.2f}{margin}")  # fmt: skip
 
 
@@ -135,5 +146,5 @@ def _create_stage(
     if study_exists(storage, name):
         return None
     nxt = stage_definition(definition, plan, following, outcome.params, study)
-    first = FixedTrial(outcome.params, {"previous_winner": True})
+    first = FixedTrial(outcome.params, {protocol.PREVIOUS_WINNER: True})
     return create_study(storage, nxt, name, fixed=[first])

@@ -10,7 +10,6 @@ running trial look stale at once.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,10 @@ if TYPE_CHECKING:
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "locomotion-tuner"
 EMBEDDED_FILE = "studies.sqlite3"
 SUPPORTED_SCHEMES = ("postgresql", "postgresql+psycopg2", "sqlite")
+# The spellings users paste for PostgreSQL; SQLAlchemy would pick its psycopg 3 driver for them, which is
+# not installed: they mean psycopg2.
+POSTGRES_ALIASES = ("postgresql", "postgres")
+POSTGRES_DRIVER = "postgresql+psycopg2"
 
 
 # Database errors that no wait will fix; other connection failures may pass (a restart, a blip).
@@ -56,13 +59,33 @@ class StorageError(RuntimeError):
 
 
 def mask_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """``url`` for a message: its password hidden, in the user part and in the query string alike.
+
+    An unencoded ``@`` in the password makes SQLAlchemy read the password's tail as part of the host;
+    the part before the host's last ``@`` is hidden too. A URL that does not parse shows its scheme only.
+    """
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return url.partition("://")[0] + "://***" if "://" in url else "***"
+    if parsed.host and "@" in parsed.host:
+        parsed = parsed.set(password="***", host=parsed.host.rsplit("@", 1)[1])
+    query = {key: "***" if "password" in key.lower() else value for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def normalise_url(url: str) -> str:
+    """``url`` checked, with ``postgresql://`` and ``postgres://`` meaning the psycopg2 driver."""
+    parsed = _check_url(url)
+    if parsed.drivername in POSTGRES_ALIASES:
+        return parsed.set(drivername=POSTGRES_DRIVER).render_as_string(hide_password=False)
+    return url
 
 
 def resolve_url(url: str | None, data_dir: str | None) -> str:
-    """The storage URL: ``url`` if given, else the embedded file under ``data_dir``."""
+    """The storage URL: ``url`` if given (checked), else the embedded file under ``data_dir``."""
     if url:
-        return url
+        return normalise_url(url)
     directory = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -73,21 +96,27 @@ def resolve_url(url: str | None, data_dir: str | None) -> str:
     return f"sqlite:///{directory / EMBEDDED_FILE}"
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str) -> sqlalchemy.engine.URL:
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):
         raise StorageError(
             f"storage URL {mask_password(url)!r} is malformed; expected "
-            "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH"
+            "postgresql://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH"
         ) from None
-    if parsed.drivername not in SUPPORTED_SCHEMES:
+    if parsed.drivername not in (*SUPPORTED_SCHEMES, *POSTGRES_ALIASES):
         raise StorageError(
             f"storage URL scheme {parsed.drivername!r} is not supported; use one of {list(SUPPORTED_SCHEMES)}"
         )
-    if parsed.drivername.startswith("postgresql") and parsed.port is not None:
+    if parsed.host and "@" in parsed.host:
+        raise StorageError(
+            f"storage URL {mask_password(url)!r} has an '@' in its password: percent-encode it as %40 "
+            "(and '/' as %2F, '%' as %25)"
+        )
+    if parsed.drivername.startswith("postgres") and parsed.port is not None:
         if not 0 < parsed.port < 65536:
             raise StorageError(f"storage URL port {parsed.port} is outside 1-65535")
+    return parsed
 
 
 def engine_kwargs(url: str, connect_timeout: int = 5) -> dict[str, Any]:
@@ -159,7 +188,7 @@ def _raise_storage_error(exc: BaseException, url: str) -> None:
 
 def open_engine(url: str, *, connect_timeout: int = 5) -> sqlalchemy.engine.Engine:
     """A plain SQLAlchemy engine for read-only views; connects once to report problems early."""
-    _check_url(url)
+    url = normalise_url(url)
     engine = prepare_engine(sqlalchemy.create_engine(url, **engine_kwargs(url, connect_timeout)), writes=False)
     try:
         engine.connect().close()
@@ -171,6 +200,17 @@ def open_engine(url: str, *, connect_timeout: int = 5) -> sqlalchemy.engine.Engi
 def describe_db_error(exc: BaseException, url: str) -> str:
     """One line that says what is wrong with the database at ``url``."""
     return f"cannot use database {mask_password(url)}: {describe_first_line(exc)}"
+
+
+def _never_reuse_ids() -> None:
+    """Embedded databases created from now on number studies and trials with SQLite's AUTOINCREMENT: without
+    it SQLite gives a deleted study's ids to the next study, and a late write of a worker still training
+    the deleted study's trial would land in the new one's (workers also check their claim before each
+    write, which covers databases created before this)."""
+    from optuna.storages._rdb import models
+
+    for model in (models.StudyModel, models.TrialModel):
+        model.__table__.dialect_kwargs["sqlite_autoincrement"] = True
 
 
 def open_storage(
@@ -187,7 +227,8 @@ def open_storage(
     """
     import optuna
 
-    _check_url(url)
+    url = normalise_url(url)
+    _never_reuse_ids()
     warnings.filterwarnings("ignore", "Argument ``heartbeat_interval``", optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", "Argument ``grace_period``", optuna.exceptions.ExperimentalWarning)
     try:

@@ -14,12 +14,14 @@ import sqlalchemy
 import yaml
 
 from study_contract.options import options_of
+from study_contract.storage import open_storage
 from tests.conftest import REPO, create_tiny_study, run_cli
 from worker.config import WorkerConfig
+from worker.slots import claim
 
 KUBE = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSIONS = ("1.30", "1.37")
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication"}  # KEDA's; kubernetes-validate has no schema for them
+CRD_KINDS = {"ScaledJob", "TriggerAuthentication"}  # KEDA's; kubernetes-validate has no schema for them
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -48,9 +50,12 @@ def by_kind(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, 
 def test_every_manifest_validates_strictly() -> None:
     documents = _manifests()
     assert {d["kind"] for d in documents} >= {"StatefulSet", "Job", "Deployment", "Service", "PersistentVolumeClaim",
-                                              "ScaledObject"}  # fmt: skip
+                                              "ScaledJob"}  # fmt: skip
     for document in documents:
-        if document["kind"] in CRD_KINDS:
+        if document["kind"] == "ScaledJob":  # its Job is a plain Job: validate that
+            document = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "burst"},
+                        "spec": document["spec"]["jobTargetRef"]}  # fmt: skip
+        elif document["kind"] in CRD_KINDS:
             continue
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(document, version, strict=True)
@@ -133,9 +138,14 @@ def test_manifests_and_compose_agree() -> None:
     assert _container(dashboard)["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-def test_the_keda_query_counts_live_trials_of_unpaused_studies(pg_url: str, tiny_space: Path) -> None:
-    scaled = by_kind(_manifests(), "ScaledObject", "worker")
-    assert scaled["spec"]["scaleTargetRef"]["name"] == "worker"
+def test_keda_starts_a_job_per_waiting_trial_of_unpaused_studies(pg_url: str, tiny_space: Path) -> None:
+    """Jobs that end by themselves (no scale-down stops a busy worker), running the Deployment's very worker."""
+    scaled = by_kind(_manifests(), "ScaledJob", "worker-burst")
+    job = scaled["spec"]["jobTargetRef"]["template"]["spec"]
+    deployed = _container(by_kind(_manifests(), "Deployment", "worker"))
+    assert {**job["containers"][0], "command": deployed["command"]} == deployed
+    assert job["containers"][0]["command"] == ["worker", "--until-idle"] and job["restartPolicy"] == "Never"
+    assert scaled["spec"]["scalingStrategy"] == {"strategy": "accurate"}  # claimed trials are not in the count
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "postgresql" and all(isinstance(v, str) for v in trigger["metadata"].values())
     auth = by_kind(_manifests(), "TriggerAuthentication", trigger["authenticationRef"]["name"])
@@ -145,9 +155,11 @@ def test_the_keda_query_counts_live_trials_of_unpaused_studies(pg_url: str, tiny
     create_tiny_study(pg_url, "live", tiny_space, 3, 256)
     create_tiny_study(pg_url, "resting", tiny_space, 4, 256)
     assert run_cli("study_admin", "pause", "resting", "--storage", pg_url).returncode == 0
+    storage = open_storage(pg_url)
+    assert claim(storage, storage.get_study_id_from_name("live"), grace_period=120) is not None  # a busy worker
     engine = sqlalchemy.create_engine(pg_url)
     with engine.connect() as conn:
-        assert conn.execute(sqlalchemy.text(trigger["metadata"]["query"])).scalar() == 3
+        assert conn.execute(sqlalchemy.text(trigger["metadata"]["query"])).scalar() == 2
     engine.dispose()
 
 

@@ -218,7 +218,8 @@ def test_a_worker_killed_before_training_spends_no_retry(
     storage_url: str, tiny_space: Path, tmp_path: Path, point: str, spends_a_retry: bool
 ) -> None:
     """Killed in setup: queued again, no retry spent; killed while training: a retry of its max_retry."""
-    from worker.slots import STALE_RETRIES, maintain
+    from study_contract.protocol import STALE_RETRIES
+    from worker.slots import maintain
 
     create_tiny_study(storage_url, "setup", tiny_space, 1, 256, "--no-baseline", "--eval-every", "128")
     victim = start_worker(storage_url, "--poll-interval", "0.2", "--heartbeat-interval", "1", "--study", "setup",
@@ -251,9 +252,9 @@ def test_retries_are_bounded_by_the_studys_max_retry_and_say_so(storage_url: str
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=1)
     study_id = storage.get_study_id_from_name("cursed")
     for worker in ("w1", "w2"):  # two workers die in turn while training the same configuration
-        trial_id = claim(storage, study_id)
-        assert trial_id is not None
-        storage.set_trial_user_attr(trial_id, "worker", worker)
+        mine = claim(storage, study_id, grace_period=1)
+        assert mine is not None
+        storage.set_trial_user_attr(mine.trial_id, "worker", worker)
         time.sleep(2.5)  # SQLite's CURRENT_TIMESTAMP has whole seconds
         maintain(storage, study_id, grace_period=1, max_retry=1)
     first, second = trials_of(storage_url, "cursed")

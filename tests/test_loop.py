@@ -106,10 +106,10 @@ def test_one_studys_trouble_is_logged_once_and_the_next_study_is_served(
     create_tiny_study(storage_url, "fine", tiny_space, 1, 256)
     real = loop.claim
 
-    def claim(storage: Any, study_id: int) -> int | None:
+    def claim(storage: Any, study_id: int, *, grace_period: float) -> Any:
         if study_id == worker.storage.get_study_id_from_name("cursed"):
             raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
-        return real(storage, study_id)
+        return real(storage, study_id, grace_period=grace_period)
 
     monkeypatch.setattr(loop, "claim", claim)
     worker = make_worker(storage_url)

@@ -24,9 +24,9 @@ def test_racing_claims_take_each_trial_exactly_once(storage_url: str, tiny_space
         storage = open_storage(storage_url)  # one storage (and connection pool) per worker
         study_id = storage.get_study_id_from_name("race")
         start.wait()
-        while (trial_id := claim(storage, study_id)) is not None:
+        while (mine := claim(storage, study_id, grace_period=120)) is not None:
             with lock:
-                claimed.append(trial_id)
+                claimed.append(mine.trial_id)
 
     threads = [threading.Thread(target=claimer) for _ in range(8)]
     for t in threads:
@@ -46,8 +46,9 @@ def test_a_handed_back_trial_is_retried_with_its_configuration(storage_url: str,
     create_tiny_study(storage_url, "back", tiny_space, 1, 256, "--no-baseline")
     storage = open_storage(storage_url)
     study = optuna.load_study(study_name="back", storage=storage)
-    trial_id = claim(storage, storage.get_study_id_from_name("back"))
-    assert trial_id is not None
+    mine = claim(storage, storage.get_study_id_from_name("back"), grace_period=120)
+    assert mine is not None
+    trial_id = mine.trial_id
     study.get_trials()
     trial = optuna.Trial(study, trial_id)
     lr = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)

@@ -206,6 +206,45 @@ BAD_ADMIN_INPUT = [
     (["create", "--algo", "ppo", "--name", "a b"], "study name 'a b' must be 1-100 characters"),
     (["create", "--algo", "ppo", "--name", "x" * 101], "must be 1-100 characters"),
     (["create", "--algo", "ppo", "--name", ".hidden"], "starting with a letter or digit"),
+    (["create", "--algo", "ppo", "--name", "abc\n"], "study name 'abc\\n' must be 1-100 characters"),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "1"],
+        "SB3's PPO needs rollouts and minibatches of at least 2 env-steps",
+    ),
+    (
+        ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "1000", "--n-evaluations", "999999"],
+        "--n-evaluations=999999 exceeds --timesteps=1000",
+    ),
+    (
+        [
+            "campaign",
+            "create",
+            "--algo",
+            "ppo",
+            "--env",
+            "Pendulum-v1",
+            "--timesteps",
+            "1000",
+            "--stage",
+            "coarse:trials=0",
+        ],
+        "trials=0 is outside the accepted range [1, 100000]",
+    ),  # fmt: skip
+    (
+        [
+            "campaign",
+            "create",
+            "--algo",
+            "ppo",
+            "--env",
+            "Pendulum-v1",
+            "--timesteps",
+            "1000",
+            "--stage",
+            "coarse:fidelity=0.0001",
+        ],
+        "campaign stage coarse (1 env-steps per trial): n_steps x n_envs=1",
+    ),  # fmt: skip
     (
         ["create", "--algo", "ppo", "--env", "Pendulum-v1", "--eval-every", "10", "--n-evaluations", "3"],
         "give --eval-every or --n-evaluations, not both",

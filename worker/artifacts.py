@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from study_contract.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
 from study_contract.storage import describe_first_line
 from worker.health import Pulse
+from worker.trial_runner import TrialGone
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +42,24 @@ class TrialArtifacts:
         env_id: str,
         seed: int,
         rivals: tuple[str, Any] | None = None,
+        check: Callable[[], None] = lambda: None,
+        uploaded: list[str] | None = None,
     ) -> None:
+        """``check`` raises unless the trial is still this worker's (before each upload); the ids of the
+        artifacts uploaded are appended to ``uploaded``."""
         self.store = store
         self.trial = trial
         self.save_models = save_models
         self.rivals = rivals
         self.env_id = env_id
         self.seed = seed
+        self.check = check
+        self.uploaded = [] if uploaded is None else uploaded
 
     def _upload(self, path: Path) -> None:
-        upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=self.trial,
-                        mimetype=MIMETYPES[path.name])  # fmt: skip
+        self.check()
+        self.uploaded.append(upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=self.trial,
+                                             mimetype=MIMETYPES[path.name]))  # fmt: skip
 
     def _best_so_far(self, value: float | None) -> bool:
         """Better than every completed trial, or, with ``rivals`` = (attribute, value), every completed trial
@@ -68,6 +77,8 @@ class TrialArtifacts:
     ) -> dict[str, Any]:
         try:
             return self._save(model, train_env, curve, outcome, value, pulse)
+        except TrialGone:
+            raise
         except Exception as exc:  # noqa: BLE001 - a full or unreachable store must not cost the trial
             reason = f"{type(exc).__name__}: {describe_first_line(exc)}"
             log.warning("trial %d: artifacts not saved (%s)", self.trial.number, reason)
@@ -102,6 +113,8 @@ class TrialArtifacts:
         try:
             frames = record_episode(model, self.env_id, train_env, path, seed=self.seed, on_frame=pulse)
             self._upload(path)
+        except TrialGone:
+            raise
         except Exception as exc:  # noqa: BLE001 - a video is a bonus; rendering must never fail the trial
             reason = f"{type(exc).__name__}: {describe_first_line(exc)}"
             log.warning("trial %d: no rollout video (%s)", self.trial.number, reason)

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutdown.install()
     retry = Retrier(max_wait=config.db_retry_max_wait, deadline=config.db_retry_deadline, stop=shutdown.event)
     try:
-        storage = connect(config, retry)
+        worker = Worker(config, connect(config, retry), shutdown)
     except StorageError as exc:
         print(f"worker: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetryAborted:
         return 0
     try:
-        return Worker(config, storage, shutdown).run()
+        return worker.run()
     except RetryAborted:
         logging.getLogger("worker").info("stopped while waiting for the database; exiting")
         return 0

@@ -53,6 +53,10 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         for option in options_of(type(self)):
             option.check(getattr(self, option.name))
+        if self.health_file is not None and not os.access(os.path.dirname(self.health_file) or ".", os.W_OK):
+            raise ValueError(
+                f"health_file={self.health_file!r}: its directory does not exist or is not writable by this user"
+            )
         if self.grace_period <= self.heartbeat_interval:
             raise ValueError(
                 f"grace_period={self.grace_period} must exceed heartbeat_interval="

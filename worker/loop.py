@@ -36,7 +36,12 @@ from worker.trial_runner import TrialContext, run_trial
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+StudyKey = tuple[int, str]
 FINISHED_STUDY_CARE = 10  # finished studies are looked after ten times less often than active ones
+
+
+def _key(study: TuningStudy) -> StudyKey:
+    return study.study_id, study.name
 
 
 class DatabaseRefused(RuntimeError):
@@ -69,11 +74,13 @@ class Worker:
         self.retry = Retrier(max_wait=config.db_retry_max_wait, deadline=config.db_retry_deadline, stop=shutdown.event)
         self.outcomes: list[str] = []
         where = artifact_location(config.artifact_dir, storage.url)
-        self.artifact_store = open_store(where) if where else None
+        self.artifact_store = open_store(where, writable=True) if where else None
+        # What the worker remembers of a study is keyed by its id and name, and forgotten once the study is gone:
+        # a deleted study's name, and on older embedded storages its id, may come back as another study.
         self._warned: dict[str, str] = {}
-        self._maintained: dict[int, float] = {}
-        self._followed: set[int] = set()
-        self._awaited: set[int] = set()
+        self._maintained: dict[StudyKey, float] = {}
+        self._followed: set[StudyKey] = set()
+        self._awaited: set[StudyKey] = set()
         """Finished studies whose follow-up another worker is creating (it holds the lock)."""
 
     @property
@@ -91,7 +98,9 @@ class Worker:
         unreadable one is named once, with the reason."""
         served = []
         pinned = self.config.study
-        for study in self.retry("listing studies", lambda: tuning_studies(self.storage.engine)):
+        listed = self.retry("listing studies", lambda: tuning_studies(self.storage.engine))
+        self._forget_all_but({_key(s) for s in listed})
+        for study in listed:
             if pinned and study.name != pinned and not study.name.startswith(pinned + ":"):
                 continue
             if study.definition is None:
@@ -99,6 +108,11 @@ class Worker:
                 continue
             served.append(study)
         return served
+
+    def _forget_all_but(self, present: set[StudyKey]) -> None:
+        self._maintained = {key: at for key, at in self._maintained.items() if key in present}
+        self._followed &= present
+        self._awaited &= present
 
     def _guarded(self, study: TuningStudy, what: str, step: Callable[[], T]) -> T | None:
         """Run one step for one study; a failure there is that study's problem, not the worker's."""
@@ -118,10 +132,10 @@ class Worker:
         """Fail stale trials, release unstarted claims, restore lost slots (at most once per ``every``
         maintenance intervals)."""
         now = self.clock()
-        last = self._maintained.get(study.study_id, -float("inf"))
+        last = self._maintained.get(_key(study), -float("inf"))
         if not force and now - last < self.maintenance_interval * every:
             return
-        self._maintained[study.study_id] = now
+        self._maintained[_key(study)] = now
         assert study.definition is not None
         definition = study.definition
         self._guarded(
@@ -143,9 +157,9 @@ class Worker:
         the fleet; whether this worker did."""
         definition = study.definition
         assert definition is not None
-        if study.study_id in self._followed:
+        if _key(study) in self._followed:
             return False
-        self._awaited.discard(study.study_id)
+        self._awaited.discard(_key(study))
         if definition.campaign is not None and definition.stage != "confirmation":
             expected, create = follow_up_name(definition, study.name), functools.partial(advance, wait=False)
         elif confirmation_due(definition):
@@ -153,7 +167,7 @@ class Worker:
         else:
             expected = None
         if expected is None or self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
-            self._followed.add(study.study_id)
+            self._followed.add(_key(study))
             return False
         crash_point("follow-up")
         try:
@@ -162,15 +176,15 @@ class Worker:
         except StudyBusy:  # a lost slot is being restored: the study is not finished after all
             return False
         except StudyError as exc:  # nothing to follow up with, or another worker was quicker
-            self._followed.add(study.study_id)
+            self._followed.add(_key(study))
             log.info("study %s: no follow-up (%s)", study.name, exc)
             return False
         if created:
             log.info("study %s finished its budget; created %s", study.name, created)
         if created or self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
-            self._followed.add(study.study_id)
+            self._followed.add(_key(study))
         else:  # another worker holds the lock and is creating it, so there is work to wait for
-            self._awaited.add(study.study_id)
+            self._awaited.add(_key(study))
         return created is not None
 
     def run_once(self) -> bool:
@@ -178,25 +192,22 @@ class Worker:
         study; whether any work was done. Two queries a poll, however many studies there are; finished
         studies are only looked after now and then (a killed worker may have left a retry to restore)."""
         touch(self.config.health_file)
-        studies = [s for s in self.studies() if not s.paused]
+        studies = self.studies()
         live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
         active = sorted((s for s in studies if s.study_id in live), key=lambda s: live[s.study_id].running)
         for study in active:
-            self.maintain(study)
-            trial_id = self._guarded(
-                study,
-                "claiming a trial",
-                functools.partial(
-                    self.retry, "claiming a trial", functools.partial(claim, self.storage, study.study_id)
-                ),
-            )
-            if trial_id is None:
+            self.maintain(study)  # paused or not: a dead worker's trial must not stay RUNNING
+            if study.paused:
+                continue
+            take = functools.partial(claim, self.storage, study.study_id, grace_period=self.config.grace_period)
+            claimed = self._guarded(study, "claiming a trial", functools.partial(self.retry, "claiming a trial", take))
+            if claimed is None:
                 continue
             crash_point("claim")
             context = TrialContext(
                 storage=self.storage,
                 study=study,
-                trial_id=trial_id,
+                claim=claimed,
                 config=self.config,
                 shutdown=self.shutdown,
                 retry=self.retry,
@@ -204,7 +215,7 @@ class Worker:
             )
             self.outcomes.append(run_trial(context))
             return True
-        finished = [s for s in studies if s.study_id not in live]
+        finished = [s for s in studies if s.study_id not in live and not s.paused]
         for study in finished:
             self.maintain(study, every=FINISHED_STUDY_CARE)
         return any(self._guarded(s, "following up", functools.partial(self.follow_up, s)) for s in finished)
@@ -216,7 +227,7 @@ class Worker:
         for study in studies:  # a dead worker's trial, or a retry it left half-queued, comes back first
             self.maintain(study, force=True)
         live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
-        return not any(s.study_id in live or s.study_id in self._awaited for s in studies)
+        return not any(s.study_id in live or _key(s) in self._awaited for s in studies)
 
     def run(self) -> int:
         log.info(

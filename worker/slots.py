@@ -10,7 +10,9 @@ between two calls (a worker killed in between) from a final failure, and restore
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,15 +23,13 @@ from optuna.storages._rdb import models  # Optuna's table objects: one-transacti
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.dialects import postgresql, sqlite
 
-from study_contract.catalog import FAIL_REASON_ATTR, HANDED_BACK_ATTR, RETRY_ATTR, WORKER_ATTR, failures
+from study_contract import protocol
+from study_contract.catalog import failures
 from study_contract.locks import study_lock
 from worker.faults import crash_point
 
 log = logging.getLogger(__name__)
-
-# What a retry inherits from the trial it replaces: the same configuration, seed and role.
-INHERITED_ATTRS = ("seed", "hyperparams", "baseline", "candidate")
-STALE_RETRIES = "stale_retries"  # system attribute: retries this configuration got after dead workers
+MAX_GRACE = 86_400.0  # the longest --grace-period a worker accepts: an owner's promise is read within it
 
 
 def _claim_statement(dialect: str, study_id: int) -> sqlalchemy.Update:
@@ -46,25 +46,82 @@ def _claim_statement(dialect: str, study_id: int) -> sqlalchemy.Update:
         sqlalchemy.update(trials)
         .where(trials.c.trial_id == pick.scalar_subquery(), trials.c.state == TrialState.WAITING)
         .values(state=TrialState.RUNNING, datetime_start=datetime.now())
-        .returning(trials.c.trial_id)
+        .returning(trials.c.trial_id, trials.c.datetime_start)
     )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A trial this worker claimed: the row, its study, and the start time the claim wrote, which tells this
+    claim apart from any later one of the same row (or, on an embedded storage that gave a deleted
+    study's ids to a new one, of another study's trial)."""
+
+    trial_id: int
+    study_id: int
+    started: datetime
+
+    def _is_it(self, trials: sqlalchemy.Table) -> Any:
+        return (
+            (trials.c.trial_id == self.trial_id)
+            & (trials.c.study_id == self.study_id)
+            & (trials.c.datetime_start == self.started)
+        )
+
+
+def _upsert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def _heartbeat_statement(dialect: str, trial_id: int) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = sqlalchemy.func.current_timestamp()
-    statement = insert(models.TrialHeartbeatModel.__table__).values(trial_id=trial_id, heartbeat=now)
+    statement = _upsert(dialect)(models.TrialHeartbeatModel.__table__).values(trial_id=trial_id, heartbeat=now)
     return statement.on_conflict_do_update(index_elements=["trial_id"], set_={"heartbeat": now})
 
 
-def claim(storage: optuna.storages.RDBStorage, study_id: int) -> int | None:
-    """Move the oldest WAITING trial to RUNNING with a first heartbeat, in one transaction; its id or None."""
+def _owner_grace_statement(dialect: str, trial_id: int, grace_period: float) -> Any:
+    value = json.dumps(grace_period)
+    statement = _upsert(dialect)(models.TrialSystemAttributeModel.__table__).values(
+        trial_id=trial_id, key=protocol.OWNER_GRACE, value_json=value
+    )
+    return statement.on_conflict_do_update(index_elements=["trial_id", "key"], set_={"value_json": value})
+
+
+def claim(storage: optuna.storages.RDBStorage, study_id: int, *, grace_period: float) -> Claim | None:
+    """Move the oldest WAITING trial to RUNNING with a first heartbeat and the claimer's grace period (how long
+    others wait for its heartbeats), in one transaction; the claim or None."""
     engine = storage.engine
     with engine.begin() as conn:
-        trial_id = conn.execute(_claim_statement(engine.dialect.name, study_id)).scalar()
-        if trial_id is not None:
-            conn.execute(_heartbeat_statement(engine.dialect.name, trial_id))
-    return trial_id
+        row = conn.execute(_claim_statement(engine.dialect.name, study_id)).first()
+        if row is None:
+            return None
+        conn.execute(_heartbeat_statement(engine.dialect.name, row.trial_id))
+        conn.execute(_owner_grace_statement(engine.dialect.name, row.trial_id, grace_period))
+    return Claim(row.trial_id, study_id, row.datetime_start)
+
+
+def lost_claim(engine: sqlalchemy.engine.Engine, mine: Claim) -> str | None:
+    """None while ``mine`` is still a RUNNING trial of this worker's claim; else why not: ``deleted`` (the row
+    is gone, or now belongs to another study or claim) or ``finished`` (another worker failed it as stale)."""
+    trials = models.TrialModel.__table__
+    with engine.connect() as conn:
+        state = conn.execute(sqlalchemy.select(trials.c.state).where(mine._is_it(trials))).scalar()
+    if state is None:
+        return "deleted"
+    return None if state == TrialState.RUNNING else "finished"
+
+
+def beat(engine: sqlalchemy.engine.Engine, mine: Claim) -> bool:
+    """Record a heartbeat for ``mine``, in one statement that checks the claim is still this worker's;
+    False (and nothing written) once it is not."""
+    trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    claimed = sqlalchemy.exists().where(mine._is_it(trials) & (trials.c.state == TrialState.RUNNING))
+    statement = (
+        sqlalchemy.update(beats)
+        .where(beats.c.trial_id == mine.trial_id, claimed)
+        .values(heartbeat=sqlalchemy.func.current_timestamp())
+    )
+    with engine.begin() as conn:
+        return conn.execute(statement).rowcount > 0
 
 
 def release(storage: optuna.storages.RDBStorage, trial_id: int) -> None:
@@ -74,14 +131,16 @@ def release(storage: optuna.storages.RDBStorage, trial_id: int) -> None:
 
 def enqueue_retry(storage: optuna.storages.BaseStorage, study_id: int, failed: FrozenTrial, *, stale: bool) -> None:
     """Queue ``failed``'s configuration and seed as a new WAITING trial, linked as Optuna's retry callback does."""
-    system_attrs: dict[str, Any] = {"failed_trial": failed.number, "retry_history": [], **failed.system_attrs}
-    system_attrs["retry_history"] = [*system_attrs["retry_history"], failed.number]
-    system_attrs[STALE_RETRIES] = failed.system_attrs.get(STALE_RETRIES, 0) + int(stale)
+    system_attrs = {
+        protocol.FAILED_TRIAL: failed.number,
+        protocol.RETRY_HISTORY: [*failed.system_attrs.get(protocol.RETRY_HISTORY, []), failed.number],
+        protocol.STALE_RETRIES: failed.system_attrs.get(protocol.STALE_RETRIES, 0) + int(stale),
+    }
     template = optuna.trial.create_trial(
         state=TrialState.WAITING,
         params=failed.params,
         distributions=failed.distributions,
-        user_attrs={k: v for k, v in failed.user_attrs.items() if k in INHERITED_ATTRS},
+        user_attrs=protocol.inherited(failed.user_attrs),
         system_attrs=system_attrs,
     )
     storage.create_new_trial(study_id, template_trial=template)
@@ -100,7 +159,7 @@ def _fail(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, 
 def hand_back(storage: optuna.storages.RDBStorage, study_id: int, trial_id: int, reason: str) -> None:
     """End a running trial unfinished and queue the same configuration for another worker."""
     with study_lock(storage.engine, study_id):
-        attrs = {HANDED_BACK_ATTR: reason, FAIL_REASON_ATTR: f"handed back: {reason}", RETRY_ATTR: True}
+        attrs = {protocol.HANDED_BACK: reason, protocol.FAIL_REASON: f"handed back: {reason}", protocol.RETRY: True}
         if _fail(storage, trial_id, attrs):
             crash_point("hand-back")
             enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=False)
@@ -125,37 +184,63 @@ def _db_now(conn: sqlalchemy.Connection) -> datetime:
     return value.replace(tzinfo=None)
 
 
-def _running(conn: sqlalchemy.Connection, study_id: int) -> list[tuple[int, datetime | None, datetime | None]]:
+@dataclass(frozen=True)
+class Running:
+    trial_id: int
+    started: datetime | None
+    heartbeat: datetime | None
+    grace_period: float
+    """The owner's grace period, as it recorded with its claim (else the maintaining worker's)."""
+
+
+def _grace(value_json: str | None, default: float) -> float:
+    """An owner's recorded grace period, read as untrusted: a number of seconds within (0, MAX_GRACE]."""
+    try:
+        value = json.loads(value_json) if value_json is not None else None
+    except ValueError:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return default
+    return value if 0 < value <= MAX_GRACE else default
+
+
+def _running(conn: sqlalchemy.Connection, study_id: int, default_grace: float) -> list[Running]:
     trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    attrs = models.TrialSystemAttributeModel.__table__
     query = (
-        sqlalchemy.select(trials.c.trial_id, trials.c.datetime_start, beats.c.heartbeat)
-        .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+        sqlalchemy.select(trials.c.trial_id, trials.c.datetime_start, beats.c.heartbeat, attrs.c.value_json)
+        .select_from(
+            trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id).outerjoin(
+                attrs, (attrs.c.trial_id == trials.c.trial_id) & (attrs.c.key == protocol.OWNER_GRACE)
+            )
+        )
         .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
     )
-    return [tuple(row) for row in conn.execute(query)]
+    return [Running(row[0], row[1], row[2], _grace(row[3], default_grace)) for row in conn.execute(query)]
 
 
 def maintain(
     storage: optuna.storages.RDBStorage, study_id: int, *, grace_period: float, max_retry: int, wait: bool = False
 ) -> Maintenance:
     """Under the study's lock: fail stale trials (and retry them), release claims that never started training,
-    and queue the retries that a killed worker did not. Idempotent; skipped when another process holds
-    the lock (``wait=False``)."""
+    and queue the retries that a killed worker did not. A trial is stale after its owner's grace period,
+    recorded with the claim; ``grace_period`` (this worker's) judges trials claimed without one.
+    Idempotent; skipped when another process holds the lock (``wait=False``)."""
     done = Maintenance()
     with study_lock(storage.engine, study_id, wait=wait) as taken:
         if not taken:
             done.skipped = True
             return done
         with storage.engine.connect() as conn:
-            now, running = _db_now(conn), _running(conn, study_id)
+            now, running = _db_now(conn), _running(conn, study_id, grace_period)
             lost = [n for n, kind in failures(conn, study_id).get(study_id, {}).items() if kind == "lost"]
-        cutoff = timedelta(seconds=grace_period)
-        for trial_id, started, heartbeat in running:
-            if heartbeat is not None and now - heartbeat > cutoff:
-                _fail_stale(storage, study_id, trial_id, grace_period, max_retry, done)
-            elif heartbeat is None and started is not None and datetime.now() - started > cutoff:
-                release(storage, trial_id)  # claimed by a worker that died before its first heartbeat
-                done.released.append(trial_id)
+        for trial in running:
+            cutoff = timedelta(seconds=trial.grace_period)
+            if trial.heartbeat is not None and now - trial.heartbeat > cutoff:
+                _fail_stale(storage, study_id, trial.trial_id, trial.grace_period, max_retry, done)
+            elif trial.heartbeat is None and trial.started is not None and datetime.now() - trial.started > cutoff:
+                release(storage, trial.trial_id)  # claimed by a worker that died before its first heartbeat
+                done.released.append(trial.trial_id)
         for number in lost:
             failed = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
             enqueue_retry(storage, study_id, failed, stale=False)
@@ -175,21 +260,21 @@ def _fail_stale(
     done: Maintenance,
 ) -> None:
     trial = storage.get_trial(trial_id)
-    if WORKER_ATTR not in trial.user_attrs:  # recorded as training starts: it stopped in setup
+    if protocol.WORKER not in trial.user_attrs:  # recorded as training starts: it stopped in setup
         # Queued again without spending a retry. Not put back to WAITING under the same number: a worker
         # that is alive but starved of CPU would go on with it, and two workers would run one trial.
         reason = f"its worker stopped before training (no heartbeat for {grace_period:.0f} s); queued again"
-        if _fail(storage, trial_id, {FAIL_REASON_ATTR: reason, RETRY_ATTR: True}):
+        if _fail(storage, trial_id, {protocol.FAIL_REASON: reason, protocol.RETRY: True}):
             enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=False)
             done.requeued.append(trial.number)
         return
-    retries = trial.system_attrs.get(STALE_RETRIES, 0)
+    retries = trial.system_attrs.get(protocol.STALE_RETRIES, 0)
     retry = retries < max_retry
-    who = trial.user_attrs[WORKER_ATTR]
+    who = trial.user_attrs[protocol.WORKER]
     reason = f"{who} stopped sending heartbeats (none for {grace_period:.0f} s)"
     if not retry:
         reason += f"; not retried: its {retries} retries used up max_retry={max_retry}"
-    if not _fail(storage, trial_id, {FAIL_REASON_ATTR: reason, RETRY_ATTR: retry}):
+    if not _fail(storage, trial_id, {protocol.FAIL_REASON: reason, protocol.RETRY: retry}):
         return
     crash_point("reclaim")
     if retry:

@@ -14,7 +14,8 @@ import re
 import optuna
 from optuna.trial import TrialState
 
-from study_contract.catalog import FAIL_REASON_ATTR, RETRY_ATTR, TuningStudy
+from study_contract import protocol
+from study_contract.catalog import TuningStudy
 from study_contract.definition import PAUSED_ATTR, PAUSED_REASON_ATTR
 
 log = logging.getLogger(__name__)
@@ -34,17 +35,17 @@ def pause_if_failing(storage: optuna.storages.BaseStorage, study: TuningStudy) -
                                                                              TrialState.FAIL))  # fmt: skip
     if any(t.state != TrialState.FAIL for t in trials):
         return False
-    final = [t for t in trials if t.user_attrs.get(RETRY_ATTR) is False and FAIL_REASON_ATTR in t.user_attrs]
+    final = [t for t in trials if t.user_attrs.get(protocol.FAIL_REASON) and protocol.is_final_failure(t.user_attrs)]
     final.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
     recent = final[-definition.pause_after_failures :]
     if len(recent) < definition.pause_after_failures:
         return False
-    keys = {reason_key(t.user_attrs[FAIL_REASON_ATTR]) for t in recent}
+    keys = {reason_key(t.user_attrs[protocol.FAIL_REASON]) for t in recent}
     if len(keys) != 1:
         return False
     reason = (
         f"paused after {len(recent)} consecutive trials failed the same way and none succeeded: "
-        f"{recent[-1].user_attrs[FAIL_REASON_ATTR]}"
+        f"{recent[-1].user_attrs[protocol.FAIL_REASON]}"
     )
     storage.set_study_user_attr(study.study_id, PAUSED_REASON_ATTR, reason)
     storage.set_study_user_attr(study.study_id, PAUSED_ATTR, True)

@@ -20,6 +20,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import EVAL_SEED_OFFSET, StudyDefinition, derive_seed
 from study_contract.schedules import make_schedule
@@ -62,11 +63,11 @@ class TrainingResult:
 
     def attrs(self) -> dict[str, Any]:
         return {
-            "env_steps": self.env_steps,
-            "wall_seconds": round(self.wall_seconds, 3),
-            "eval_seconds": round(self.eval_seconds, 3),
-            "train_steps_per_second": round(self.train_steps_per_second, 2),
-            "eval_curve": self.curve,
+            protocol.ENV_STEPS: self.env_steps,
+            protocol.WALL_SECONDS: round(self.wall_seconds, 3),
+            protocol.EVAL_SECONDS: round(self.eval_seconds, 3),
+            protocol.TRAIN_STEPS_PER_SECOND: round(self.train_steps_per_second, 2),
+            protocol.EVAL_CURVE: self.curve,
             **self.extra,
         }
 

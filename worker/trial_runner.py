@@ -1,9 +1,12 @@
 """Run one claimed trial: sample, train, report, and record the outcome on the trial.
 
 Whatever goes wrong inside a trial ends that trial (FAIL with a reason) and the worker goes on; a
-trial whose study was deleted meanwhile is dropped; one declared stale while this worker was cut off
-is left to its retry. Only a shutdown signal during a database wait, or a database outage longer than
-the retry deadline, leaves this function by an exception (the trial then turns stale and is retried).
+trial whose study was deleted meanwhile is dropped, with the files it uploaded; one declared stale
+while this worker was cut off is left to its retry. Every write first checks that the row is still
+this worker's claim (:meth:`TrialContext.guarded`): on the embedded storage a deleted study's ids go to
+the next study, and a late write would land in someone else's trial. Only a shutdown signal during a
+database wait, or a database outage longer than the retry deadline, leaves this function by an
+exception (the trial then turns stale and is retried).
 """
 
 from __future__ import annotations
@@ -13,30 +16,36 @@ import logging
 import os
 import socket
 import traceback
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import TrialState
 
+from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.catalog import FAIL_REASON_ATTR, PROGRESS_ATTR, RETRY_ATTR, WORKER_ATTR, TuningStudy
-from study_contract.confirmation import CANDIDATE_ATTR
+from study_contract.catalog import TuningStudy
 from study_contract.definition import SEED_SPACE, StudyDefinition
 from worker.config import WorkerConfig
 from worker.db import DatabaseUnavailable, Retrier, RetryAborted
 from worker.faults import crash_point
 from worker.heartbeat import Heartbeat
 from worker.shutdown import ShutdownFlag
-from worker.slots import hand_back, release
+from worker.slots import Claim, beat, hand_back, lost_claim, release
 from worker.study_health import pause_if_failing
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+T = TypeVar("T")
 
 
 class TrialGone(RuntimeError):
     """The trial's study was deleted, or the trial was failed by another worker, while this one ran it."""
+
+    def __init__(self, message: str, *, deleted: bool) -> None:
+        super().__init__(message)
+        self.deleted = deleted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,16 +54,41 @@ class TrialContext:
 
     storage: optuna.storages.RDBStorage
     study: TuningStudy
-    trial_id: int
+    claim: Claim
     config: WorkerConfig
     shutdown: ShutdownFlag
     retry: Retrier
     artifact_store: Any = None
+    uploaded: list[str] = field(default_factory=list)
+    """Ids of the artifacts this trial uploaded (removed again if its study is deleted meanwhile)."""
 
     @property
     def definition(self) -> StudyDefinition:
         assert self.study.definition is not None  # only readable studies are served
         return self.study.definition
+
+    @property
+    def trial_id(self) -> int:
+        return self.claim.trial_id
+
+    def check(self) -> None:
+        """Raise :class:`TrialGone` unless the trial is still this worker's claim."""
+        why = lost_claim(self.storage.engine, self.claim)
+        if why == "deleted":
+            raise TrialGone("its study was deleted", deleted=True)
+        if why == "finished":
+            raise TrialGone("it was failed as stale while this worker was cut off; its retry counts instead",
+                            deleted=False)  # fmt: skip
+
+    def guarded(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn`` (database work on this trial) with retries, once the trial is known to be still this
+        worker's claim, and with a missing or finished trial turned into :class:`TrialGone`."""
+
+        def call() -> T:
+            self.check()
+            return _gone_if_missing(fn)
+
+        return self.retry(what, call)
 
 
 def make_sampler(definition: StudyDefinition, trial_number: int) -> optuna.samplers.BaseSampler:
@@ -93,13 +127,16 @@ def failure_reason(exc: BaseException) -> str:
 
 def run_trial(ctx: TrialContext) -> str:
     """Train the claimed trial to its end; return its outcome (complete, pruned, failed, dropped, ...)."""
-    with Heartbeat(ctx.storage, ctx.trial_id, ctx.config.heartbeat_interval):
+    label = f"trial id {ctx.trial_id} of {ctx.study.name}"
+    with Heartbeat(lambda: beat(ctx.storage.engine, ctx.claim), ctx.config.heartbeat_interval, name=label):
         try:
             return _run(ctx)
         except (RetryAborted, DatabaseUnavailable):
             raise
         except TrialGone as exc:
-            log.info("trial id %d of %s: %s; going on", ctx.trial_id, ctx.study.name, exc)
+            log.info("%s: %s; going on", label, exc)
+            if exc.deleted:
+                _remove_uploads(ctx)
             return "dropped"
         except Exception as exc:  # noqa: BLE001 - anything else ends this trial, never the worker
             return _fail(ctx, failure_reason(exc))
@@ -109,15 +146,13 @@ def _run(ctx: TrialContext) -> str:
     from worker.artifacts import TrialArtifacts  # torch and SB3: only once a trial really runs
     from worker.training import TrainingOptions, train_trial
 
-    definition, retry = ctx.definition, ctx.retry
-    number = retry(
-        "loading trial", lambda: _gone_if_missing(lambda: ctx.storage.get_trial_number_from_id(ctx.trial_id))
-    )
+    definition = ctx.definition
+    number = ctx.guarded("loading trial", lambda: ctx.storage.get_trial_number_from_id(ctx.trial_id))
     crash_point("setup")
     if ctx.shutdown.requested:
-        retry("releasing", lambda: release(ctx.storage, ctx.trial_id))
+        ctx.guarded("releasing", lambda: release(ctx.storage, ctx.trial_id))
         return "released"
-    study = retry(
+    study = ctx.retry(
         "loading study",
         lambda: optuna.load_study(
             study_name=ctx.study.name,
@@ -127,20 +162,20 @@ def _run(ctx: TrialContext) -> str:
         ),
     )
     # The study caches trials it has read; read once so it knows the trial claimed on `storage`.
-    retry("syncing study", lambda: study.get_trials(deepcopy=False))
+    ctx.retry("syncing study", lambda: study.get_trials(deepcopy=False))
     trial = optuna.Trial(study, ctx.trial_id)
     entry = algorithm(definition.algo)
-    params: dict[str, Any] = retry("sampling", lambda: entry.sample(trial, definition.space, definition.n_envs))
-    seed = int(trial.user_attrs.get("seed", definition.trial_seed(number)))
-    _record(ctx, trial, {"seed": seed, "hyperparams": params, WORKER_ATTR: WORKER_ID})
+    params: dict[str, Any] = ctx.guarded("sampling", lambda: entry.sample(trial, definition.space, definition.n_envs))
+    seed = int(trial.user_attrs.get(protocol.SEED, definition.trial_seed(number)))
+    _record(ctx, trial, {protocol.SEED: seed, protocol.HYPERPARAMS: params, protocol.WORKER: WORKER_ID})
     log.info("trial %d of %s: %s seed=%d", number, ctx.study.name, params, seed)
     # A confirmation run competes with its candidate's other seeds for keeping a model and a video.
     confirming = definition.stage == "confirmation"
-    rivals = (CANDIDATE_ATTR, trial.user_attrs.get(CANDIDATE_ATTR)) if confirming else None
+    rivals = (protocol.CANDIDATE, trial.user_attrs.get(protocol.CANDIDATE)) if confirming else None
     options = TrainingOptions(
         shutdown=ctx.shutdown,
         drain_seconds=ctx.config.drain_seconds,
-        retry=retry,
+        retry=ctx.guarded,
         label=f"study={ctx.study.name} trial={number}",
         progress_interval=ctx.config.progress_interval,
         record_progress=lambda progress: _record_progress(ctx, progress),
@@ -155,6 +190,8 @@ def _run(ctx: TrialContext) -> str:
             rivals=rivals,
             env_id=definition.env_id,
             seed=seed,
+            check=ctx.check,
+            uploaded=ctx.uploaded,
         ),  # fmt: skip
     )
     result = train_trial(definition, params, seed, trial, options)
@@ -163,20 +200,22 @@ def _run(ctx: TrialContext) -> str:
         log.info("trial %d of %s handed back %.1f s after the signal", number, ctx.study.name,
                  ctx.shutdown.seconds_since_request())  # fmt: skip
         _record(ctx, trial, attrs)
-        retry("handing back", lambda: hand_back(ctx.storage, ctx.study.study_id, ctx.trial_id, "worker shut down"))
+        ctx.guarded("handing back",
+                    lambda: hand_back(ctx.storage, ctx.study.study_id, ctx.trial_id, "worker shut down"))  # fmt: skip
         return "handed back"
     if result.outcome == "pruned":
         return _finish(ctx, study, trial, "pruned", attrs, state=TrialState.PRUNED)
     return _finish(ctx, study, trial, "complete", attrs, value=result.value)
 
 
-def _gone_if_missing(fn: Any) -> Any:
+def _gone_if_missing(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except KeyError:
-        raise TrialGone("its study was deleted") from None
+        raise TrialGone("its study was deleted", deleted=True) from None
     except optuna.exceptions.UpdateFinishedTrialError:
-        raise TrialGone("it was failed as stale while this worker was cut off; its retry counts instead") from None
+        raise TrialGone("it was failed as stale while this worker was cut off; its retry counts instead",
+                        deleted=False) from None  # fmt: skip
 
 
 def _tell(
@@ -192,26 +231,38 @@ def _tell(
 
 def _record(ctx: TrialContext, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     for key, value in attrs.items():
-        ctx.retry("recording", functools.partial(_gone_if_missing, functools.partial(trial.set_user_attr, key, value)))
+        ctx.guarded("recording", functools.partial(trial.set_user_attr, key, value))
 
 
 def _record_progress(ctx: TrialContext, progress: dict[str, Any]) -> None:
     """Best effort (no retries: training must not wait); a trial that is gone stops training."""
     try:
-        _gone_if_missing(lambda: ctx.storage.set_trial_user_attr(ctx.trial_id, PROGRESS_ATTR, progress))
+        ctx.check()
+        _gone_if_missing(lambda: ctx.storage.set_trial_user_attr(ctx.trial_id, protocol.PROGRESS, progress))
     except TrialGone:
         raise
     except Exception as exc:  # noqa: BLE001 - progress is informative; the database may be restarting
         log.debug("progress of trial id %d not recorded: %s", ctx.trial_id, exc)
 
 
+def _remove_uploads(ctx: TrialContext) -> None:
+    """Remove the files this trial uploaded: its study is gone, and nothing refers to them any more."""
+    for artifact_id in ctx.uploaded:
+        try:
+            ctx.artifact_store.remove(artifact_id)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot remove one file must not stop the worker
+            log.warning("artifact %s of a deleted study not removed: %s", artifact_id, exc)
+
+
 def _fail(ctx: TrialContext, reason: str) -> str:
     log.warning("trial id %d of %s failed: %s", ctx.trial_id, ctx.study.name, reason)
     try:
-        for key, value in ((FAIL_REASON_ATTR, reason), (RETRY_ATTR, False)):
-            ctx.retry("recording", functools.partial(ctx.storage.set_trial_user_attr, ctx.trial_id, key, value))
-        ctx.retry("failing", lambda: ctx.storage.set_trial_state_values(ctx.trial_id, state=TrialState.FAIL))
-    except (KeyError, optuna.exceptions.UpdateFinishedTrialError):
+        for key, value in ((protocol.FAIL_REASON, reason), (protocol.RETRY, False)):
+            ctx.guarded("recording", functools.partial(ctx.storage.set_trial_user_attr, ctx.trial_id, key, value))
+        ctx.guarded("failing", lambda: ctx.storage.set_trial_state_values(ctx.trial_id, state=TrialState.FAIL))
+    except TrialGone as exc:
+        if exc.deleted:
+            _remove_uploads(ctx)
         return "dropped"
     ctx.retry("checking failures", lambda: pause_if_failing(ctx.storage, ctx.study))
     return "failed"
@@ -229,7 +280,7 @@ def _finish(
 ) -> str:
     _record(ctx, trial, attrs)
     crash_point("finish")
-    ctx.retry("telling", lambda: _gone_if_missing(lambda: _tell(ctx, study, trial, value, state)))
+    ctx.guarded("telling", lambda: _tell(ctx, study, trial, value, state))
     log.info(
         "trial %d of %s %s%s", trial.number, ctx.study.name, outcome, "" if value is None else f" (value {value:.2f})"
     )

@@ -64,10 +64,10 @@ def run_process(url: str, workers: int, seconds: float, events: Path) -> None:
     logging.basicConfig(level=logging.WARNING)
     import worker.loop
     import worker.training
+    from study_contract.store.claims import Claim
     from worker.config import WorkerConfig
     from worker.db import Retrier
     from worker.shutdown import ShutdownFlag
-    from worker.slots import Claim
 
     worker.training.train_trial = simulated_training(seconds)
     real_claim = worker.loop.claim
@@ -141,8 +141,8 @@ def simulate(
     import optuna
 
     from study_admin.cli import main as admin
-    from study_contract.catalog import summarise
-    from study_contract.storage import open_engine
+    from study_contract.store.catalog import summarise
+    from study_contract.store.storage import open_engine
     from tests.pg import PgBouncer, PostgresCluster
 
     cluster = PostgresCluster.create(max_connections=max(200, workers * 3 + 50))

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import optuna
 from optuna.trial import TrialState
 
+from study_admin.models import CampaignReport, CampaignWinner, StageRow
 from study_admin.studies import load_definition, summary_of
-from study_contract import confirmation, protocol
+from study_contract import protocol
 from study_contract.campaign import RULES, CampaignPlan
-from study_contract.catalog import tuning_studies
-from study_contract.creation import study_exists
 from study_contract.definition import StudyError
-from study_contract.stages import decide, stage_outcome
+from study_contract.engine.confirmation import ConfirmationReport, confirmation_report
+from study_contract.engine.creation import study_exists
+from study_contract.engine.stages import decide, stage_outcome
+from study_contract.store.catalog import tuning_studies
 
 
 def _plans(storage: optuna.storages.RDBStorage) -> dict[str, CampaignPlan]:
@@ -37,21 +39,19 @@ def _plan(storage: optuna.storages.RDBStorage, name: str) -> CampaignPlan:
     return plans[name]
 
 
-def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str, Any]:
+def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignReport:
     """Each stage: its study, state, trials, env-steps spent, best value, what it fixed, its decision."""
     plan = _plan(storage, name)
-    stages: list[dict[str, Any]] = []
+    stages: list[StageRow] = []
     baseline_iqm = None
     winner = None
     existing = [study_exists(storage, plan.study_name(step.name)) for step in plan.stages]
     for index, step in enumerate(plan.stages):
         study = plan.study_name(step.name)
-        row: dict[str, Any] = {"stage": step.name, "guide": RULES[step.name].guide, "study": study,
-                               "budget_trials": step.trials, "timesteps": step.timesteps}  # fmt: skip
+        row = StageRow(stage=step.name, guide=RULES[step.name].guide, study=study, budget_trials=step.trials,
+                       timesteps=step.timesteps, state="not started")  # fmt: skip
         if not existing[index]:
-            state = "deleted" if any(existing[index + 1 :]) else "not started"
-            stages.append({**row, "state": state, "done": 0, "best_value": None, "env_steps": 0,
-                           "fixed": {}, "decision": None})  # fmt: skip
+            stages.append(replace(row, state="deleted" if any(existing[index + 1 :]) else "not started"))
             continue
         summary = summary_of(storage, study)
         definition = load_definition(storage, study)
@@ -60,52 +60,42 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> dict[str,
         if outcome is None and summary.state == "finished" and any(t.state == TrialState.COMPLETE for t in trials):
             outcome = decide(storage, study, definition)
         searched = RULES[step.name].searched(definition.algo)
-        row |= {
-            "state": summary.state,
-            "done": summary.done,
-            "best_value": summary.best_value,
-            "env_steps": sum(int(t.user_attrs.get(protocol.ENV_STEPS, 0)) for t in trials),
-            "fixed": {n: s.value for n, s in definition.space.items() if s.fixed and n not in searched},
-            "searched": sorted(n for n, s in definition.space.items() if not s.fixed),
-            "decision": None
-            if outcome is None
-            else {
-                "winner_study": outcome.winner_study,
-                "winner_trial": outcome.winner_trial,
-                "value": outcome.winner_value,
-                "kept_previous": outcome.kept_previous,
-                "reason": outcome.reason,
-            },  # fmt: skip
-        }
         if step.name == "baseline" and outcome is not None:
             baseline_iqm = outcome.winner_value
         full = step.timesteps == max(s.timesteps for s in plan.stages)
-        row["improvement_over_baseline"] = (
+        gain = (
             summary.best_value - baseline_iqm
             if full and step.name != "baseline" and summary.best_value is not None and baseline_iqm is not None
             else None
         )
+        stages.append(
+            replace(
+                row,
+                state=summary.state,
+                done=summary.done,
+                best_value=summary.best_value,
+                env_steps=sum(int(t.user_attrs.get(protocol.ENV_STEPS, 0)) for t in trials),
+                fixed={n: s.value for n, s in definition.space.items() if s.fixed and n not in searched},
+                searched=sorted(n for n, s in definition.space.items() if not s.fixed),
+                decision=outcome,
+                improvement_over_baseline=gain,
+            )
+        )
         if outcome is not None:
-            winner = {"study": outcome.winner_study, "trial": outcome.winner_trial, "value": outcome.winner_value}
-        stages.append(row)
+            winner = CampaignWinner(outcome.winner_study, outcome.winner_trial, outcome.winner_value)
     last = plan.study_name(plan.stages[-1].name)
-    confirmed = confirmation.report(storage, last) if study_exists(storage, last) else {"confirmed": False}
-    if confirmed["confirmed"]:
+    confirmed = confirmation_report(storage, last) if study_exists(storage, last) else None
+    if confirmed is not None and confirmed.confirmed:
         winner = _confirmed_winner(last, confirmed)
-    return {
-        "campaign": name,
-        "budget_steps": plan.budget_steps,
-        "env_steps": sum(s["env_steps"] for s in stages),
-        "stages": stages,
-        "winner": winner,
-        "confirmation": confirmed if confirmed.get("study") else None,
-    }
+    return CampaignReport(campaign=name, budget_steps=plan.budget_steps, stages=stages, winner=winner,
+                          confirmation=confirmed)  # fmt: skip
 
 
-def _confirmed_winner(study: str, confirmed: dict[str, Any]) -> dict[str, Any]:
+def _confirmed_winner(study: str, confirmed: ConfirmationReport) -> CampaignWinner | None:
     """The fresh-seed winner, with its gain over the baseline on the same test seeds and its uncertainty."""
-    best = next(c for c in confirmed["candidates"] if c["trial"] == confirmed["winner"])
-    baseline = confirmed["baseline"]
-    gain = None if baseline["iqm"] is None else best["iqm"] - baseline["iqm"]
-    return {"study": study, "trial": best["trial"], "value": best["iqm"], "confirmed": True, "ci": best["ci"],
-            "improvement_over_baseline": gain, "p_improvement": best["p_improvement"]}  # fmt: skip
+    best, baseline = confirmed.winner, confirmed.baseline.iqm
+    if best is None:
+        return None
+    gain = None if baseline is None or best.fresh.iqm is None else best.fresh.iqm - baseline
+    return CampaignWinner(study=study, trial=best.trial, value=best.fresh.iqm, confirmed=True, ci=best.fresh.ci,
+                          improvement_over_baseline=gain, p_improvement=best.p_improvement)  # fmt: skip

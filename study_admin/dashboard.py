@@ -32,8 +32,8 @@ def make_app(url: str, artifact_dir: str | None) -> Any:
     import optuna
     import optuna_dashboard
 
-    from study_contract.artifacts import location, open_store
-    from study_contract.storage import engine_kwargs, prepare_engine
+    from study_contract.store.artifacts import location, open_store
+    from study_contract.store.storage import engine_kwargs, prepare_engine
 
     storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True,
                                          skip_compatibility_check=True)  # fmt: skip
@@ -53,7 +53,7 @@ def make_app(url: str, artifact_dir: str | None) -> Any:
 def serve(url: str, host: str, port: int, artifact_dir: str | None) -> None:
     server = make_server(host, port, make_app(url, artifact_dir), server_class=_ThreadingServer,
                          handler_class=_QuietHandler)  # fmt: skip
-    from study_contract.artifacts import location
+    from study_contract.store.artifacts import location
 
     log.info("dashboard on http://%s:%d (artifacts: %s)", host, port, location(artifact_dir, url) or "none")
     server.serve_forever()

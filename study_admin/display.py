@@ -12,7 +12,13 @@ from typing import Any
 
 import yaml
 
-from study_contract.catalog import Summary, format_duration, format_value
+from study_admin.models import CampaignReport, StudyDetails
+from study_contract.algorithms import ALGORITHMS
+from study_contract.engine.confirmation import ConfirmationReport
+from study_contract.formatting import format_duration, format_value
+from study_contract.store.catalog import Summary
+
+EXAMPLE_ALGO = next(iter(ALGORITHMS))
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -42,7 +48,7 @@ def bar(done: int, total: int, width: int = 30) -> str:
 
 def listing(summaries: list[Summary]) -> str:
     if not summaries:
-        return "no studies; create one with: study_admin create --algo ppo --env Hopper-v5\n"
+        return f"no studies; create one with: study_admin create --algo {EXAMPLE_ALGO} --env Hopper-v5\n"
     header = ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "WORKERS", "PRUNED", "FAILED", "BEST", "ETA"]
     rows = [header] + [
         [
@@ -71,139 +77,135 @@ def format_param(value: Any) -> str:
     return str(value)
 
 
-def show(details: dict[str, Any]) -> str:
+def show(details: StudyDetails) -> str:
     """``study_admin show`` for people: header, progress and ETA, accounting, best, top trials, failures."""
-    s, d = details["summary"], details["definition"]
-    lines = [f"{s['name']}: {d['algo'].upper()} on {d['env_id']}, {s['state']}"]
-    if s.get("paused_reason"):
-        lines.append(f"  paused: {s['paused_reason']}")
-    eta = format_duration(s["eta_seconds"])
-    workers = f"{s['workers']} worker{'s' if s['workers'] != 1 else ''}"
+    s, d = details.summary, details.definition
+    lines = [f"{s.name}: {d.algo.upper()} on {d.env_id}, {s.state}"]
+    if s.paused_reason:
+        lines.append(f"  paused: {s.paused_reason}")
+    eta = format_duration(s.eta_seconds)
+    workers = f"{s.workers} worker{'s' if s.workers != 1 else ''}"
+    lines.append(f"progress  {bar(s.done, s.n_trials)} {s.done}/{s.n_trials} done, ETA {eta} with {workers}")
     lines.append(
-        f"progress  {bar(s['done'], s['n_trials'])} {s['done']}/{s['n_trials']} done, ETA {eta} with {workers}"
+        f"trials    complete {s.complete}, pruned {s.pruned}, failed {s.failed}, running {s.running}, "
+        f"waiting {s.waiting} = {s.accounted} of budget {s.n_trials}" + (f"; retried {s.retried}" if s.retried else "")
     )
-    lines.append(
-        f"trials    complete {s['complete']}, pruned {s['pruned']}, failed {s['failed']}, running {s['running']}, "
-        f"waiting {s['waiting']} = {s['accounted']} of budget {s['n_trials']}"
-        + (f"; retried {s['retried']}" if s["retried"] else "")
-    )
-    if s.get("mismatch"):
-        lines.append(f"  MISMATCH: {s['mismatch']}")
-    throughput = details["throughput"]
-    if throughput["mean_train_steps_per_second_per_trial"]:
+    if s.mismatch:
+        lines.append(f"  MISMATCH: {s.mismatch}")
+    if details.mean_train_steps_per_second:
         lines.append(
-            f"speed     {throughput['mean_train_steps_per_second_per_trial']:.0f} env-steps/s per trial, "
-            f"{throughput['env_steps_total']} env-steps so far"
+            f"speed     {details.mean_train_steps_per_second:.0f} env-steps/s per trial, "
+            f"{details.env_steps_total} env-steps so far"
         )
     lines.append(
-        f"budget    {d['n_trials']} trials x {d['timesteps']} env-steps, evaluated every {d['eval_every']} "
-        f"on {d['eval_episodes']} episodes; sampler {d['sampler']}, pruner {d['pruner']}, seed {d['seed']}"
+        f"budget    {d.n_trials} trials x {d.timesteps} env-steps, evaluated every {d.eval_every} "
+        f"on {d.eval_episodes} episodes; sampler {d.sampler}, pruner {d.pruner}, seed {d.seed}"
     )
-    best = details.get("best")
+    best = details.best
     if best:
-        lines.append(f"best      trial {best['number']}: {format_value(best['value'])} (seed {best['seed']})")
-        params = best.get("hyperparams") or {}
-        lines.extend(f"            {name} = {format_param(value)}" for name, value in params.items())
+        lines.append(f"best      trial {best.number}: {format_value(best.value)} (seed {best.seed})")
+        lines.extend(f"            {name} = {format_param(value)}" for name, value in (best.hyperparams or {}).items())
     else:
         lines.append("best      - (no completed trial yet)")
-    top = details.get("top_trials") or []
+    top = details.top_trials
     if top:
-        varying = [
-            n
-            for n in (top[0].get("hyperparams") or {})
-            if len({repr((t.get("hyperparams") or {}).get(n)) for t in top}) > 1
-        ]
+        first = top[0].hyperparams or {}
+        varying = [n for n in first if len({repr((t.hyperparams or {}).get(n)) for t in top}) > 1]
         rows = [["TRIAL", "VALUE", "SEED", "MINUTES", *varying]] + [
-            [
-                str(t["number"]),
-                format_value(t["value"]),
-                str(t["seed"]),
-                f"{(t['wall_seconds'] or 0) / 60:.1f}",
-                *[format_param((t.get("hyperparams") or {}).get(n)) for n in varying],
-            ]
+            [str(t.number), format_value(t.value), str(t.seed), f"{(t.wall_seconds or 0) / 60:.1f}",
+             *[format_param((t.hyperparams or {}).get(n)) for n in varying]]
             for t in top
-        ]
+        ]  # fmt: skip
         lines.append("top trials")
         lines.extend("  " + row for row in table(rows).splitlines())
-    failures = details.get("failures") or []
-    if failures:
+    if details.failures:
         lines.append("recent failures")
-        lines.extend(f"  trial {f['number']}: {f['fail_reason']}" for f in failures)
-    lines.extend(confirmation(details.get("confirmation")))
+        lines.extend(f"  trial {f.number}: {f.fail_reason}" for f in details.failures)
+    lines.extend(confirmation(details.confirmation))
     return "\n".join(lines) + "\n"
 
 
-def campaign_list(reports: list[dict[str, Any]]) -> str:
+def campaign_list(reports: list[CampaignReport]) -> str:
     if not reports:
-        return "no campaigns; create one with: study_admin campaign create --algo sac --env HalfCheetah-v5\n"
+        return (
+            f"no campaigns; create one with: study_admin campaign create --algo {EXAMPLE_ALGO} --env HalfCheetah-v5\n"
+        )
     rows = [["CAMPAIGN", "STAGE", "STATE", "ENV-STEPS/BUDGET", "WINNER"]]
     for r in reports:
-        current = next((s for s in reversed(r["stages"]) if s["state"] != "not started"), r["stages"][0])
-        w = r["winner"]
-        best = f"{format_value(w['value'])} ({w['study']} #{w['trial']})" if w else "-"
-        rows.append([r["campaign"], current["stage"], current["state"], f"{r['env_steps']}/{r['budget_steps']}", best])
+        w = r.winner
+        best = f"{format_value(w.value)} ({w.study} #{w.trial})" if w else "-"
+        rows.append([r.campaign, r.current.stage, r.current.state, f"{r.env_steps}/{r.budget_steps}", best])
     return table(rows)
 
 
-def campaign(report: dict[str, Any]) -> str:
+def campaign(report: CampaignReport) -> str:
     """``campaign show``: the ladder, one row per stage, then each stage's decision."""
     rows = [["STAGE", "STUDY", "STATE", "TRIALS", "ENV-STEPS", "BEST", "VS BASELINE", "FIXED FROM BEFORE"]]
-    for s in report["stages"]:
-        gain = s.get("improvement_over_baseline")
-        rows.append([s["stage"], s["study"], s["state"], f"{s['done']}/{s['budget_trials']}", str(s["env_steps"]),
-                     format_value(s["best_value"]), "-" if gain is None else f"{gain:+.2f}",
-                     ", ".join(f"{k}={format_param(v)}" for k, v in s["fixed"].items()) or "-"])  # fmt: skip
+    for s in report.stages:
+        gain = s.improvement_over_baseline
+        rows.append([s.stage, s.study, s.state, f"{s.done}/{s.budget_trials}", str(s.env_steps),
+                     format_value(s.best_value), "-" if gain is None else f"{gain:+.2f}",
+                     ", ".join(f"{k}={format_param(v)}" for k, v in s.fixed.items()) or "-"])  # fmt: skip
     lines = [
-        f"campaign {report['campaign']}: {report['env_steps']}/{report['budget_steps']} env-steps",
+        f"campaign {report.campaign}: {report.env_steps}/{report.budget_steps} env-steps",
         *table(rows).splitlines(),
     ]
-    for s in report["stages"]:
-        if s["decision"]:
+    for s in report.stages:
+        if s.decision:
             lines.append(
-                f"  {s['stage']}: {s['decision']['reason']}"
-                + ("; kept the previous winner" if s["decision"]["kept_previous"] else "")
+                f"  {s.stage}: {s.decision.reason}" + ("; kept the previous winner" * s.decision.kept_previous)
             )
-    if report["winner"]:
-        w = report["winner"]
-        if w.get("confirmed"):
-            gain = w["improvement_over_baseline"]
-            lines.append(
-                f"winner: trial {w['trial']} of {w['study']}, fresh-seed IQM {format_value(w['value'])} "
-                f"{_ci(w['ci'])}, {'-' if gain is None else f'{gain:+.2f}'} over the baseline, "
-                f"P(beats baseline) {format_value(w['p_improvement'])}"
-            )
-        else:
-            lines.append(f"winner: trial {w['trial']} of {w['study']} ({format_value(w['value'])}, tuning seed)")
-    lines.extend(confirmation(report.get("confirmation")))
+    w = report.winner
+    if w and w.confirmed:
+        gain = w.improvement_over_baseline
+        lines.append(
+            f"winner: trial {w.trial} of {w.study}, fresh-seed IQM {format_value(w.value)} {_ci(w.ci)}, "
+            f"{'-' if gain is None else f'{gain:+.2f}'} over the baseline, "
+            f"P(beats baseline) {format_value(w.p_improvement)}"
+        )
+    elif w:
+        lines.append(f"winner: trial {w.trial} of {w.study} ({format_value(w.value)}, tuning seed)")
+    lines.extend(confirmation(report.confirmation))
     return "\n".join(lines) + "\n"
 
 
-def _ci(ci: list[float] | None) -> str:
+def _ci(ci: Sequence[float] | None) -> str:
     return f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else "-"
 
 
-def confirmation(report: dict[str, Any] | None) -> list[str]:
-    """The fresh-seed candidates beside their tuning ranking, so a disagreement shows at once."""
-    if not report or not report.get("study"):
+CONFIRMATION_HEADER = ["CANDIDATE", "TUNING RANK", "TUNING VALUE", "FRESH IQM", "95% CI", "MEAN", "WORST", "SEEDS",
+                       "P(>BASELINE)"]  # fmt: skip
+
+
+def confirmation_rows(report: ConfirmationReport) -> list[list[str]]:
+    """The candidates beside their tuning ranking, then the baseline: one table for every format."""
+    rows = []
+    for c in report.candidates:
+        p_improvement = "-" if c.p_improvement is None else f"{c.p_improvement:.2f}"
+        rows.append([f"trial {c.trial}", str(c.tuning_rank), format_value(c.tuning_value), format_value(c.fresh.iqm),
+                     _ci(c.fresh.ci), format_value(c.fresh.mean), format_value(c.fresh.worst),
+                     str(len(c.fresh.scores)), p_improvement])  # fmt: skip
+    b = report.baseline
+    rows.append(["baseline (SB3 defaults)", "-", "-", format_value(b.iqm), _ci(b.ci), format_value(b.mean),
+                 format_value(b.worst), str(len(b.scores)), "-"])  # fmt: skip
+    return rows
+
+
+def confirmation_notes(report: ConfirmationReport) -> list[str]:
+    if not report.confirmed or report.winner is None:
         return []
-    done = f"{report['done']}/{report['budget']}"
-    head = f"confirmation  {report['study']}: {done} runs on test seeds {report['test_seeds']}"
-    rows = [
-        ["CANDIDATE", "TUNING RANK", "TUNING VALUE", "FRESH IQM", "95% CI", "MEAN", "WORST", "SEEDS", "P(>BASELINE)"]
-    ]
-    for c in report["candidates"]:
-        p_improvement = "-" if c["p_improvement"] is None else f"{c['p_improvement']:.2f}"
-        rows.append([f"trial {c['trial']}", str(c["tuning_rank"]), format_value(c["tuning_value"]),
-                     format_value(c["iqm"]), _ci(c["ci"]), format_value(c["mean"]), format_value(c["worst"]),
-                     str(len(c["scores"])), p_improvement])  # fmt: skip
-    b = report["baseline"]
-    rows.append(["baseline", "-", "-", format_value(b["iqm"]), _ci(b["ci"]), format_value(b["mean"]),
-                 format_value(b["worst"]), str(len(b["scores"])), "-"])  # fmt: skip
-    lines = [head, *("  " + row for row in table(rows).splitlines())]
-    if report["confirmed"]:
-        lines.append(f"  winner: trial {report['winner']} (best fresh-seed IQM)")
-        if not report["rankings_agree"]:
-            lines.append("  note: the fresh-seed ranking differs from the tuning-seed ranking")
-        if not report["beats_baseline"]:
-            lines.append("  note: SB3's defaults did as well or better on the fresh seeds")
-    return lines
+    notes = [f"winner: trial {report.winner.trial} (best fresh-seed IQM)"]
+    if not report.rankings_agree:
+        notes.append("note: the fresh-seed ranking differs from the tuning-seed ranking")
+    if not report.beats_baseline:
+        notes.append("note: SB3's defaults did as well or better on the fresh seeds")
+    return notes
+
+
+def confirmation(report: ConfirmationReport | None) -> list[str]:
+    """The fresh-seed candidates beside their tuning ranking, so a disagreement shows at once."""
+    if report is None:
+        return []
+    head = f"confirmation  {report.study}: {report.done}/{report.budget} runs on test seeds {report.test_seeds}"
+    rows = table([CONFIRMATION_HEADER, *confirmation_rows(report)]).splitlines()
+    return [head, *("  " + row for row in rows), *("  " + note for note in confirmation_notes(report))]

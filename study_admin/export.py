@@ -3,46 +3,40 @@
 - ``zoo``: ``python -m rl_zoo3.train --algo ALGO --env ENV --conf-file FILE`` runs it unchanged. The Zoo
   spells a linear schedule ``lin_<rate>`` and a constant one as the number; it has no cosine, so a cosine
   schedule is exported as the linear decay (both start at the rate and end at 0), with a comment.
-- ``python``: a standalone script that needs only Stable-Baselines3 and Gymnasium, with the schedule as
-  code (the very function the worker trained with), ``VecNormalize``, the seed and the timesteps.
+- ``python``: a standalone script that needs only the algorithm's library and Gymnasium, with the
+  schedule as code (the very function the worker trained with), ``VecNormalize``, the seed and the timesteps.
 - ``json``: what ``study_admin best --format json`` prints.
 
-Everything here comes from the database, so every value reaches the generated text through ``repr``,
-``int``, ``float`` or YAML's own dumper, never pasted: a task id or a seed cannot become code.
+Both render the configuration's recipe (``study_contract/algorithms``), the same data training builds
+from. Everything here comes from the database, so every value reaches the generated text through
+``repr``, ``int``, ``float`` or YAML's own dumper, never pasted: a task id or a seed cannot become code.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import yaml
 
-from study_contract.algorithms import NET_ARCHS
-from study_contract.schedules import ZOO_PREFIXES, source
-
-ACTIVATION_CLASSES = {"tanh": "Tanh", "relu": "ReLU"}
-
-
-def _net_arch(config: dict[str, Any]) -> str:
-    layers = NET_ARCHS[config["hyperparams"]["net_arch"]]
-    if config["algo"] == "ppo":  # separate actor and critic networks, as SB3 builds them from a list
-        return f"dict(pi={layers}, vf={layers})"
-    return str(layers)
+from study_admin.models import Configuration
+from study_contract.algorithms import Recipe
+from study_contract.schedules import SCHEDULES, ZOO_PREFIXES, source
 
 
-def _policy_kwargs(config: dict[str, Any], torch_nn: str) -> str:
-    activation = ACTIVATION_CLASSES[config["hyperparams"]["activation"]]
-    return f"dict(net_arch={_net_arch(config)}, activation_fn={torch_nn}.{activation})"
+def _policy_kwargs(recipe: Recipe, torch_nn: str) -> str:
+    """``policy_kwargs`` as Python source, the activation written as ``<torch_nn>.<class>``."""
+    extras = "".join(f", {name}={value!r}" for name, value in recipe.policy_extras.items())
+    layers = [int(n) for n in recipe.net_arch]
+    return f"dict(net_arch={layers!r}, activation_fn={torch_nn}.{recipe.activation_class}{extras})"
 
 
-def to_zoo(config: dict[str, Any]) -> str:
-    """An RL Zoo hyperparameter file (``--conf-file``) for ``config`` (the output of ``best``)."""
-    kwargs = {k: v for k, v in config["kwargs"].items() if k not in ("policy_kwargs", "learning_rate")}
-    schedule, rate = config["learning_rate_schedule"], float(config["kwargs"]["learning_rate"])
+def to_zoo(config: Configuration) -> str:
+    """An RL Zoo hyperparameter file (``--conf-file``) for ``config``."""
+    recipe = config.recipe
+    schedule, rate = recipe.lr_schedule, float(recipe.learning_rate)
     notes = [
-        f"# Exported by locomotion-tuner from study {config['study']!r}, trial {int(config['trial'])}.",
-        f"# Run: python -m rl_zoo3.train --algo {config['algo']!r} --env {config['env_id']!r} --conf-file THIS_FILE",
+        f"# Exported by locomotion-tuner from study {config.study!r}, trial {int(config.trial)}.",
+        f"# Run: python -m rl_zoo3.train --algo {config.algo!r} --env {config.env_id!r} --conf-file THIS_FILE",
     ]
     if schedule not in ZOO_PREFIXES:
         notes.append(
@@ -50,19 +44,21 @@ def to_zoo(config: dict[str, Any]) -> str:
             "closest (both start at the rate and end at 0)."
         )
     entry = {
-        "n_timesteps": int(config["timesteps"]),
-        "policy": config["policy"],
-        "n_envs": int(config["n_envs"]),
-        "normalize": bool(config["normalize_observations"]),
+        "n_timesteps": int(config.timesteps),
+        "policy": config.policy,
+        "n_envs": int(config.n_envs),
+        "normalize": recipe.normalize,
         "learning_rate": rate if schedule == "constant" else f"{ZOO_PREFIXES.get(schedule, 'lin_')}{rate!r}",
-        **kwargs,
-        "policy_kwargs": _policy_kwargs(config, "nn"),
+        **recipe.kwargs,
+        "policy_kwargs": _policy_kwargs(recipe, "nn"),
     }
-    return "\n".join(notes) + "\n" + yaml.safe_dump({config["env_id"]: entry}, sort_keys=False)
+    if recipe.action_noise is not None:
+        entry |= {"noise_type": recipe.action_noise, "noise_std": float(recipe.noise_std or 0.0)}
+    return "\n".join(notes) + "\n" + yaml.safe_dump({config.env_id: entry}, sort_keys=False)
 
 
 PYTHON_TEMPLATE = '''"""Re-trains a configuration tuned by locomotion-tuner (STUDY and TRIAL below); needs only
-stable-baselines3 and gymnasium (plus MuJoCo for MuJoCo tasks).
+{library} and gymnasium (plus MuJoCo for MuJoCo tasks).
 
     python train.py [--timesteps N] [--seed S] [--out model.zip]
 """
@@ -71,8 +67,10 @@ import argparse
 import functools
 import math  # noqa: F401 - used by some learning-rate schedules
 
+import numpy as np  # noqa: F401 - used by action noises
 import torch
-from stable_baselines3 import {sb3_class}
+from {library} import {class_name}
+from stable_baselines3.common import noise  # noqa: F401 - used by action noises
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -92,7 +90,8 @@ def main() -> None:
     env = make_vec_env(ENV_ID, n_envs={n_envs!r}, seed=args.seed)
     if {normalize!r}:
         env = VecNormalize(env)
-    model = {sb3_class}(
+    n_actions = int(np.prod(env.action_space.shape or (1,)))
+    model = {class_name}(
         {policy!r},
         env,
         learning_rate=functools.partial({schedule_function}, {rate!r}),
@@ -111,33 +110,35 @@ if __name__ == "__main__":
 '''
 
 
-def to_python(config: dict[str, Any]) -> str:
-    """A standalone SB3 training script for ``config`` (the output of ``best``)."""
-    from study_contract.schedules import SCHEDULES
-
-    schedule = config["learning_rate_schedule"]
-    kwargs = {k: v for k, v in config["kwargs"].items() if k not in ("policy_kwargs", "learning_rate")}
+def to_python(config: Configuration) -> str:
+    """A standalone training script for ``config``."""
+    recipe = config.recipe
+    kwargs = "".join(f"        {name}={value!r},\n" for name, value in recipe.kwargs.items())
+    if recipe.noise_class is not None:
+        kwargs += (f"        action_noise=noise.{recipe.noise_class}(mean=np.zeros(n_actions), "
+                   f"sigma={float(recipe.noise_std or 0.0)!r} * np.ones(n_actions)),\n")  # fmt: skip
     return PYTHON_TEMPLATE.format(
-        trial=int(config["trial"]),
-        study=str(config["study"]),
-        sb3_class=config["sb3_class"],
-        env_id=str(config["env_id"]),
-        timesteps=int(config["timesteps"]),
-        seed=int(config.get("seed") or 0),
-        n_envs=int(config["n_envs"]),
-        normalize=bool(config["normalize_observations"]),
-        policy=config["policy"],
-        schedule_source=source(schedule),
-        schedule_function=SCHEDULES[schedule].__name__,
-        rate=float(config["kwargs"]["learning_rate"]),
-        kwargs="".join(f"        {k}={v!r},\n" for k, v in kwargs.items()),
-        policy_kwargs=_policy_kwargs(config, "torch.nn"),
+        library=recipe.library,
+        class_name=recipe.class_name,
+        trial=int(config.trial),
+        study=str(config.study),
+        env_id=str(config.env_id),
+        timesteps=int(config.timesteps),
+        seed=int(config.seed or 0),
+        n_envs=int(config.n_envs),
+        normalize=bool(recipe.normalize),
+        policy=config.policy,
+        schedule_source=source(recipe.lr_schedule),
+        schedule_function=SCHEDULES[recipe.lr_schedule].__name__,
+        rate=float(recipe.learning_rate),
+        kwargs=kwargs,
+        policy_kwargs=_policy_kwargs(recipe, "torch.nn"),
     )
 
 
-def export(config: dict[str, Any], fmt: str) -> str:
+def export(config: Configuration, fmt: str) -> str:
     if fmt == "zoo":
         return to_zoo(config)
     if fmt == "python":
         return to_python(config)
-    return json.dumps(config, indent=2, default=str) + "\n"
+    return json.dumps(config.to_dict(), indent=2, default=str) + "\n"

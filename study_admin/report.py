@@ -13,10 +13,10 @@ from typing import Any
 
 import optuna
 
-from study_admin.display import format_param
+from study_admin.display import CONFIRMATION_HEADER, confirmation_notes, confirmation_rows, format_param
+from study_admin.models import Configuration, StudyDetails
 from study_admin.studies import best_configuration, study_details, study_id_of
-from study_contract import protocol
-from study_contract.catalog import format_value
+from study_contract.engine.confirmation import ConfirmationReport
 
 TOP_CURVES = 5
 
@@ -33,7 +33,7 @@ def _pyplot() -> Any:
 def plot_curves(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
     trials = [t for t in storage.get_all_trials(study_id_of(storage, name), deepcopy=False) if t.value is not None]
     top = sorted(trials, key=lambda t: -float(t.value or 0.0))[:TOP_CURVES]
-    curves = [(t.number, t.user_attrs.get(protocol.EVAL_CURVE) or []) for t in top]
+    curves = [(t.number, sorted(t.intermediate_values.items())) for t in top]
     if not any(curve for _, curve in curves):
         return False
     plt = _pyplot()
@@ -75,25 +75,23 @@ def plot_importances(storage: optuna.storages.BaseStorage, name: str, path: Path
     return True
 
 
-def plot_confirmation(confirmation: dict[str, Any], path: Path) -> bool:
-    entries = [(f"trial {c['trial']}", c) for c in confirmation["candidates"]] + [
-        ("baseline", confirmation["baseline"])
-    ]
-    entries = [(label, e) for label, e in entries if e["scores"]]
+def plot_confirmation(confirmation: ConfirmationReport, path: Path) -> bool:
+    entries = [(f"trial {c.trial}", c.fresh) for c in confirmation.candidates] + [("baseline", confirmation.baseline)]
+    entries = [(label, scores) for label, scores in entries if scores.scores]
     if not entries:
         return False
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 0.6 * len(entries) + 1.5))
-    for row, (label, entry) in enumerate(entries):
+    for row, (label, scores) in enumerate(entries):
         color = "tab:green" if label == "baseline" else "tab:blue"
-        axes.scatter(entry["scores"], [row] * len(entry["scores"]), alpha=0.6, color=color)
-        if entry["ci"]:
-            axes.hlines(row, *entry["ci"], color="black", linewidth=2)
-        axes.plot([entry["iqm"]], [row], marker="D", color="black")
+        axes.scatter(scores.scores, [row] * len(scores.scores), alpha=0.6, color=color)
+        if scores.ci:
+            axes.hlines(row, *scores.ci, color="black", linewidth=2)
+        axes.plot([scores.iqm], [row], marker="D", color="black")
     axes.set_yticks(range(len(entries)), [label for label, _ in entries])
     axes.invert_yaxis()
     axes.set(xlabel="return on a fresh seed (points), IQM (diamond) and 95 % bootstrap interval",
-             title=f"{confirmation['study']}: fresh-seed confirmation")  # fmt: skip
+             title=f"{confirmation.study}: fresh-seed confirmation")  # fmt: skip
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -106,34 +104,25 @@ def _table(rows: list[list[str]]) -> list[str]:
     ]
 
 
-def markdown(details: dict[str, Any], best: dict[str, Any] | None, images: dict[str, bool]) -> str:
-    s, d = details["summary"], details["definition"]
+def markdown(details: StudyDetails, best: Configuration | None, images: dict[str, bool]) -> str:
+    s, d = details.summary, details.definition
     lines = [
-        f"# {s['name']}",
+        f"# {s.name}",
         "",
-        f"{d['algo'].upper()} on `{d['env_id']}`: {s['done']}/{s['n_trials']} trials done ({s['state']}), "
-        f"{d['timesteps']} env-steps each, evaluated on {d['eval_episodes']} episodes every {d['eval_every']} steps.",
+        f"{d.algo.upper()} on `{d.env_id}`: {s.done}/{s.n_trials} trials done ({s.state}), "
+        f"{d.timesteps} env-steps each, evaluated on {d.eval_episodes} episodes every {d.eval_every} steps.",
         "",
     ]
     if best:
-        state = "confirmed on fresh seeds" if best["confirmed"] else "best tuning trial, not confirmed on fresh seeds"
-        lines += [f"## Best configuration: trial {best['trial']} ({state})", ""]
-        lines += _table([["parameter", "value"], *([k, format_param(v)] for k, v in best["hyperparams"].items())])
-        lines += ["", f"Learning rate: `{best['learning_rate_formula']}` ({best['learning_rate_schedule']}).", ""]
-    confirmation = details.get("confirmation") or {}
-    if confirmation.get("study"):
-        lines += [f"## Fresh-seed confirmation ({confirmation['done']}/{confirmation['budget']} runs)", ""]
-        rows = [["candidate", "tuning rank", "tuning value", "fresh IQM", "95 % CI", "mean", "worst", "P(> baseline)"]]
-        for c in confirmation["candidates"]:
-            ci = f"[{format_value(c['ci'][0])}, {format_value(c['ci'][1])}]" if c["ci"] else "-"
-            p = "-" if c["p_improvement"] is None else f"{c['p_improvement']:.2f}"
-            rows.append([f"trial {c['trial']}", str(c["tuning_rank"]), format_value(c["tuning_value"]),
-                         format_value(c["iqm"]), ci, format_value(c["mean"]), format_value(c["worst"]), p])  # fmt: skip
-        b = confirmation["baseline"]
-        ci = f"[{format_value(b['ci'][0])}, {format_value(b['ci'][1])}]" if b["ci"] else "-"
-        rows.append(["baseline (SB3 defaults)", "-", "-", format_value(b["iqm"]), ci, format_value(b["mean"]),
-                     format_value(b["worst"]), "-"])  # fmt: skip
-        lines += _table(rows) + [""]
+        state = "confirmed on fresh seeds" if best.confirmed else "best tuning trial, not confirmed on fresh seeds"
+        lines += [f"## Best configuration: trial {best.trial} ({state})", ""]
+        lines += _table([["parameter", "value"], *([k, format_param(v)] for k, v in best.hyperparams.items())])
+        lines += ["", f"Learning rate: `{best.learning_rate_formula}` ({best.recipe.lr_schedule}).", ""]
+    confirmation = details.confirmation
+    if confirmation is not None:
+        lines += [f"## Fresh-seed confirmation ({confirmation.done}/{confirmation.budget} runs)", ""]
+        lines += _table([CONFIRMATION_HEADER, *confirmation_rows(confirmation)]) + [""]
+        lines += [f"{note}." for note in confirmation_notes(confirmation)] + [""]
         if images.get("confirmation.png"):
             lines += ["![fresh-seed confirmation](confirmation.png)", ""]
     for image, title in (("curves.png", "Learning curves"), ("importances.png", "Parameter importances")):
@@ -145,21 +134,21 @@ def markdown(details: dict[str, Any], best: dict[str, Any] | None, images: dict[
 def write_report(storage: optuna.storages.RDBStorage, name: str, out: str | Path, store: Any = None) -> str:
     """Write ``report.md`` and its plots into ``out``; the report's path. With an artifact ``store``, the
     confirmation plot is attached to the study too, where the dashboard shows it."""
+    details = study_details(storage, name)
+    best = best_configuration(storage, name) if details.best else None
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
-    details = study_details(storage, name)
-    best = best_configuration(storage, name) if details["best"] else None
     images = {
         "curves.png": plot_curves(storage, name, directory / "curves.png"),
         "importances.png": plot_importances(storage, name, directory / "importances.png"),
     }
-    confirmation = details.get("confirmation") or {}
-    if confirmation.get("study"):
+    confirmation = details.confirmation
+    if confirmation is not None:
         images["confirmation.png"] = plot_confirmation(confirmation, directory / "confirmation.png")
         if store is not None and images["confirmation.png"]:
             from optuna.artifacts import upload_artifact
 
-            from study_contract.artifacts import retire_study_artifact
+            from study_contract.store.artifacts import retire_study_artifact
 
             retire_study_artifact(store, storage, storage.get_study_id_from_name(name), "confirmation.png")
             upload_artifact(artifact_store=store, file_path=str(directory / "confirmation.png"),

@@ -1,6 +1,6 @@
 """What ``study_admin`` reads and changes in a study: details, the best configuration, pause, delete.
 
-Creating studies lives in ``study_contract/creation.py``, which workers use too (follow-up studies).
+Creating studies lives in ``study_contract/engine/creation.py``, which workers use too (follow-up studies).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
-from study_contract import confirmation, protocol
+from study_admin.models import Configuration, StudyDetails, TrialRecord
+from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.catalog import Summary, summarise
 from study_contract.definition import (
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
@@ -21,10 +21,9 @@ from study_contract.definition import (
     DefinitionError,
     StudyDefinition,
     StudyError,
-    load_definition,
-    study_id_of,
 )
-from study_contract.schedules import formula
+from study_contract.engine.confirmation import ConfirmationReport, confirmation_name, confirmation_report
+from study_contract.store.catalog import Summary, load_definition, study_id_of, summarise
 
 
 def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
@@ -35,26 +34,26 @@ def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
     raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
 
 
-def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     attrs = trial.user_attrs
-    return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "value": trial.value,
-        "hyperparams": attrs.get(protocol.HYPERPARAMS),
-        "seed": attrs.get(protocol.SEED),
-        "env_steps": attrs.get(protocol.ENV_STEPS),
-        "train_steps_per_second": attrs.get(protocol.TRAIN_STEPS_PER_SECOND),
-        "wall_seconds": attrs.get(protocol.WALL_SECONDS),
-        "worker": attrs.get(protocol.WORKER),
-        "fail_reason": attrs.get(protocol.FAIL_REASON),
-        "retried": attrs.get(protocol.RETRY),
-        "retry_of": trial.system_attrs.get(protocol.FAILED_TRIAL),
-        "progress": attrs.get(protocol.PROGRESS),
-    }
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        value=trial.value,
+        hyperparams=attrs.get(protocol.HYPERPARAMS),
+        seed=attrs.get(protocol.SEED),
+        env_steps=attrs.get(protocol.ENV_STEPS),
+        train_steps_per_second=attrs.get(protocol.TRAIN_STEPS_PER_SECOND),
+        wall_seconds=attrs.get(protocol.WALL_SECONDS),
+        worker=attrs.get(protocol.WORKER),
+        fail_reason=attrs.get(protocol.FAIL_REASON),
+        retried=attrs.get(protocol.RETRY),
+        retry_of=trial.system_attrs.get(protocol.FAILED_TRIAL),
+        progress=attrs.get(protocol.PROGRESS),
+    )
 
 
-def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) -> dict[str, Any]:
+def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) -> StudyDetails:
     summary = summary_of(storage, name)
     definition = load_definition(storage, name)
     trials = storage.get_all_trials(study_id_of(storage, name), deepcopy=False)
@@ -66,55 +65,41 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
     )
     rates = [t.user_attrs[protocol.TRAIN_STEPS_PER_SECOND] for t in finished
              if protocol.TRAIN_STEPS_PER_SECOND in t.user_attrs]  # fmt: skip
-    env_steps = sum(t.user_attrs.get(protocol.ENV_STEPS, 0) for t in finished)
     failed = [t for t in finished if t.state == TrialState.FAIL and t.user_attrs.get(protocol.FAIL_REASON)]
     failed.sort(key=lambda t: t.number, reverse=True)
-    return {
-        "summary": summary.to_dict(),
-        "definition": {k: v for k, v in definition.__dict__.items() if k != "space"},
-        "space": {n: s.to_dict() for n, s in definition.space.items()},
-        "best": trial_record(complete[0]) if complete else None,
-        "throughput": {
-            "mean_train_steps_per_second_per_trial": sum(rates) / len(rates) if rates else None,
-            "env_steps_total": env_steps,
-        },
-        "running": [trial_record(t) for t in trials if t.state == TrialState.RUNNING],
-        "top_trials": [trial_record(t) for t in complete[:top]],
-        "failures": [trial_record(t) for t in failed[:top]],
-        "confirmation": confirmation.report(storage, name) if definition.stage == "tuning" else None,
-    }
+    return StudyDetails(
+        summary=summary,
+        definition=definition,
+        best=trial_record(complete[0]) if complete else None,
+        top_trials=[trial_record(t) for t in complete[:top]],
+        running=[trial_record(t) for t in trials if t.state == TrialState.RUNNING],
+        failures=[trial_record(t) for t in failed[:top]],
+        mean_train_steps_per_second=sum(rates) / len(rates) if rates else None,
+        env_steps_total=sum(t.user_attrs.get(protocol.ENV_STEPS, 0) for t in finished),
+        confirmation=confirmation_report(storage, name) if definition.stage == "tuning" else None,
+    )
 
 
-def best_configuration(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any]:
-    """The best configuration as SB3 keyword arguments, with its schedule spelled out.
+def best_configuration(storage: optuna.storages.BaseStorage, name: str) -> Configuration:
+    """The best configuration, with its schedule spelled out.
 
     Once the study's fresh-seed confirmation is done, that is the confirmed winner (best IQM on the test
-    seeds), with the statistics of every candidate and the baseline; until then, the best tuning trial
-    and ``"confirmed": false``.
+    seeds), with the statistics of every candidate and the baseline; until then, the best tuning trial,
+    not confirmed.
     """
     definition = load_definition(storage, name)
     study_id = study_id_of(storage, name)
     if storage.get_n_trials(study_id, state=TrialState.COMPLETE) == 0:
         raise StudyError(f"study {name!r} has no completed trial yet")
-    confirmed = confirmation.report(storage, name) if definition.stage == "tuning" else {"confirmed": False}
-    if confirmed["confirmed"]:
-        best = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, confirmed["winner"]))
+    report = confirmation_report(storage, name) if definition.stage == "tuning" else None
+    if report is not None and report.confirmed and report.winner is not None:
+        best = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, report.winner.trial))
     else:
         best = storage.get_best_trial(study_id)
-    params = best.user_attrs[protocol.HYPERPARAMS]
-    result = configuration(definition, params) | {
-        "study": name,
-        "trial": best.number,
-        "mean_reward": best.value,
-        "seed": trial_seed(best),
-        "confirmed": confirmed["confirmed"],
-    }
-    if confirmed.get("study"):
-        result["confirmation"] = {k: v for k, v in confirmed.items() if k != "confirmed"}
-    return result
+    return configuration(storage, definition, name, best, report)
 
 
-def trial_configuration(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> dict[str, Any]:
+def trial_configuration(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> Configuration:
     """The configuration of trial ``number`` (default: the best one, confirmed when confirmation is done)."""
     if number is None:
         return best_configuration(storage, name)
@@ -126,13 +111,7 @@ def trial_configuration(storage: optuna.storages.BaseStorage, name: str, number:
         raise StudyError(f"study {name!r} has no trial {number}") from None
     if protocol.HYPERPARAMS not in trial.user_attrs:
         raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state.name})")
-    return configuration(definition, trial.user_attrs[protocol.HYPERPARAMS]) | {
-        "study": name,
-        "trial": number,
-        "mean_reward": trial.value,
-        "seed": trial_seed(trial),
-        "confirmed": False,
-    }
+    return configuration(storage, definition, name, trial, None)
 
 
 def trial_seed(trial: optuna.trial.FrozenTrial) -> int | None:
@@ -146,38 +125,45 @@ def trial_seed(trial: optuna.trial.FrozenTrial) -> int | None:
 def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> optuna.trial.FrozenTrial:
     """The trial whose files ``download`` fetches: trial ``number``, or the best one; when a confirmed
     winner kept no model of its own, its best run on the test seeds."""
-    from study_contract.artifacts import MODEL, trial_artifacts
+    from study_contract.store.artifacts import MODEL, trial_artifacts
 
     config = trial_configuration(storage, name, number)
     study_id = study_id_of(storage, name)
-    trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, config["trial"]))
-    if MODEL in trial_artifacts(trial) or not config.get("confirmed"):
+    trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, config.trial))
+    if MODEL in trial_artifacts(trial) or not config.confirmed:
         return trial
-    runs = storage.get_all_trials(study_id_of(storage, confirmation.confirmation_name(name)), deepcopy=False)
-    mine = [t for t in runs if t.user_attrs.get(protocol.CANDIDATE) == config["trial"] and t.value is not None]
+    runs = storage.get_all_trials(study_id_of(storage, confirmation_name(name)), deepcopy=False)
+    mine = [t for t in runs if t.user_attrs.get(protocol.CANDIDATE) == config.trial and t.value is not None]
     return max(mine, key=lambda t: (MODEL in trial_artifacts(t), cast(float, t.value)), default=trial)
 
 
-def configuration(definition: StudyDefinition, params: dict[str, Any]) -> dict[str, Any]:
-    """What reproduces a configuration: the SB3 keyword arguments plus what wraps them."""
+def configuration(
+    storage: optuna.storages.BaseStorage,
+    definition: StudyDefinition,
+    name: str,
+    trial: optuna.trial.FrozenTrial,
+    report: ConfirmationReport | None,
+) -> Configuration:
+    """What reproduces ``trial``'s configuration; its values are checked against the study's space first."""
     try:
-        params = definition.check_params(params)
+        params = definition.check_params(trial.user_attrs.get(protocol.HYPERPARAMS))
     except DefinitionError as exc:
-        raise StudyError(f"a trial's configuration cannot be used: {exc}") from None
-    entry = algorithm(definition.algo)
-    return {
-        "algo": definition.algo,
-        "env_id": definition.env_id,
-        "n_envs": definition.n_envs,
-        "timesteps": definition.timesteps,
-        "policy": definition.policy,
-        "sb3_class": entry.sb3_class,
-        "kwargs": entry.sb3_kwargs(params),
-        "learning_rate_schedule": params["lr_schedule"],
-        "learning_rate_formula": formula(params["lr_schedule"], params["learning_rate"]),
-        "normalize_observations": bool(params.get("normalize", False)),
-        "hyperparams": params,
-    }
+        raise StudyError(f"trial {trial.number} of {name!r}: its configuration cannot be used: {exc}") from None
+    return Configuration(
+        study=name,
+        trial=trial.number,
+        algo=definition.algo,
+        env_id=definition.env_id,
+        n_envs=definition.n_envs,
+        timesteps=definition.timesteps,
+        policy=definition.policy,
+        hyperparams=params,
+        recipe=algorithm(definition.algo).recipe(params),
+        mean_reward=trial.value,
+        seed=trial_seed(trial),
+        confirmed=bool(report and report.confirmed and report.winner and report.winner.trial == trial.number),
+        confirmation=report,
+    )
 
 
 def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) -> None:
@@ -191,7 +177,7 @@ def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) ->
 def delete(storage: optuna.storages.BaseStorage, name: str, *, force: bool = False, store: Any = None) -> int:
     """Delete the study, then the files of its artifact ``store`` that the study and its trials refer to; the
     number of artifacts left behind (refused while trials run, unless ``force``)."""
-    from study_contract.artifacts import artifacts_in
+    from study_contract.store.artifacts import artifacts_in
 
     study_id = study_id_of(storage, name)
     running = storage.get_n_trials(study_id, state=TrialState.RUNNING)

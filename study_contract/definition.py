@@ -12,14 +12,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from study_contract.algorithms import ALGORITHMS, algorithm
 from study_contract.options import options_of
 from study_contract.space import ParamSpec, SpaceError, check_value
-
-if TYPE_CHECKING:
-    import optuna
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -56,25 +53,6 @@ class StudyError(ValueError):
     """A study that does not exist, already exists, or has nothing to show."""
 
 
-def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
-    try:
-        return storage.get_study_id_from_name(name)
-    except KeyError:
-        known = [s.study_name for s in storage.get_all_studies()]
-        raise StudyError(f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}") from None
-
-
-def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
-    """The stored definition of study ``name``, or :class:`StudyError` saying why there is none."""
-    attrs = storage.get_study_user_attrs(study_id_of(storage, name))
-    if DEFINITION_ATTR not in attrs:
-        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
-    try:
-        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
-    except DefinitionError as exc:
-        raise StudyError(f"study {name!r} cannot be read: {exc}") from None
-
-
 def check_study_name(name: str) -> str:
     if not STUDY_NAME.fullmatch(name):
         raise DefinitionError(
@@ -104,50 +82,82 @@ def _opt(default: Any, **meta: Any) -> Any:
 class StudyDefinition:
     """Everything a worker needs to run any trial of one study."""
 
-    algo: str = _opt("", choices=tuple(ALGORITHMS), default_help=None)
-    """Stable-Baselines3 algorithm."""
-    env_id: str = _opt(DEFAULT_ENV, flag="--env", default_help=f"{DEFAULT_ENV}, the guide's example task")
-    """Registered Gymnasium id of the task."""
-    n_trials: int = _opt(100, bounds=(1, 100_000))
-    """Trials in the whole study, across all workers (finished, pruned or failed)."""
-    timesteps: int = _opt(1_000_000, bounds=(1, 10**9))
-    """Training env-steps per trial."""
-    eval_every: int = _opt(0, bounds=(1, 10**9), default_help=f"timesteps / {DEFAULT_EVALUATIONS}")
-    """Env-steps between two deterministic evaluations (each is reported to the pruner)."""
-    eval_episodes: int = _opt(10, bounds=(1, 1000))
-    """Episodes per evaluation."""
-    n_envs: int = _opt(1, bounds=(1, 64))
-    """Parallel training environments per trial (a DummyVecEnv)."""
-    sampler: str = _opt("tpe", choices=SAMPLERS)
-    """Optuna sampler: multivariate TPE (seeded, constant liar for parallel workers; its first
-    max(10, n_trials / 10) trials random) or random."""
-    pruner: str = _opt("median", choices=PRUNERS)
-    """Optuna pruner that stops unpromising trials at their evaluations."""
-    pruner_startup_trials: int = _opt(5, bounds=(0, 100_000))
-    """Median pruner: trials that finish before any pruning happens."""
-    pruner_warmup: float = _opt(0.2, bounds=(0.0, 0.9))
-    """Median pruner: the fraction of a trial's env-steps before it may be pruned."""
-    seed: int = _opt(0, bounds=(0, MAX_SEED))
-    """Seeds the sampler and, plus the trial number, each tuning trial's training."""
-    baseline: bool = _opt(True)
-    """Run SB3's default hyperparameters as the first trial."""
-    known_good: bool = _opt(True)
-    """Then run the algorithm's known-good configurations for short trials (inside the space), before any
-    sampled one."""
-    max_retry: int = _opt(3, bounds=(0, 10))
-    """Times a configuration whose worker died or shut down is queued again."""
-    pause_after_failures: int = _opt(3, bounds=(0, 1000))
-    """Pause the study after this many consecutive trials fail the same way with no success (0: never)."""
-    confirm: bool = _opt(True)
-    """When tuning ends, re-train the best configurations and the baseline on fresh test seeds."""
-    confirm_top: int = _opt(3, bounds=(1, 20))
-    """Configurations, best tuning values first, that the confirmation re-trains beside the baseline."""
-    test_seeds: int = _opt(5, bounds=(1, 100))
-    """Fresh seeds, disjoint from the tuning seeds, on which each confirmed configuration is re-trained."""
-    save_models: str = _opt("best", choices=SAVE_MODELS)
-    """Models (and VecNormalize statistics) kept as trial artifacts: the best so far, every trial's, or none."""
-    space_preset: str = _opt("budget", flag="--preset", choices=("budget", "guide"))
-    """Search space to start from: budget-aware ranges, or the tuning guide's table as written."""
+    algo: str = _opt("", choices=tuple(ALGORITHMS), default_help=None, help="Stable-Baselines3 algorithm.")
+    env_id: str = _opt(
+        DEFAULT_ENV,
+        flag="--env",
+        default_help=f"{DEFAULT_ENV}, the guide's example task",
+        help="Registered Gymnasium id of the task.",
+    )
+    n_trials: int = _opt(
+        100, bounds=(1, 100_000), help="Trials in the whole study, across all workers (finished, pruned or failed)."
+    )
+    timesteps: int = _opt(1_000_000, bounds=(1, 10**9), help="Training env-steps per trial.")
+    eval_every: int = _opt(
+        0,
+        bounds=(1, 10**9),
+        default_help=f"timesteps / {DEFAULT_EVALUATIONS}",
+        help="Env-steps between two deterministic evaluations (each is reported to the pruner).",
+    )
+    eval_episodes: int = _opt(10, bounds=(1, 1000), help="Episodes per evaluation.")
+    n_envs: int = _opt(1, bounds=(1, 64), help="Parallel training environments per trial (a DummyVecEnv).")
+    sampler: str = _opt(
+        "tpe",
+        choices=SAMPLERS,
+        help="Optuna sampler: multivariate TPE (seeded, constant liar for parallel workers; its first "
+        "max(10, n_trials / 10) trials random) or random.",
+    )
+    pruner: str = _opt(
+        "median", choices=PRUNERS, help="Optuna pruner that stops unpromising trials at their evaluations."
+    )
+    pruner_startup_trials: int = _opt(
+        5, bounds=(0, 100_000), help="Median pruner: trials that finish before any pruning happens."
+    )
+    pruner_warmup: float = _opt(
+        0.2, bounds=(0.0, 0.9), help="Median pruner: the fraction of a trial's env-steps before it may be pruned."
+    )
+    seed: int = _opt(
+        0, bounds=(0, MAX_SEED), help="Seeds the sampler and, plus the trial number, each tuning trial's training."
+    )
+    baseline: bool = _opt(True, help="Run SB3's default hyperparameters as the first trial.")
+    known_good: bool = _opt(
+        True,
+        help="Then run the algorithm's known-good configurations for short trials (inside the space), before "
+        "any sampled one.",
+    )
+    max_retry: int = _opt(
+        3, bounds=(0, 10), help="Times a configuration whose worker died or shut down is queued again."
+    )
+    pause_after_failures: int = _opt(
+        3,
+        bounds=(0, 1000),
+        help="Pause the study after this many consecutive trials fail the same way with no success (0: never).",
+    )
+    confirm: bool = _opt(
+        True, help="When tuning ends, re-train the best configurations and the baseline on fresh test seeds."
+    )
+    confirm_top: int = _opt(
+        3,
+        bounds=(1, 20),
+        help="Configurations, best tuning values first, that the confirmation re-trains beside the baseline.",
+    )
+    test_seeds: int = _opt(
+        5,
+        bounds=(1, 100),
+        help="Fresh seeds, disjoint from the tuning seeds, on which each confirmed configuration is re-trained.",
+    )
+    save_models: str = _opt(
+        "best",
+        choices=SAVE_MODELS,
+        help="Models (and VecNormalize statistics) kept as trial artifacts: the best so far, every trial's, or none.",
+    )
+    space_preset: str = _opt(
+        "budget",
+        flag="--preset",
+        choices=tuple(dict.fromkeys(name for entry in ALGORITHMS.values() for name in entry.spaces)),
+        help="Search space to start from: budget-aware ranges, or the tuning guide's table as written (where the "
+        "guide has a table for the algorithm).",
+    )
     space: dict[str, ParamSpec] = _opt(None, cli=False)
     """The resolved search space (the preset plus the ``--space`` file)."""
     policy: str = _opt("MlpPolicy", cli=False)

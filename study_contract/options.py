@@ -1,20 +1,17 @@
 """Command-line options derived from a typed dataclass: flags, types, bounds and help from one place.
 
 ``worker`` (``WorkerConfig``) and ``study_admin create`` (``StudyDefinition``) both describe their
-options as dataclass fields with a docstring under each; this module turns them into ``argparse``
-options, reads environment variables named in the field metadata, and parses values with the same
-rules (one boolean parser for both CLIs). Field metadata keys: ``env`` (environment variable),
-``flag`` (flag name if not ``--field-name``), ``bounds`` (inclusive ``(low, high)``), ``choices``,
-``cli`` (``False`` hides a field), ``default_help`` (how the default is described).
+options as dataclass fields; this module turns them into ``argparse`` options from
+``dataclasses.fields`` and their metadata alone (no source parsing), reads the environment variables
+named there, and parses values with the same rules (one boolean parser for both CLIs). Field metadata
+keys: ``help`` (required for an option), ``env`` (environment variable), ``flag`` (flag name if not
+``--field-name``), ``bounds`` (inclusive ``(low, high)``), ``choices``, ``cli`` (``False`` hides a
+field), ``default_help`` (how the default is described).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
-import textwrap
-import threading
 import types
 import typing
 from collections.abc import Mapping
@@ -32,27 +29,6 @@ def parse_bool(text: str) -> bool:
     if lowered in FALSE_WORDS:
         return False
     raise ValueError(f"{text!r} is not a boolean (use true/false)")
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of ``cls`` (and of its dataclass bases)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__[:-1]):
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, following in zip(body, body[1:], strict=False):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
 
 
 @dataclass(frozen=True)
@@ -109,35 +85,31 @@ def _value_type(hint: Any) -> type:
 
 
 _OPTIONS: dict[type, list[Option]] = {}
-# Computing them parses source with ``ast``, which CPython 3.11 does not allow from two threads at once
-# ("AST constructor recursion depth mismatch"): a fleet benchmark's worker threads met it.
-_OPTIONS_LOCK = threading.Lock()
 
 
 def options_of(cls: type) -> list[Option]:
     """One :class:`Option` per field of the dataclass ``cls`` that the command line may set (computed once)."""
-    with _OPTIONS_LOCK:
-        if cls not in _OPTIONS:
-            _OPTIONS[cls] = _options(cls)
+    if cls not in _OPTIONS:
+        _OPTIONS[cls] = _options(cls)
     return _OPTIONS[cls]
 
 
 def _options(cls: type) -> list[Option]:
     hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
     found = []
     for f in fields(cls):
         meta: Mapping[str, Any] = f.metadata
         if not meta.get("cli", True):
             continue
-        default = f.default if f.default is not MISSING else MISSING
+        if "help" not in meta:
+            raise TypeError(f"{cls.__name__}.{f.name} is an option without help text (metadata 'help')")
         found.append(
             Option(
                 name=f.name,
                 flag=meta.get("flag", "--" + f.name.replace("_", "-")),
                 kind=_value_type(hints[f.name]),
-                default=default,
-                help=docs.get(f.name, f.name),
+                default=f.default,
+                help=meta["help"],
                 env=meta.get("env"),
                 bounds=meta.get("bounds"),
                 choices=meta.get("choices"),

@@ -22,7 +22,7 @@ ENV_STEPS = "env_steps"
 WALL_SECONDS = "wall_seconds"
 EVAL_SECONDS = "eval_seconds"
 TRAIN_STEPS_PER_SECOND = "train_steps_per_second"
-EVAL_CURVE = "eval_curve"
+# The learning curve is the trial's intermediate values (each evaluation, reported to the pruner).
 # Written before a trial is failed: why, and whether its configuration is queued again.
 FAIL_REASON = "fail_reason"
 RETRY = "retry"

@@ -14,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from study_admin.cli import main as admin
-from study_contract.artifacts import (
+from study_contract.definition import EVAL_SEED_OFFSET, derive_seed
+from study_contract.store.artifacts import (
     CURVE,
     MODEL,
     NORMALIZATION,
@@ -24,7 +25,6 @@ from study_contract.artifacts import (
     retire_study_artifact,
     trial_artifacts,
 )
-from study_contract.definition import EVAL_SEED_OFFSET, derive_seed
 from tests.conftest import run_cli, run_worker_in_process, trials_of
 from tests.envs import UNRENDERABLE_PENDULUM
 
@@ -64,7 +64,8 @@ def test_the_best_trial_leaves_a_model_a_curve_and_a_video(storage_url: str, spa
     with (out / CURVE).open() as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["env_steps", "mean_return"]
-    assert [[float(x) for x in row] for row in rows[1:]] == best.user_attrs["eval_curve"]
+    reported = sorted(best.intermediate_values.items())
+    assert [[float(x) for x in row] for row in rows[1:]] == [[step, value] for step, value in reported]
 
     frames = imageio.mimread(out / VIDEO, memtest=False)
     assert len(frames) == best.user_attrs["video_frames"] and frames[0].shape[-1] == 3
@@ -111,7 +112,7 @@ def test_every_confirmation_candidate_keeps_its_best_runs_model_and_video(pg_url
 def test_a_study_artifact_uploaded_again_replaces_the_old_one(storage_url: str, tmp_path: Path) -> None:
     from optuna.artifacts import upload_artifact
 
-    from study_contract.storage import open_storage
+    from study_contract.store.storage import open_storage
 
     storage = open_storage(storage_url)
     study = optuna.create_study(study_name="plotted", storage=storage, direction="maximize")
@@ -206,7 +207,7 @@ def test_an_s3_compatible_store_round_trips(tmp_path: Path) -> None:
         source = tmp_path / CURVE
         source.write_text("env_steps,mean_return\n1,2\n")
         optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(source), study_or_trial=trial)
-        from study_contract.artifacts import download
+        from study_contract.store.artifacts import download
 
         (written,) = download(store, study.trials[0], tmp_path / "back")
         assert written.read_text() == source.read_text()

@@ -11,11 +11,11 @@ import pytest
 from optuna.trial import TrialState
 
 from study_contract.campaign import RULES
-from study_contract.confirmation import StudyBusy
-from study_contract.creation import study_exists
 from study_contract.definition import StudyDefinition
-from study_contract.stages import advance, decide, stage_outcome
-from study_contract.storage import open_storage
+from study_contract.engine.confirmation import StudyBusy
+from study_contract.engine.creation import study_exists
+from study_contract.engine.stages import advance, decide, stage_outcome
+from study_contract.store.storage import open_storage
 from tests.conftest import assert_budget_accounted, run_cli, run_worker_in_process, start_worker, trials_of
 
 pytestmark = pytest.mark.slow

@@ -25,9 +25,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study_contract.artifacts import CURVE, MODEL, VIDEO, trial_artifacts
-from study_contract.catalog import summarise
-from study_contract.storage import open_engine
+from study_contract.store.artifacts import CURVE, MODEL, VIDEO, trial_artifacts
+from study_contract.store.catalog import summarise
+from study_contract.store.storage import open_engine
 from tests.conftest import REPO, trials_of, wait_for
 from tests.pg import free_port
 

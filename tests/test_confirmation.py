@@ -12,11 +12,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study_contract.artifacts import artifacts_in
-from study_contract.confirmation import create_confirmation
 from study_contract.definition import StudyDefinition, StudyError
+from study_contract.engine.confirmation import create_confirmation
 from study_contract.statistics import bootstrap_ci, iqm, probability_of_improvement
-from study_contract.storage import open_storage
+from study_contract.store.artifacts import artifacts_in
+from study_contract.store.storage import open_storage
 from tests.conftest import (
     assert_budget_accounted,
     create_tiny_study,

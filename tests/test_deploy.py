@@ -14,10 +14,10 @@ import sqlalchemy
 import yaml
 
 from study_contract.options import options_of
-from study_contract.storage import open_storage
+from study_contract.store.claims import claim
+from study_contract.store.storage import open_storage
 from tests.conftest import REPO, create_tiny_study, run_cli
 from worker.config import WorkerConfig
-from worker.slots import claim
 
 KUBE = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSIONS = ("1.30", "1.37")

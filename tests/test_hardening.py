@@ -18,9 +18,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from study_admin.cli import main as admin
-from study_contract.catalog import summarise
 from study_contract.definition import SCHEMA_VERSION
-from study_contract.storage import open_engine, open_storage
+from study_contract.store.catalog import summarise
+from study_contract.store.storage import open_engine, open_storage
 from tests.conftest import (
     assert_budget_accounted,
     create_tiny_study,
@@ -222,8 +222,8 @@ def test_a_worker_killed_before_training_spends_no_retry(
     from worker.slots import maintain
 
     create_tiny_study(storage_url, "setup", tiny_space, 1, 256, "--no-baseline", "--eval-every", "128")
-    victim = start_worker(storage_url, "--poll-interval", "0.2", "--heartbeat-interval", "1", "--study", "setup",
-                          log=tmp_path / "victim.log", env={"WORKER_CRASH_AT": point})  # fmt: skip
+    victim = start_worker(storage_url, "--poll-interval", "0.2", "--heartbeat-interval", "1", "--grace-period", "2",
+                          "--study", "setup", log=tmp_path / "victim.log", env={"WORKER_CRASH_AT": point})  # fmt: skip
     assert victim.wait(timeout=120) == -signal.SIGKILL
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
     study_id = storage.get_study_id_from_name("setup")
@@ -246,7 +246,8 @@ def test_a_worker_killed_before_training_spends_no_retry(
 
 
 def test_retries_are_bounded_by_the_studys_max_retry_and_say_so(storage_url: str, tiny_space: Path) -> None:
-    from worker.slots import claim, maintain
+    from study_contract.store.claims import claim
+    from worker.slots import maintain
 
     create_tiny_study(storage_url, "cursed", tiny_space, 1, 256, "--no-baseline", "--max-retry", "1")
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=1)
@@ -336,7 +337,7 @@ def test_the_health_file_follows_training_progress_not_the_heartbeat(
 
 
 def test_long_evaluations_and_videos_keep_the_worker_healthy(pg_url: str, tmp_path: Path) -> None:
-    from study_contract.artifacts import VIDEO, trial_artifacts
+    from study_contract.store.artifacts import VIDEO, trial_artifacts
     from tests.envs import SLOW_PENDULUM
     from worker.config import WorkerConfig
     from worker.health import is_fresh

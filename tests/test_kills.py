@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from study_contract.catalog import summarise
-from study_contract.storage import open_storage
+from study_contract.store.catalog import summarise
+from study_contract.store.storage import open_storage
 from tests.conftest import assert_budget_accounted, create_tiny_study, running_by_pid, start_worker, wait_for
 from worker.slots import maintain
 

@@ -57,9 +57,9 @@ def test_is_idle_waits_for_work_but_not_for_paused_studies(storage_url: str, tin
 
 
 def test_is_idle_waits_while_another_worker_creates_the_follow_up(storage_url: str, tiny_space: Path) -> None:
-    from study_contract.confirmation import confirmation_name
-    from study_contract.creation import study_created
-    from study_contract.locks import study_lock
+    from study_contract.engine.confirmation import confirmation_name
+    from study_contract.engine.creation import study_created
+    from study_contract.store.locks import study_lock
 
     create_tiny_study(storage_url, "tuned", tiny_space, 2, 256, "--confirm", "--confirm-top", "1", "--test-seeds", "1")
     worker = make_worker(storage_url)

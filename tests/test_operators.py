@@ -13,8 +13,9 @@ import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
-from study_contract.catalog import Eta, format_duration
-from study_contract.storage import open_storage
+from study_contract.formatting import format_duration
+from study_contract.store.catalog import Eta
+from study_contract.store.storage import open_storage
 from tests.conftest import create_tiny_study, run_cli, start_worker
 
 ESCAPE = re.compile(r"\x1b\[")

@@ -9,9 +9,10 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from study_contract.storage import open_storage
+from study_contract.store.claims import claim
+from study_contract.store.storage import open_storage
 from tests.conftest import create_tiny_study
-from worker.slots import claim, hand_back
+from worker.slots import hand_back
 
 
 def test_racing_claims_take_each_trial_exactly_once(storage_url: str, tiny_space: Path) -> None:

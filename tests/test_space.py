@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import optuna
 import pytest
 
-from study_contract.algorithms import ALGORITHMS, NET_ARCHS, algorithm
+from study_contract.algorithms import algorithm
 from study_contract.schedules import SCHEDULES, formula, make_schedule, source
-from study_contract.space import SpaceError, apply_overrides, optuna_params, read_space_file
+from study_contract.space import SpaceError, apply_overrides, read_space_file
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -102,44 +101,6 @@ def test_overrides_narrow_widen_and_fix() -> None:
     assert len({round(s["gamma"], 6) for s in samples}) > 10
     assert {s["ent_coef"] for s in samples} == {0.005}
     assert {s["lr_schedule"] for s in samples} == {"linear"}
-
-
-def _sb3_defaults(algo: str) -> dict:
-    """SB3's own defaults, read from the installed classes (never restated here)."""
-    import stable_baselines3
-
-    sb3_class = getattr(stable_baselines3, algorithm(algo).sb3_class)
-    signature = {name: p.default for name, p in inspect.signature(sb3_class).parameters.items()}
-    model = sb3_class("MlpPolicy", "Pendulum-v1", device="cpu")
-    net_arch = model.policy.net_arch
-    activation = inspect.signature(type(model.policy)).parameters["activation_fn"].default
-    return {"signature": signature, "net_arch": net_arch, "activation": activation.__name__.lower()}
-
-
-@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
-def test_registry_defaults_are_sb3s_defaults(algo: str) -> None:
-    entry = algorithm(algo)
-    sb3 = _sb3_defaults(algo)
-    for name, value in entry.sb3_kwargs(entry.defaults).items():
-        if name != "policy_kwargs":
-            assert sb3["signature"][name] == value, name
-    arch = NET_ARCHS[entry.defaults["net_arch"]]
-    assert sb3["net_arch"] in (arch, {"pi": arch, "vf": arch})
-    assert entry.defaults["activation"] == sb3["activation"]
-    assert entry.defaults["lr_schedule"] == "constant" and entry.defaults.get("normalize", False) is False
-
-
-@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
-def test_baseline_is_sb3s_defaults_inside_the_space(algo: str) -> None:
-    entry = algorithm(algo)
-    guide = entry.space("guide", 10_000_000, 1)
-    assert entry.baseline(guide, 1) == entry.defaults
-    tiny = entry.space("budget", 4096, 1)
-    baseline = entry.baseline(tiny, 1)
-    for name, spec in tiny.items():
-        if not spec.fixed and spec.kind != "choice":
-            assert spec.low <= baseline[name] <= spec.high, name
-    optuna_params(tiny, baseline)  # every value is one the space can record
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))

@@ -114,8 +114,9 @@ def test_known_good_configurations_follow_the_baseline_inside_the_space(storage_
 
     baseline, *started = fixed("started")
     assert baseline["baseline"] is True and all(t["known_good"] is True for t in started)
-    assert [t["learning_rate"] for t in started] == [p["learning_rate"] for p in points]
-    assert [t["tau"] for t in started] == [min(p["tau"], 0.05) for p in points] != [p["tau"] for p in points]
+    assert [t["learning_rate"] for t in started] == [p.params["learning_rate"] for p in points]
+    taus = [p.params["tau"] for p in points]
+    assert [t["tau"] for t in started] == [min(tau, 0.05) for tau in taus] != taus
     assert [t["baseline"] for t in fixed("plain")] == [True]
     assert [t["baseline"] for t in fixed("small")] == [True]  # the baseline comes first in a small budget
 

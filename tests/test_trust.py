@@ -21,11 +21,12 @@ import yaml
 from optuna.trial import TrialState
 
 from study_contract import protocol
-from study_contract.catalog import summarise, tuning_studies
 from study_contract.definition import DEFINITION_ATTR
-from study_contract.storage import mask_password, open_engine, open_storage
+from study_contract.store.catalog import summarise, tuning_studies
+from study_contract.store.claims import Claim, beat, claim, lost_claim
+from study_contract.store.storage import mask_password, open_engine, open_storage
 from tests.conftest import VENV_BIN, create_tiny_study, run_cli, snapshot, trials_of
-from worker.slots import Claim, beat, claim, lost_claim, maintain
+from worker.slots import maintain
 
 PARAMS = {"learning_rate": 1e-3, "lr_schedule": "linear", "n_steps": 128, "batch_size": 64, "n_epochs": 2,
           "ent_coef": 0.0, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "max_grad_norm": 0.5,
@@ -202,8 +203,8 @@ def test_staleness_is_judged_by_the_owners_grace_period(storage_url: str, tiny_s
 
 
 def test_a_retry_keeps_the_role_and_none_of_the_dead_runs_files(storage_url: str, tiny_space: Path) -> None:
-    from study_contract.creation import FixedTrial, create_study
-    from study_contract.definition import load_definition
+    from study_contract.engine.creation import FixedTrial, create_study
+    from study_contract.store.catalog import load_definition
     from worker.slots import hand_back
 
     create_tiny_study(storage_url, "stage", tiny_space, 1, 256, "--no-baseline")
@@ -213,7 +214,7 @@ def test_a_retry_keeps_the_role_and_none_of_the_dead_runs_files(storage_url: str
     create_study(storage, definition, "stage2", fixed=[FixedTrial(PARAMS, dict(roles))])
     mine = claim(storage, storage.get_study_id_from_name("stage2"), grace_period=120)
     assert mine is not None
-    for key, value in ((protocol.SEED, 3), (protocol.HYPERPARAMS, PARAMS), (protocol.EVAL_CURVE, [[1, 2.0]])):
+    for key, value in ((protocol.SEED, 3), (protocol.HYPERPARAMS, PARAMS), (protocol.ENV_STEPS, 128)):
         storage.set_trial_user_attr(mine.trial_id, key, value)
     storage.set_trial_system_attr(mine.trial_id, "artifacts:0b7c3f4e-9d3c-4a7e-8f0e-1d2c3b4a5f60", "{}")
     hand_back(storage, mine.study_id, mine.trial_id, "worker shut down")
@@ -223,8 +224,8 @@ def test_a_retry_keeps_the_role_and_none_of_the_dead_runs_files(storage_url: str
 
 
 def test_a_study_deleted_and_created_again_is_confirmed_again(storage_url: str, tiny_space: Path) -> None:
-    from study_contract.confirmation import confirmation_name
-    from study_contract.creation import study_created
+    from study_contract.engine.confirmation import confirmation_name
+    from study_contract.engine.creation import study_created
     from tests.test_loop import make_worker
 
     worker = make_worker(storage_url)
@@ -238,7 +239,7 @@ def test_a_study_deleted_and_created_again_is_confirmed_again(storage_url: str, 
 
 
 def test_deleting_a_campaigns_earlier_stage_does_not_stall_it(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    from study_contract.creation import study_exists
+    from study_contract.engine.creation import study_exists
     from tests.conftest import run_worker_in_process
     from tests.test_campaign import _create
 

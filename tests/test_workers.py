@@ -39,10 +39,10 @@ def test_two_workers_finish_a_postgresql_study_exactly(pg_url: str, tiny_space: 
         attrs = t.user_attrs
         assert attrs["seed"] == t.number and attrs["env_steps"] > 0 and attrs["train_steps_per_second"] > 0
         assert attrs["wall_seconds"] > attrs["eval_seconds"] > 0
-        assert [step for step, _ in attrs["eval_curve"]] == sorted(t.intermediate_values)
+        assert "eval_curve" not in attrs and t.intermediate_values  # the curve is stored once, as reported
         assert 32 <= attrs["hyperparams"]["batch_size"] <= attrs["hyperparams"]["n_steps"] <= 128
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert all(t.value == t.user_attrs["eval_curve"][-1][1] for t in complete)
+    assert all(t.value == t.intermediate_values[max(t.intermediate_values)] for t in complete)
 
     listing = json.loads(run_cli("study_admin", "list", "--storage", pg_url, "--format", "json").stdout)
     assert listing[0]["state"] == "finished" and listing[0]["done"] == 10
@@ -56,14 +56,15 @@ def test_best_configuration_builds_a_working_sb3_model(pg_url: str, tiny_space: 
     assert result.returncode == 0, result.stderr
     best = json.loads(result.stdout)
 
+    import torch
     from stable_baselines3 import PPO
 
+    from study_contract.algorithms import ACTIVATION_CLASSES
     from study_contract.schedules import make_schedule
-    from worker.training import ACTIVATION_FNS
 
     kwargs = dict(best["kwargs"])
     policy_kwargs = kwargs.pop("policy_kwargs")
-    policy_kwargs["activation_fn"] = ACTIVATION_FNS[policy_kwargs["activation_fn"]]
+    policy_kwargs["activation_fn"] = getattr(torch.nn, ACTIVATION_CLASSES[policy_kwargs["activation_fn"]])
     learning_rate = make_schedule(best["learning_rate_schedule"], kwargs.pop("learning_rate"))
     model = PPO(best["policy"], best["env_id"], seed=best["seed"], learning_rate=learning_rate,
                 policy_kwargs=policy_kwargs, **kwargs)  # fmt: skip

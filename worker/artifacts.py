@@ -22,8 +22,8 @@ from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from study_contract.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
-from study_contract.storage import describe_first_line
+from study_contract.store.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
+from study_contract.store.storage import describe_first_line
 from worker.health import Pulse
 from worker.trial_runner import TrialGone
 

@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
-from study_contract.catalog import format_duration
+from study_contract.formatting import format_duration
 from worker.faults import crash_point
 from worker.health import Pulse
 from worker.shutdown import ShutdownFlag

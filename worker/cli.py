@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     pin_threads(config.threads)  # before SB3, numpy's BLAS or torch start their thread pools
 
-    from study_contract.storage import StorageError
+    from study_contract.store.storage import StorageError
     from worker.db import DatabaseUnavailable, Retrier, RetryAborted
     from worker.loop import DatabaseRefused, Worker, connect
     from worker.shutdown import ShutdownFlag

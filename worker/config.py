@@ -17,38 +17,78 @@ def _opt(default: Any, env: str, **meta: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
-    storage: str | None = _opt(None, "DATABASE_URL", default_help="the embedded SQLite file")
-    """Database URL, e.g. postgresql+psycopg2://user:pass@host:5432/db."""
-    data_dir: str | None = _opt(None, "TUNER_DATA_DIR", default_help="~/.local/share/locomotion-tuner")
-    """Directory of the embedded storage."""
-    study: str | None = _opt(None, "WORKER_STUDY", default_help="every runnable study")
-    """Serve only this study."""
-    max_trials: int | None = _opt(None, "WORKER_MAX_TRIALS", bounds=(1, 10**9))
-    """Exit after running this many trials."""
-    until_idle: bool = _opt(False, "WORKER_UNTIL_IDLE")
-    """Exit once no served study can make progress."""
-    threads: int = _opt(1, "WORKER_THREADS", bounds=(1, 1024))
-    """Torch and BLAS threads per worker (one per core is right for a fleet)."""
-    poll_interval: float = _opt(5.0, "WORKER_POLL_INTERVAL", bounds=(0.01, 86400))
-    """Seconds between looks for work when idle."""
-    heartbeat_interval: int = _opt(20, "WORKER_HEARTBEAT_INTERVAL", bounds=(1, 86400))
-    """Seconds between heartbeats of a running trial."""
-    grace_period: int = _opt(120, "WORKER_GRACE_PERIOD", bounds=(2, 86400))
-    """Seconds without heartbeat before a trial is stale and retried."""
-    drain_seconds: float = _opt(30.0, "WORKER_DRAIN_SECONDS", bounds=(0, 86400))
-    """On SIGTERM, finish the running trial only if it ends within this; else hand it back."""
-    progress_interval: float = _opt(60.0, "WORKER_PROGRESS_INTERVAL", bounds=(0.1, 86400))
-    """Seconds between progress lines of a running trial (one is also logged at each evaluation)."""
-    max_trial_seconds: float | None = _opt(None, "WORKER_MAX_TRIAL_SECONDS", bounds=(1, 10**8), default_help="off")
-    """Fail a trial that trains longer than this."""
-    db_retry_max_wait: float = _opt(30.0, "WORKER_DB_RETRY_MAX_WAIT", bounds=(0.01, 3600))
-    """Longest back-off between database retries."""
-    db_retry_deadline: float = _opt(600.0, "WORKER_DB_RETRY_DEADLINE", bounds=(1, 86400))
-    """Seconds a database call keeps retrying an outage before the worker gives up and exits 1."""
-    artifact_dir: str | None = _opt(None, "TUNER_ARTIFACT_DIR", default_help="beside the embedded database; none")
-    """Artifact store shared with the dashboard: a directory, or s3://BUCKET (models, curves, videos)."""
-    health_file: str | None = _opt(None, "WORKER_HEALTH_FILE")
-    """File touched while the worker polls or its trial makes training progress."""
+    storage: str | None = _opt(
+        None,
+        "DATABASE_URL",
+        default_help="the embedded SQLite file",
+        help="Database URL, e.g. postgresql+psycopg2://user:pass@host:5432/db.",
+    )
+    data_dir: str | None = _opt(
+        None,
+        "TUNER_DATA_DIR",
+        default_help="~/.local/share/locomotion-tuner",
+        help="Directory of the embedded storage.",
+    )
+    study: str | None = _opt(None, "WORKER_STUDY", default_help="every runnable study", help="Serve only this study.")
+    max_trials: int | None = _opt(
+        None, "WORKER_MAX_TRIALS", bounds=(1, 10**9), help="Exit after running this many trials."
+    )
+    until_idle: bool = _opt(False, "WORKER_UNTIL_IDLE", help="Exit once no served study can make progress.")
+    threads: int = _opt(
+        1,
+        "WORKER_THREADS",
+        bounds=(1, 1024),
+        help="Torch and BLAS threads per worker (one per core is right for a fleet).",
+    )
+    poll_interval: float = _opt(
+        5.0, "WORKER_POLL_INTERVAL", bounds=(0.01, 86400), help="Seconds between looks for work when idle."
+    )
+    heartbeat_interval: int = _opt(
+        20, "WORKER_HEARTBEAT_INTERVAL", bounds=(1, 86400), help="Seconds between heartbeats of a running trial."
+    )
+    grace_period: int = _opt(
+        120,
+        "WORKER_GRACE_PERIOD",
+        bounds=(2, 86400),
+        help="Seconds without heartbeat before a trial is stale and retried.",
+    )
+    drain_seconds: float = _opt(
+        30.0,
+        "WORKER_DRAIN_SECONDS",
+        bounds=(0, 86400),
+        help="On SIGTERM, finish the running trial only if it ends within this; else hand it back.",
+    )
+    progress_interval: float = _opt(
+        60.0,
+        "WORKER_PROGRESS_INTERVAL",
+        bounds=(0.1, 86400),
+        help="Seconds between progress lines of a running trial (one is also logged at each evaluation).",
+    )
+    max_trial_seconds: float | None = _opt(
+        None,
+        "WORKER_MAX_TRIAL_SECONDS",
+        bounds=(1, 10**8),
+        default_help="off",
+        help="Fail a trial that trains longer than this.",
+    )
+    db_retry_max_wait: float = _opt(
+        30.0, "WORKER_DB_RETRY_MAX_WAIT", bounds=(0.01, 3600), help="Longest back-off between database retries."
+    )
+    db_retry_deadline: float = _opt(
+        600.0,
+        "WORKER_DB_RETRY_DEADLINE",
+        bounds=(1, 86400),
+        help="Seconds a database call keeps retrying an outage before the worker gives up and exits 1.",
+    )
+    artifact_dir: str | None = _opt(
+        None,
+        "TUNER_ARTIFACT_DIR",
+        default_help="beside the embedded database; none",
+        help="Artifact store shared with the dashboard: a directory, or s3://BUCKET (models, curves, videos).",
+    )
+    health_file: str | None = _opt(
+        None, "WORKER_HEALTH_FILE", help="File touched while the worker polls or its trial makes training progress."
+    )
 
     def __post_init__(self) -> None:
         for option in options_of(type(self)):

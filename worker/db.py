@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from study_contract.storage import describe_first_line, is_transient
+from study_contract.store.storage import describe_first_line, is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from study_contract.storage import describe_first_line
+from study_contract.store.storage import describe_first_line
 
 log = logging.getLogger(__name__)
 

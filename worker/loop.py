@@ -18,20 +18,21 @@ from typing import TypeVar
 import optuna
 import sqlalchemy.exc
 
-from study_contract.artifacts import location as artifact_location
-from study_contract.artifacts import open_store
-from study_contract.catalog import TuningStudy, live_counts, tuning_studies
-from study_contract.confirmation import StudyBusy, confirmation_due, confirmation_name, create_confirmation
-from study_contract.creation import study_created
 from study_contract.definition import StudyError
-from study_contract.stages import advance, follow_up_name
-from study_contract.storage import describe_first_line, is_permanent, mask_password, open_storage, resolve_url
+from study_contract.engine.confirmation import StudyBusy, confirmation_due, confirmation_name, create_confirmation
+from study_contract.engine.creation import study_created
+from study_contract.engine.stages import advance, follow_up_name
+from study_contract.store.artifacts import location as artifact_location
+from study_contract.store.artifacts import open_store
+from study_contract.store.catalog import TuningStudy, live_counts, tuning_studies
+from study_contract.store.claims import claim
+from study_contract.store.storage import describe_first_line, is_permanent, mask_password, open_storage, resolve_url
 from worker.config import WorkerConfig
 from worker.db import Retrier
 from worker.faults import crash_point
 from worker.health import touch
 from worker.shutdown import ShutdownFlag
-from worker.slots import claim, maintain
+from worker.slots import maintain
 from worker.trial_runner import TrialContext, run_trial
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import TrialState
 
 from study_contract import protocol
-from study_contract.catalog import TuningStudy
 from study_contract.definition import PAUSED_ATTR, PAUSED_REASON_ATTR
+from study_contract.store.catalog import TuningStudy
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ from typing import Any
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import optuna
-import stable_baselines3
-import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
@@ -23,13 +21,10 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import EVAL_SEED_OFFSET, StudyDefinition, derive_seed
-from study_contract.schedules import make_schedule
 from worker.artifacts import TrialArtifacts
 from worker.callbacks import DrainOnShutdown, StopOnNonFinite, TrainingClock, TrialEvalCallback, TrialProgress
 from worker.health import Pulse
 from worker.shutdown import ShutdownFlag
-
-ACTIVATION_FNS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +62,6 @@ class TrainingResult:
             protocol.WALL_SECONDS: round(self.wall_seconds, 3),
             protocol.EVAL_SECONDS: round(self.eval_seconds, 3),
             protocol.TRAIN_STEPS_PER_SECOND: round(self.train_steps_per_second, 2),
-            protocol.EVAL_CURVE: self.curve,
             **self.extra,
         }
 
@@ -83,13 +77,9 @@ def make_envs(definition: StudyDefinition, normalize: bool, seed: int) -> tuple[
 
 
 def build_model(definition: StudyDefinition, params: dict[str, Any], env: VecEnv, seed: int) -> BaseAlgorithm:
-    entry = algorithm(definition.algo)
-    kwargs = entry.sb3_kwargs(params)
-    kwargs["learning_rate"] = make_schedule(params["lr_schedule"], params["learning_rate"])
-    policy_kwargs = kwargs["policy_kwargs"]
-    policy_kwargs["activation_fn"] = ACTIVATION_FNS[policy_kwargs["activation_fn"]]
-    sb3_class: type[BaseAlgorithm] = getattr(stable_baselines3, entry.sb3_class)
-    return sb3_class(definition.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
+    model_class, kwargs = algorithm(definition.algo).build(params, env.action_space)
+    model: BaseAlgorithm = model_class(definition.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
+    return model
 
 
 def train_trial(

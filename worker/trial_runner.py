@@ -25,14 +25,15 @@ from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.catalog import TuningStudy
 from study_contract.definition import SEED_SPACE, StudyDefinition
+from study_contract.store.catalog import TuningStudy
+from study_contract.store.claims import Claim, beat, lost_claim
 from worker.config import WorkerConfig
 from worker.db import DatabaseUnavailable, Retrier, RetryAborted
 from worker.faults import crash_point
 from worker.heartbeat import Heartbeat
 from worker.shutdown import ShutdownFlag
-from worker.slots import Claim, beat, hand_back, lost_claim, release
+from worker.slots import hand_back, release
 from worker.study_health import pause_if_failing
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.catalog import failures
-from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
-from study_contract.definition import StudyDefinition, StudyError, load_definition
-from study_contract.locks import study_lock
+from study_contract.definition import StudyDefinition, StudyError
+from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.space import ParamSpec
-from study_contract.statistics import probability_of_improvement, summarise_scores
+from study_contract.statistics import ScoreSummary, probability_of_improvement, summarise_scores
+from study_contract.store.catalog import failures, load_definition
+from study_contract.store.locks import study_lock
 
 SUFFIX = ":confirm"
 
@@ -163,13 +163,81 @@ def confirmation_due(definition: StudyDefinition) -> bool:
     return definition.stage == "tuning" and definition.confirm
 
 
-def report(storage: optuna.storages.BaseStorage, parent: str) -> dict[str, Any]:
-    """Per-candidate fresh-seed statistics, the baseline's, the winner; ``confirmed`` once every slot is done."""
+@dataclass(frozen=True)
+class CandidateResult:
+    """One confirmed configuration: its tuning trial, and its scores on the test seeds."""
+
+    trial: int
+    tuning_value: float | None
+    tuning_rank: int
+    fresh: ScoreSummary
+    failed_seeds: int
+    p_improvement: float | None
+    """P(a fresh-seed score of it > one of the baseline's)."""
+    hyperparams: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial": self.trial, "tuning_value": self.tuning_value, "tuning_rank": self.tuning_rank,
+                **self.fresh.to_dict(), "failed_seeds": self.failed_seeds, "p_improvement": self.p_improvement,
+                "hyperparams": self.hyperparams}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConfirmationReport:
+    """A tuning study's fresh-seed confirmation: every candidate's scores, the baseline's, the winner."""
+
+    study: str
+    done: int
+    budget: int
+    test_seeds: list[int]
+    candidates: list[CandidateResult]
+    """Best fresh-seed IQM first."""
+    baseline: ScoreSummary
+    baseline_failed_seeds: int
+
+    @property
+    def winner(self) -> CandidateResult | None:
+        """The candidate with the best fresh-seed IQM, once it has one."""
+        return self.candidates[0] if self.candidates and self.candidates[0].fresh.iqm is not None else None
+
+    @property
+    def confirmed(self) -> bool:
+        """Every slot is done and a candidate has scores."""
+        return self.done >= self.budget and self.winner is not None
+
+    @property
+    def rankings_agree(self) -> bool:
+        return self.winner is not None and self.winner.tuning_rank == 1
+
+    @property
+    def beats_baseline(self) -> bool:
+        winner, baseline = self.winner, self.baseline.iqm
+        return (
+            winner is not None and winner.fresh.iqm is not None and baseline is not None and winner.fresh.iqm > baseline
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "confirmed": self.confirmed,
+            "study": self.study,
+            "done": self.done,
+            "budget": self.budget,
+            "test_seeds": self.test_seeds,
+            "winner": self.winner.trial if self.winner else None,
+            "rankings_agree": self.rankings_agree,
+            "beats_baseline": self.beats_baseline,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "baseline": {**self.baseline.to_dict(), "failed_seeds": self.baseline_failed_seeds},
+        }
+
+
+def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> ConfirmationReport | None:
+    """The confirmation of tuning study ``parent`` as it stands; None when it has none."""
     name = confirmation_name(parent)
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
-        return {"confirmed": False, "study": None}
+        return None
     definition = load_definition(storage, name)
     parent_trials = {
         t.number: t for t in storage.get_all_trials(storage.get_study_id_from_name(parent), deepcopy=False)
@@ -185,40 +253,34 @@ def report(storage: optuna.storages.BaseStorage, parent: str) -> dict[str, Any]:
         elif trial.state == TrialState.FAIL and protocol.is_final_failure(trial.user_attrs):
             failed[key] = failed.get(key, 0) + 1
     baseline_scores = scores.pop(protocol.BASELINE, [])
-    keys = [k for k in scores if k is not None]
+    keys = [k for k in scores if isinstance(k, int) and not isinstance(k, bool)]
     tuning = sorted(keys, key=lambda k: -float(parent_trials[k].value or 0.0) if k in parent_trials else 0.0)
     candidates = []
     for key in keys:
-        summary = summarise_scores(scores[key])
         tuned = parent_trials.get(key)
         candidates.append(
-            {
-                "trial": key,
-                "tuning_value": tuned.value if tuned else None,
-                "tuning_rank": tuning.index(key) + 1,
-                **summary.to_dict(),
-                "failed_seeds": failed.get(key, 0),
-                "p_improvement": probability_of_improvement(scores[key], baseline_scores),
-                "hyperparams": tuned.user_attrs.get(protocol.HYPERPARAMS) if tuned else None,
-            }
+            CandidateResult(
+                trial=key,
+                tuning_value=tuned.value if tuned else None,
+                tuning_rank=tuning.index(key) + 1,
+                fresh=summarise_scores(scores[key]),
+                failed_seeds=failed.get(key, 0),
+                p_improvement=probability_of_improvement(scores[key], baseline_scores),
+                hyperparams=tuned.user_attrs.get(protocol.HYPERPARAMS) if tuned else None,
+            )
         )
-    candidates.sort(key=lambda c: -c["iqm"] if c["iqm"] is not None else float("inf"))
+    candidates.sort(key=lambda c: -c.fresh.iqm if c.fresh.iqm is not None else float("inf"))
     done = sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         or (t.state == TrialState.FAIL and protocol.is_final_failure(t.user_attrs))
         for t in trials
     )
-    winner = candidates[0] if candidates and candidates[0]["iqm"] is not None else None
-    baseline = summarise_scores(baseline_scores)
-    return {
-        "confirmed": done >= definition.n_trials and winner is not None,
-        "study": name,
-        "done": done,
-        "budget": definition.n_trials,
-        "test_seeds": definition.test_seed_list,
-        "winner": winner["trial"] if winner else None,
-        "rankings_agree": bool(winner and winner["tuning_rank"] == 1),
-        "beats_baseline": bool(winner and baseline.iqm is not None and winner["iqm"] > baseline.iqm),
-        "candidates": candidates,
-        "baseline": {**baseline.to_dict(), "failed_seeds": failed.get(protocol.BASELINE, 0)},
-    }
+    return ConfirmationReport(
+        study=name,
+        done=done,
+        budget=definition.n_trials,
+        test_seeds=definition.test_seed_list,
+        candidates=candidates,
+        baseline=summarise_scores(baseline_scores),
+        baseline_failed_seeds=failed.get(protocol.BASELINE, 0),
+    )

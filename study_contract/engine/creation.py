@@ -18,7 +18,7 @@ from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
 from study_contract.space import optuna_params
-from study_contract.tables import Slot, insert_study
+from study_contract.store.tables import Slot, insert_study
 
 
 @dataclass(frozen=True)

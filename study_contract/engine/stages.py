@@ -17,14 +17,46 @@ from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.campaign import CampaignPlan, stage_definition
-from study_contract.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
-from study_contract.creation import FixedTrial, create_study, discard_unfinished, study_exists
-from study_contract.definition import StudyDefinition, StudyError, load_definition
-from study_contract.locks import study_lock
+from study_contract.campaign import RULES, CampaignPlan
+from study_contract.definition import DefinitionError, StudyDefinition, StudyError
+from study_contract.engine.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
+from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
+from study_contract.engine.spaces import resolve_space
+from study_contract.space import SpaceError
 from study_contract.statistics import iqm
+from study_contract.store.catalog import load_definition
+from study_contract.store.locks import study_lock
 
 log = logging.getLogger(__name__)
+
+
+def stage_definition(
+    base: StudyDefinition, plan: CampaignPlan, stage: str, winner: dict[str, Any], parent: str | None
+) -> StudyDefinition:
+    """The definition of ``stage``, built from the campaign's base definition and the winner so far."""
+    step = plan.stage(stage)
+    try:
+        space = resolve_space(base.algo, base.space_preset, step.timesteps, base.n_envs, overrides=step.space,
+                              stage=stage, winner=winner)  # fmt: skip
+    except SpaceError as exc:
+        raise StudyError(f"campaign stage {stage}: {exc}") from None
+    try:
+        return replace(
+            base,
+            n_trials=step.trials,
+            timesteps=step.timesteps,
+            eval_every=max(step.timesteps // plan.evaluations, 1),
+            pruner=RULES[stage].pruner,
+            baseline=False,
+            known_good=base.known_good and stage == "coarse",  # later stages search around the winner
+            confirm=False,
+            stage=stage,
+            parent=parent,
+            campaign=plan.to_dict(),
+            space=space,
+        )
+    except DefinitionError as exc:
+        raise StudyError(f"campaign stage {stage} ({step.timesteps} env-steps per trial): {exc}") from None
 
 
 def create_campaign(storage: optuna.storages.RDBStorage, base: StudyDefinition, plan: CampaignPlan) -> str:

@@ -11,11 +11,10 @@ slots are accounted for.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy
 
@@ -26,8 +25,12 @@ from study_contract.definition import (
     PAUSED_REASON_ATTR,
     DefinitionError,
     StudyDefinition,
+    StudyError,
     check_stored_name,
 )
+
+if TYPE_CHECKING:
+    import optuna
 
 RECENT_TRIALS = 20  # finished trials whose durations estimate the next ones
 
@@ -305,21 +308,20 @@ def _summary(
     )
 
 
-def format_value(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.2f}"
+def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        known = [s.study_name for s in storage.get_all_studies()]
+        raise StudyError(f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}") from None
 
 
-def format_duration(seconds: float | None) -> str:
-    """``-``, ``45s``, ``12m``, ``3h05m`` or ``2d04h``."""
-    if seconds is None:
-        return "-"
-    seconds = max(round(seconds), 0)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
+    """The stored definition of study ``name``, or :class:`StudyError` saying why there is none."""
+    attrs = storage.get_study_user_attrs(study_id_of(storage, name))
+    if DEFINITION_ATTR not in attrs:
+        raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
+    try:
+        return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
+    except DefinitionError as exc:
+        raise StudyError(f"study {name!r} cannot be read: {exc}") from None

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study_contract.storage import StorageError
+from study_contract.store.storage import StorageError
 
 if TYPE_CHECKING:
     import optuna

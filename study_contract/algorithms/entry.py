@@ -1,0 +1,175 @@
+"""What a registry entry is: an :class:`Algorithm`, everything about one algorithm in one place.
+
+An entry holds its SB3 (or sb3-contrib) class, SB3's default hyperparameters (the baseline trial; a test
+checks them against ``inspect.signature`` of the class and its policy), its named search spaces, the
+constraints a space must satisfy, the pure ``trial -> params`` sampler, how each campaign stage
+searches it, its known-good configurations, and :meth:`Algorithm.recipe`: one configuration as the
+constructor takes it, in plain data. Training builds the objects from that recipe
+(:meth:`Algorithm.build`) and the exports render it, so nothing about an algorithm is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from study_contract.schedules import SCHEDULES
+from study_contract.space import ParamSpec, SpaceError, Suggester, choice, clamp, suggest
+
+Space = dict[str, ParamSpec]
+
+# Named network sizes: a space names a size, the recipe carries its layers.
+NET_ARCHS: dict[str, list[int]] = {"tiny": [32, 32], "small": [64, 64], "medium": [256, 256], "large": [400, 300]}
+# Activation names -> torch.nn class names (study_admin never imports torch; training looks them up).
+ACTIVATION_CLASSES = {"tanh": "Tanh", "relu": "ReLU"}
+ACTIVATIONS = tuple(ACTIVATION_CLASSES)
+# Exploration noise names (RL Zoo's noise_type) -> stable_baselines3.common.noise class names.
+NOISE_CLASSES = {"normal": "NormalActionNoise", "ornstein-uhlenbeck": "OrnsteinUhlenbeckActionNoise"}
+NO_NOISE = "none"
+
+SCHEDULE = choice(tuple(SCHEDULES))
+NETS = tuple(NET_ARCHS)
+LR_LIMITS = (1e-8, 10.0)
+DISCOUNT_LIMITS = (0.8, 0.9999)
+
+# How a campaign stage searches a parameter: the preset's range, or a factor around the previous winner.
+PRESET, AROUND = "preset", "around"
+
+
+def sample_all(trial: Suggester, space: Space, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every parameter of ``space`` not already in ``params``, suggested in the space's order."""
+    params = dict(params or {})
+    for name, spec in space.items():
+        if name not in params:
+            params[name] = suggest(trial, name, spec)
+    return params
+
+
+@dataclass(frozen=True)
+class KnownGood:
+    """A configuration that learned fast in short trials; parameters left out are SB3's defaults."""
+
+    params: dict[str, Any]
+    source: str
+    """Where it comes from: a measurement on development tasks (named in ``tasks``), or a published source."""
+    tasks: tuple[str, ...] = ()
+    """The tasks it was measured on; empty for a published source. Never a benchmark's held-out task."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One configuration as its constructor takes it, in plain data (numbers, names and lists)."""
+
+    library: str
+    class_name: str
+    kwargs: dict[str, Any]
+    """Constructor arguments as they are (no learning rate, policy or noise)."""
+    lr_schedule: str
+    learning_rate: float
+    net_arch: list[int]
+    activation: str
+    policy_extras: dict[str, Any]
+    """``policy_kwargs`` beyond the network and its activation (TQC's ``n_quantiles``)."""
+    action_noise: str | None
+    noise_std: float | None
+    normalize: bool
+
+    @property
+    def activation_class(self) -> str:
+        return ACTIVATION_CLASSES[self.activation]
+
+    @property
+    def noise_class(self) -> str | None:
+        return None if self.action_noise is None else NOISE_CLASSES[self.action_noise]
+
+
+def _same(space: Space, *_: Any) -> Space:
+    return space
+
+
+def _as_is(params: dict[str, Any], n_envs: int) -> dict[str, Any]:
+    return params
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    """Registry key and ``--algo`` value."""
+    library: str
+    """The package that holds the class: ``stable_baselines3`` or ``sb3_contrib``."""
+    class_name: str
+    defaults: dict[str, Any]
+    """SB3's defaults for every parameter, as readable values: the baseline trial."""
+    spaces: dict[str, Callable[[int, int], Space]]
+    """Named spaces, each built for (timesteps per trial, n_envs); the first is the default."""
+    sample: Callable[[Suggester, Space, int], dict[str, Any]]
+    """Pure ``(trial, space, n_envs) -> params`` sampler."""
+    check: Callable[[Space, int, int], None]
+    """Raises :class:`SpaceError` when no valid configuration exists in (space, n_envs, timesteps)."""
+    constructor_params: frozenset[str]
+    """Parameters passed to the constructor as they are (the rest are mapped by :meth:`recipe`)."""
+    policy_params: frozenset[str] = frozenset()
+    """Parameters passed in ``policy_kwargs``."""
+    constrain: Callable[[dict[str, Any], int], dict[str, Any]] = _as_is
+    """Moves a configuration built outside the sampler (the baseline) back inside the constraints."""
+    fit: Callable[[Space, int, int], Space] = _same
+    """Narrows a space (after a user's overrides) to what a trial of ``timesteps`` can use."""
+    fit_stage: Callable[[Space, int], Space] = _same
+    """Makes a campaign stage's narrowed space satisfy the constraints again (for ``n_envs``)."""
+    campaign: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Campaign stage -> parameter -> PRESET or AROUND, beyond what the stage searches for every algorithm."""
+    known_good: tuple[KnownGood, ...] = ()
+    """Queued after the baseline, so the search starts from them."""
+
+    @property
+    def default_space_name(self) -> str:
+        return next(iter(self.spaces))
+
+    def space(self, name: str, timesteps: int, n_envs: int) -> Space:
+        if name not in self.spaces:
+            raise SpaceError(f"space preset {name!r} is not one of {list(self.spaces)} for {self.name}")
+        return self.spaces[name](timesteps, n_envs)
+
+    def baseline(self, space: Space, n_envs: int) -> dict[str, Any]:
+        """SB3's defaults, moved inside ``space`` where it excludes them."""
+        return self._inside(space, {}, n_envs)
+
+    def starting_points(self, space: Space, n_envs: int) -> list[dict[str, Any]]:
+        """The known-good configurations moved inside ``space`` like the baseline, each once, none the baseline."""
+        points = [self.baseline(space, n_envs)]
+        for point in self.known_good:
+            moved = self._inside(space, point.params, n_envs)
+            if moved not in points:
+                points.append(moved)
+        return points[1:]
+
+    def _inside(self, space: Space, params: dict[str, Any], n_envs: int) -> dict[str, Any]:
+        """``params`` (SB3's defaults for the rest) moved inside ``space`` and its constraints."""
+        merged = {**self.defaults, **params}
+        return self.constrain({name: clamp(spec, merged[name]) for name, spec in space.items()}, n_envs)
+
+    def recipe(self, params: dict[str, Any]) -> Recipe:
+        """``params`` (readable values) as the constructor takes them: ``learning_rate`` is the initial rate of
+        ``lr_schedule``, the network is named, ``normalize`` means a ``VecNormalize`` wrapper."""
+        noise = params.get("action_noise", NO_NOISE)
+        return Recipe(
+            library=self.library,
+            class_name=self.class_name,
+            kwargs={name: params[name] for name in self.defaults if name in self.constructor_params},
+            lr_schedule=params["lr_schedule"],
+            learning_rate=params["learning_rate"],
+            net_arch=list(NET_ARCHS[params["net_arch"]]),
+            activation=params["activation"],
+            policy_extras={name: params[name] for name in self.defaults if name in self.policy_params},
+            action_noise=None if noise == NO_NOISE else noise,
+            noise_std=None if noise == NO_NOISE else params["noise_std"],
+            normalize=bool(params.get("normalize", False)),
+        )
+
+    def build(self, params: dict[str, Any], action_space: Any) -> tuple[type, dict[str, Any]]:
+        """The class and its finished keyword arguments (schedule, activation class, action noise shaped to
+        ``action_space``) for ``params``; imports the training libraries, so only workers call it."""
+        from study_contract.algorithms.building import materialise
+
+        return materialise(self.recipe(params), action_space)

@@ -1,0 +1,25 @@
+"""Numbers and durations as people read them, in ``study_admin``'s output and the workers' progress lines."""
+
+from __future__ import annotations
+
+import math
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``-``, ``45s``, ``12m``, ``3h05m`` or ``2d04h``."""
+    if seconds is None:
+        return "-"
+    seconds = max(round(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

@@ -1,0 +1,111 @@
+"""Every algorithm in the registry, end to end: tuned, confirmed on fresh seeds, filmed, and exported to a
+script and to RL Zoo that both train; and carried through a whole campaign."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from study_contract.algorithms import algorithm
+from study_contract.store.artifacts import VIDEO, trial_artifacts
+from tests.conftest import assert_budget_accounted, run_cli, run_worker_in_process, trials_of
+
+pytestmark = pytest.mark.slow
+# Spaces small enough to train in seconds on Pendulum-v1 (the rest of each preset stays as it is).
+TINY = {
+    "ppo": "n_steps: 64\nbatch_size: 32\nn_epochs: 1\nnet_arch: tiny\n",
+    "sac": "batch_size: 64\nlearning_starts: 50\nnet_arch: tiny\n",
+    "td3": "batch_size: 64\nlearning_starts: 50\nnet_arch: tiny\n",
+    "tqc": "batch_size: 64\nlearning_starts: 50\nnet_arch: tiny\nn_quantiles: 10\n",
+}
+ALGOS = list(TINY)
+
+
+def _space(tmp_path: Path, algo: str) -> Path:
+    path = tmp_path / f"{algo}.yaml"
+    path.write_text(TINY[algo])
+    return path
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_each_algorithm_is_tuned_confirmed_filmed_and_exported(storage_url: str, tmp_path: Path, algo: str) -> None:
+    store = tmp_path / "artifacts"
+    space = _space(tmp_path, algo)
+    created = run_cli("study_admin", "create", "--storage", storage_url, "--name", algo, "--algo", algo, "--env",
+                      "Pendulum-v1", "--n-trials", "2", "--timesteps", "300", "--n-evaluations", "1", "--eval-episodes",
+                      "1", "--confirm-top", "1", "--test-seeds", "1", "--space", str(space))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    run_worker_in_process(storage_url, artifact_dir=str(store))
+    assert_budget_accounted(storage_url, algo, 2)
+    assert_budget_accounted(storage_url, f"{algo}:confirm", 2)  # the winner and the baseline on one fresh seed
+    best = json.loads(run_cli("study_admin", "best", algo, "--format", "json", "--storage", storage_url).stdout)
+    assert best["confirmed"] is True and best["sb3_class"] == algorithm(algo).class_name
+    filmed = [t for t in trials_of(storage_url, algo) if VIDEO in trial_artifacts(t)]
+    assert filmed and all(t.state == TrialState.COMPLETE for t in filmed)
+
+    script, conf = tmp_path / "train.py", tmp_path / "zoo.yml"
+    for fmt, out in (("python", script), ("zoo", conf)):
+        exported = run_cli("study_admin", "export", algo, "--format", fmt, "--out", str(out), "--storage", storage_url)
+        assert exported.returncode == 0, exported.stderr
+    trained = subprocess.run([sys.executable, str(script), "--timesteps", "120", "--out", str(tmp_path / "m.zip")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    entry = algorithm(algo)
+    model = getattr(importlib.import_module(entry.library), entry.class_name).load(tmp_path / "m.zip", device="cpu")
+    assert model.batch_size == best["kwargs"].get("batch_size", model.batch_size)
+    zoo = subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--algo", algo, "--env", "Pendulum-v1", "--conf-file",
+                          str(conf), "-n", "120", "-f", str(tmp_path / "logs"), "--eval-freq", "-1"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert zoo.returncode == 0, zoo.stderr[-3000:]
+    assert list((tmp_path / "logs" / algo).glob("Pendulum-v1_*/Pendulum-v1.zip"))
+
+
+def test_an_exploration_noise_reaches_the_model_and_both_exports(pg_url: str, tmp_path: Path) -> None:
+    """TD3's known-good point (Gaussian noise of scale 0.1) runs second, with the noise built for the task."""
+    space = _space(tmp_path, "td3")
+    created = run_cli("study_admin", "create", "--storage", pg_url, "--name", "noisy", "--algo", "td3", "--env",
+                      "Pendulum-v1", "--n-trials", "2", "--timesteps", "200", "--n-evaluations", "1", "--eval-episodes",
+                      "1", "--no-confirm", "--space", str(space))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    run_worker_in_process(pg_url)
+    baseline, known = trials_of(pg_url, "noisy")
+    assert baseline.user_attrs["hyperparams"]["action_noise"] == "none"
+    assert known.user_attrs["known_good"] and known.user_attrs["hyperparams"]["action_noise"] == "normal"
+    cls, kwargs = algorithm("td3").build(known.user_attrs["hyperparams"], _pendulum_actions())
+    assert type(kwargs["action_noise"]).__name__ == "NormalActionNoise" and kwargs["action_noise"]._sigma[0] == 0.1
+    python = run_cli("study_admin", "export", "noisy", "--trial", "1", "--format", "python", "--storage", pg_url)
+    assert "action_noise=noise.NormalActionNoise(mean=np.zeros(n_actions), sigma=0.1 * np.ones(n_actions))" in (
+        python.stdout
+    )
+    zoo = run_cli("study_admin", "export", "noisy", "--trial", "1", "--format", "zoo", "--storage", pg_url).stdout
+    assert "noise_type: normal" in zoo and "noise_std: 0.1" in zoo
+
+
+def _pendulum_actions() -> object:
+    import gymnasium
+
+    return gymnasium.make("Pendulum-v1").action_space
+
+
+@pytest.mark.parametrize("algo", ["td3", "tqc"])
+def test_a_campaign_runs_for_each_new_algorithm(tmp_path: Path, algo: str) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    created = run_cli("study_admin", "campaign", "create", "--storage", url, "--name", "ladder", "--algo", algo,
+                      "--env", "Pendulum-v1", "--timesteps", "300", "--n-evaluations", "1", "--eval-episodes", "1",
+                      "--trials-per-stage", "2", "--confirm-top", "1", "--test-seeds", "1", "--stage",
+                      f"coarse:space={_space(tmp_path, algo)}")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    run_worker_in_process(url)
+    shown = json.loads(
+        run_cli("study_admin", "campaign", "show", "ladder", "--format", "json", "--storage", url).stdout
+    )
+    assert [s["state"] for s in shown["stages"]] == ["finished"] * 4
+    assert shown["winner"]["confirmed"] is True
+    finetune = set(algorithm(algo).campaign["finetune"]) - {"gradient_steps"}  # a choice: fixed at the winner's
+    assert finetune | {"batch_size"} <= set(shown["stages"][3]["searched"])

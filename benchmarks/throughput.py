@@ -3,6 +3,7 @@
 python benchmarks/throughput.py threads    SAC on HalfCheetah-v5: 1 and 2 processes, default vs 1 thread
 python benchmarks/throughput.py overhead   PPO on HalfCheetah-v5: a real worker trial vs bare model.learn
 python benchmarks/throughput.py list       `study_admin list` latency on the embedded storage
+python benchmarks/throughput.py backend    SB3 against SBX (JAX): SAC and PPO on HalfCheetah-v5, one thread
 python benchmarks/throughput.py all
 """
 
@@ -55,6 +56,55 @@ def ppo_bare(timesteps: int) -> None:
     started = time.perf_counter()
     model.learn(timesteps)
     print(json.dumps({"steps_per_second": model.num_timesteps / (time.perf_counter() - started)}))
+
+
+# One thread for JAX too: XLA's CPU client otherwise spreads over every core.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+BACKEND_CASES = [("SAC", 1), ("SAC", 8), ("PPO", 0)]  # (algorithm, train_freq of the off-policy bursts)
+
+
+def backend_probe(library: str, algo: str, train_freq: int, steps: int) -> None:
+    """Child process: env-steps per second of ``library``'s ``algo`` on HalfCheetah-v5, one thread, and the
+    seconds its first 1,000 env-steps took (JAX compiles its update then)."""
+    import importlib
+
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    torch.set_num_threads(1)
+    marks: dict[int, float] = {}
+
+    class Marks(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps in (1, 1000, steps // 4):
+                marks[self.num_timesteps] = time.perf_counter()
+            return True
+
+    kwargs: dict[str, Any] = {}
+    if algo == "SAC":  # updates in bursts of train_freq, one gradient step per env-step either way
+        kwargs = {"train_freq": train_freq, "gradient_steps": -1 if train_freq > 1 else 1, "learning_starts": 100}
+    model = getattr(importlib.import_module(library), algo)("MlpPolicy", "HalfCheetah-v5", seed=0, **kwargs)
+    model.learn(steps, callback=Marks())
+    end = time.perf_counter()
+    rate = (steps - steps // 4) / (end - marks[steps // 4])
+    print(json.dumps({"steps_per_second": rate, "first_1000_seconds": marks[1000] - marks[1]}))
+
+
+def bench_backend(steps: int = 6000) -> None:
+    print(f"SB3 against SBX on HalfCheetah-v5, one thread each, {steps} env-steps (rate over the last three quarters)")
+    for algo, train_freq in BACKEND_CASES:
+        results = {}
+        for library in ("stable_baselines3", "sbx"):
+            command = [sys.executable, __file__, "_backend", library, algo, str(train_freq), str(steps)]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO,
+                                       env={**os.environ, **ONE_THREAD})  # fmt: skip
+            out, _ = process.communicate()
+            results[library] = json.loads(out.strip().splitlines()[-1])
+        sb3, sbx = results["stable_baselines3"], results["sbx"]
+        shape = f"bursts of {train_freq}" if train_freq > 1 else ("one update per step" if train_freq else "defaults")
+        print(f"  {algo} ({shape}): SB3 {sb3['steps_per_second']:.0f} env-steps/s, SBX {sbx['steps_per_second']:.0f} "
+              f"({sbx['steps_per_second'] / sb3['steps_per_second']:.2f}x); first 1,000 env-steps "
+              f"{sb3['first_1000_seconds']:.1f} s against {sbx['first_1000_seconds']:.1f} s")  # fmt: skip
 
 
 def _probe(*args: str) -> subprocess.Popen[str]:
@@ -175,6 +225,10 @@ if __name__ == "__main__":
         sac_probe(sys.argv[2], float(sys.argv[3]))
     elif what == "_ppo":
         ppo_bare(int(sys.argv[2]))
+    elif what == "_backend":
+        backend_probe(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    elif what == "backend":
+        bench_backend()
     else:
         if what in ("list", "all"):
             bench_list()

@@ -19,6 +19,7 @@ from study_contract.campaign import DEFAULT_BUDGET_TRIALS
 from study_contract.definition import DefinitionError, StudyError
 from study_contract.options import add_options, parse_bool
 from study_contract.space import SpaceError
+from study_contract.statistics import PICK_RULES
 from study_contract.store.artifacts import UnsafeArtifact
 from study_contract.store.storage import StorageError, resolve_url
 
@@ -53,6 +54,16 @@ def _command(
     if formats:
         sub.add_argument("--format", choices=formats, default=formats[0], help=f"output format (default {formats[0]})")
     return sub
+
+
+def _pick_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pick",
+        choices=PICK_RULES,
+        default=PICK_RULES[0],
+        help="once confirmed, recommend the cheapest to train of the configurations statistically tied with the "
+        "best fresh-seed IQM (its 95%% interval), or the best itself [default: %(default)s]",
+    )
 
 
 def _artifact_option(parser: argparse.ArgumentParser, text: str) -> None:
@@ -129,14 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         formats=("table", "yaml", "json"),
         study=True,
     )
-    _command(
+    best = _command(
         subcommands,
         "best",
-        "the best configuration as SB3 keyword arguments",
+        "the recommended configuration as SB3 keyword arguments, with its cost",
         commands.best,
         formats=("yaml", "json"),
         study=True,
     )
+    _pick_option(best)
     confirm = _command(
         subcommands,
         "confirm",
@@ -149,13 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     export = _command(
         subcommands, "export", "the configuration for RL Zoo, plain SB3 or as JSON", commands.export, study=True
     )
-    export.add_argument("--trial", type=_trial_number, help="trial number (default: the best, confirmed if it was)")
+    export.add_argument("--trial", type=_trial_number, help="trial number (default: the recommended one)")
+    _pick_option(export)
     export.add_argument("--format", choices=("zoo", "python", "json"), required=True, help="what to write")
     export.add_argument("--out", help="file to write (default: standard output)")
     download = _command(
         subcommands, "download", "a trial's model, statistics, learning curve and video", commands.download, study=True
     )
-    download.add_argument("--trial", type=_trial_number, help="trial number (default: the best, confirmed if it was)")
+    download.add_argument("--trial", type=_trial_number, help="trial number (default: the recommended one)")
+    _pick_option(download)
     download.add_argument("--out", required=True, help="directory to write the files into")
     _artifact_option(download, "the workers' artifact store")
     report = _command(subcommands, "report", "write a Markdown report with plots", commands.report, study=True)

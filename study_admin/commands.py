@@ -212,7 +212,7 @@ def show(args: argparse.Namespace, url: str) -> int:
 def best(args: argparse.Namespace, url: str) -> int:
     from study_admin import display, studies
 
-    _print(display.dump(studies.best_configuration(_storage(url), args.name).to_dict(), args.format))
+    _print(display.dump(studies.best_configuration(_storage(url), args.name, args.pick).to_dict(), args.format))
     return 0
 
 
@@ -230,7 +230,7 @@ def export(args: argparse.Namespace, url: str) -> int:
     from study_admin import studies
     from study_admin.export import export as render
 
-    text = render(studies.trial_configuration(_storage(url), args.name, args.trial), args.format)
+    text = render(studies.trial_configuration(_storage(url), args.name, args.trial, args.pick), args.format)
     if args.out:
         write_file(args.out, text)
         print(args.out)
@@ -247,7 +247,7 @@ def download(args: argparse.Namespace, url: str) -> int:
     if store is None:
         raise InputError("no artifact store: give --artifact-dir (or TUNER_ARTIFACT_DIR), as the workers have")
     storage = _storage(url)
-    trial = studies.artifact_trial(storage, args.name, args.trial)
+    trial = studies.artifact_trial(storage, args.name, args.trial, args.pick)
     files = fetch(store, trial, output_dir(args.out))
     if not files:
         raise StudyError(f"trial {trial.number} has no artifacts in the store")

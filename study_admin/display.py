@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from study_admin.models import CampaignReport, StudyDetails
+from study_admin.models import CampaignReport, Cost, StudyDetails
 from study_contract.algorithms import ALGORITHMS
-from study_contract.engine.confirmation import ConfirmationReport
 from study_contract.formatting import format_duration, format_value
+from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import Summary
+
+if TYPE_CHECKING:
+    from study_contract.engine.confirmation import ConfirmationReport
 
 EXAMPLE_ALGO = next(iter(ALGORITHMS))
 
@@ -49,7 +52,8 @@ def bar(done: int, total: int, width: int = 30) -> str:
 def listing(summaries: list[Summary]) -> str:
     if not summaries:
         return f"no studies; create one with: study_admin create --algo {EXAMPLE_ALGO} --env Hopper-v5\n"
-    header = ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "WORKERS", "PRUNED", "FAILED", "BEST", "ETA"]
+    header = ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "WORKERS", "PRUNED", "FAILED", "BEST",
+              "COMPUTE", "ETA"]  # fmt: skip
     rows = [header] + [
         [
             s.name,
@@ -62,6 +66,7 @@ def listing(summaries: list[Summary]) -> str:
             str(s.pruned),
             str(s.failed),
             format_value(s.best_value),
+            _times(s.best_relative_compute),
             format_duration(s.eta_seconds),
         ]
         for s in summaries
@@ -103,7 +108,8 @@ def show(details: StudyDetails) -> str:
     )
     best = details.best
     if best:
-        lines.append(f"best      trial {best.number}: {format_value(best.value)} (seed {best.seed})")
+        cost = describe_cost(best.cost)
+        lines.append(f"best      trial {best.number}: {format_value(best.value)} (seed {best.seed}){cost}")
         lines.extend(f"            {name} = {format_param(value)}" for name, value in (best.hyperparams or {}).items())
     else:
         lines.append("best      - (no completed trial yet)")
@@ -111,8 +117,9 @@ def show(details: StudyDetails) -> str:
     if top:
         first = top[0].hyperparams or {}
         varying = [n for n in first if len({repr((t.hyperparams or {}).get(n)) for t in top}) > 1]
-        rows = [["TRIAL", "VALUE", "SEED", "MINUTES", *varying]] + [
+        rows = [["TRIAL", "VALUE", "SEED", "MINUTES", "COMPUTE", "S/1K STEPS", *varying]] + [
             [str(t.number), format_value(t.value), str(t.seed), f"{(t.wall_seconds or 0) / 60:.1f}",
+             _times(t.cost.relative_compute), format_value(t.cost.seconds_per_kstep),
              *[format_param((t.hyperparams or {}).get(n)) for n in varying]]
             for t in top
         ]  # fmt: skip
@@ -169,12 +176,24 @@ def campaign(report: CampaignReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _times(ratio: float | None) -> str:
+    """A training cost relative to SB3's defaults, e.g. ``2.50x``."""
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def describe_cost(cost: Cost) -> str:
+    if cost.relative_compute is None:
+        return ""
+    speed = "" if cost.seconds_per_kstep is None else f", {cost.seconds_per_kstep:.2f} s per 1,000 env-steps"
+    return f", {_times(cost.relative_compute)} the defaults' training compute{speed}"
+
+
 def _ci(ci: Sequence[float] | None) -> str:
     return f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else "-"
 
 
 CONFIRMATION_HEADER = ["CANDIDATE", "TUNING RANK", "TUNING VALUE", "FRESH IQM", "95% CI", "MEAN", "WORST", "SEEDS",
-                       "P(>BASELINE)"]  # fmt: skip
+                       "P(>BASELINE)", "COMPUTE", "S/1K STEPS"]  # fmt: skip
 
 
 def confirmation_rows(report: ConfirmationReport) -> list[list[str]]:
@@ -184,10 +203,12 @@ def confirmation_rows(report: ConfirmationReport) -> list[list[str]]:
         p_improvement = "-" if c.p_improvement is None else f"{c.p_improvement:.2f}"
         rows.append([f"trial {c.trial}", str(c.tuning_rank), format_value(c.tuning_value), format_value(c.fresh.iqm),
                      _ci(c.fresh.ci), format_value(c.fresh.mean), format_value(c.fresh.worst),
-                     str(len(c.fresh.scores)), p_improvement])  # fmt: skip
+                     str(len(c.fresh.scores)), p_improvement, _times(c.relative_compute),
+                     format_value(c.seconds_per_kstep)])  # fmt: skip
     b = report.baseline
     rows.append(["baseline (SB3 defaults)", "-", "-", format_value(b.iqm), _ci(b.ci), format_value(b.mean),
-                 format_value(b.worst), str(len(b.scores)), "-"])  # fmt: skip
+                 format_value(b.worst), str(len(b.scores)), "-", "-",
+                 format_value(report.baseline_seconds_per_kstep)])  # fmt: skip
     return rows
 
 
@@ -195,6 +216,9 @@ def confirmation_notes(report: ConfirmationReport) -> list[str]:
     if not report.confirmed or report.winner is None:
         return []
     notes = [f"winner: trial {report.winner.trial} (best fresh-seed IQM)"]
+    cheapest = report.pick(CHEAPEST_TIED)
+    if cheapest is not None and cheapest.trial != report.winner.trial:
+        notes.append(f"recommended (cheapest of those tied with it): {cheapest.statement}")
     if not report.rankings_agree:
         notes.append("note: the fresh-seed ranking differs from the tuning-seed ranking")
     if not report.beats_baseline:

@@ -8,14 +8,26 @@ and :meth:`to_dict` (JSON and YAML) render them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study_contract.algorithms import Recipe
 from study_contract.definition import StudyDefinition
-from study_contract.engine.confirmation import ConfirmationReport
-from study_contract.engine.stages import StageOutcome
 from study_contract.schedules import formula
 from study_contract.store.catalog import Summary
+
+if TYPE_CHECKING:  # Optuna-backed readers; `study_admin list` imports this module without Optuna
+    from study_contract.engine.confirmation import ConfirmationReport, Pick
+    from study_contract.engine.stages import StageOutcome
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What training a configuration costs: on any machine (relative to SB3's defaults, and absolute), and
+    measured on the worker that ran it."""
+
+    relative_compute: float | None = None
+    compute_per_step: float | None = None
+    seconds_per_kstep: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,7 @@ class TrialRecord:
     retried: bool | None
     retry_of: int | None
     progress: dict[str, Any] | None
+    cost: Cost = field(default_factory=Cost)
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,8 @@ class Configuration:
     seed: int | None
     confirmed: bool = False
     confirmation: ConfirmationReport | None = None
+    pick: Pick | None = None
+    cost: Cost = field(default_factory=Cost)
 
     @property
     def learning_rate_formula(self) -> str:
@@ -183,6 +198,8 @@ class Configuration:
             "mean_reward": self.mean_reward,
             "seed": self.seed,
             "confirmed": self.confirmed,
+            "cost": asdict(self.cost),
+            "pick": asdict(self.pick) if self.pick else None,
         }
         if self.confirmation is not None:
             data["confirmation"] = {k: v for k, v in self.confirmation.to_dict().items() if k != "confirmed"}

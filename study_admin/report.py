@@ -13,7 +13,13 @@ from typing import Any
 
 import optuna
 
-from study_admin.display import CONFIRMATION_HEADER, confirmation_notes, confirmation_rows, format_param
+from study_admin.display import (
+    CONFIRMATION_HEADER,
+    confirmation_notes,
+    confirmation_rows,
+    describe_cost,
+    format_param,
+)
 from study_admin.models import Configuration, StudyDetails
 from study_admin.studies import best_configuration, study_details, study_id_of
 from study_contract.engine.confirmation import ConfirmationReport
@@ -118,6 +124,10 @@ def markdown(details: StudyDetails, best: Configuration | None, images: dict[str
         lines += [f"## Best configuration: trial {best.trial} ({state})", ""]
         lines += _table([["parameter", "value"], *([k, format_param(v)] for k, v in best.hyperparams.items())])
         lines += ["", f"Learning rate: `{best.learning_rate_formula}` ({best.recipe.lr_schedule}).", ""]
+        if best.cost.relative_compute is not None:
+            lines += [f"Training cost: {describe_cost(best.cost).removeprefix(', ')}.", ""]
+        if best.pick is not None:
+            lines += [f"Recommended by the rule `{best.pick.rule}`: {best.pick.statement}.", ""]
     confirmation = details.confirmation
     if confirmation is not None:
         lines += [f"## Fresh-seed confirmation ({confirmation.done}/{confirmation.budget} runs)", ""]

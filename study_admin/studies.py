@@ -11,7 +11,7 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
-from study_admin.models import Configuration, StudyDetails, TrialRecord
+from study_admin.models import Configuration, Cost, StudyDetails, TrialRecord
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import (
@@ -22,7 +22,13 @@ from study_contract.definition import (
     StudyDefinition,
     StudyError,
 )
-from study_contract.engine.confirmation import ConfirmationReport, confirmation_name, confirmation_report
+from study_contract.engine.confirmation import (
+    ConfirmationReport,
+    Pick,
+    confirmation_name,
+    confirmation_report,
+)
+from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import Summary, load_definition, study_id_of, summarise
 
 
@@ -50,6 +56,7 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         retried=attrs.get(protocol.RETRY),
         retry_of=trial.system_attrs.get(protocol.FAILED_TRIAL),
         progress=attrs.get(protocol.PROGRESS),
+        cost=trial_cost(trial),
     )
 
 
@@ -80,29 +87,32 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
     )
 
 
-def best_configuration(storage: optuna.storages.BaseStorage, name: str) -> Configuration:
-    """The best configuration, with its schedule spelled out.
+def best_configuration(storage: optuna.storages.BaseStorage, name: str, pick: str = CHEAPEST_TIED) -> Configuration:
+    """The recommended configuration, with its schedule spelled out.
 
-    Once the study's fresh-seed confirmation is done, that is the confirmed winner (best IQM on the test
-    seeds), with the statistics of every candidate and the baseline; until then, the best tuning trial,
-    not confirmed.
+    Once the study's fresh-seed confirmation is done, that is a confirmed candidate chosen by ``pick``: the
+    best fresh-seed IQM, or the cheapest to train of those tied with it; with the statistics of every
+    candidate and the baseline. Until then, the best tuning trial, not confirmed.
     """
     definition = load_definition(storage, name)
     study_id = study_id_of(storage, name)
     if storage.get_n_trials(study_id, state=TrialState.COMPLETE) == 0:
         raise StudyError(f"study {name!r} has no completed trial yet")
     report = confirmation_report(storage, name) if definition.stage == "tuning" else None
-    if report is not None and report.confirmed and report.winner is not None:
-        best = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, report.winner.trial))
+    chosen = report.pick(pick) if report is not None and report.confirmed else None
+    if chosen is not None:
+        best = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, chosen.trial))
     else:
         best = storage.get_best_trial(study_id)
-    return configuration(storage, definition, name, best, report)
+    return configuration(storage, definition, name, best, report, chosen)
 
 
-def trial_configuration(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> Configuration:
-    """The configuration of trial ``number`` (default: the best one, confirmed when confirmation is done)."""
+def trial_configuration(
+    storage: optuna.storages.BaseStorage, name: str, number: int | None, pick: str = CHEAPEST_TIED
+) -> Configuration:
+    """The configuration of trial ``number`` (default: the recommended one, see :func:`best_configuration`)."""
     if number is None:
-        return best_configuration(storage, name)
+        return best_configuration(storage, name, pick)
     definition = load_definition(storage, name)
     study_id = study_id_of(storage, name)
     try:
@@ -111,7 +121,7 @@ def trial_configuration(storage: optuna.storages.BaseStorage, name: str, number:
         raise StudyError(f"study {name!r} has no trial {number}") from None
     if protocol.HYPERPARAMS not in trial.user_attrs:
         raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state.name})")
-    return configuration(storage, definition, name, trial, None)
+    return configuration(storage, definition, name, trial, None, None)
 
 
 def trial_seed(trial: optuna.trial.FrozenTrial) -> int | None:
@@ -122,12 +132,14 @@ def trial_seed(trial: optuna.trial.FrozenTrial) -> int | None:
     return seed
 
 
-def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int | None) -> optuna.trial.FrozenTrial:
-    """The trial whose files ``download`` fetches: trial ``number``, or the best one; when a confirmed
-    winner kept no model of its own, its best run on the test seeds."""
+def artifact_trial(
+    storage: optuna.storages.BaseStorage, name: str, number: int | None, pick: str = CHEAPEST_TIED
+) -> optuna.trial.FrozenTrial:
+    """The trial whose files ``download`` fetches: trial ``number``, or the recommended one; when a confirmed
+    pick kept no model of its own, its best run on the test seeds."""
     from study_contract.store.artifacts import MODEL, trial_artifacts
 
-    config = trial_configuration(storage, name, number)
+    config = trial_configuration(storage, name, number, pick)
     study_id = study_id_of(storage, name)
     trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, config.trial))
     if MODEL in trial_artifacts(trial) or not config.confirmed:
@@ -143,6 +155,7 @@ def configuration(
     name: str,
     trial: optuna.trial.FrozenTrial,
     report: ConfirmationReport | None,
+    pick: Pick | None,
 ) -> Configuration:
     """What reproduces ``trial``'s configuration; its values are checked against the study's space first."""
     try:
@@ -161,9 +174,18 @@ def configuration(
         recipe=algorithm(definition.algo).recipe(params),
         mean_reward=trial.value,
         seed=trial_seed(trial),
-        confirmed=bool(report and report.confirmed and report.winner and report.winner.trial == trial.number),
+        confirmed=pick is not None and pick.trial == trial.number,
         confirmation=report,
+        pick=pick,
+        cost=trial_cost(trial),
     )
+
+
+def trial_cost(trial: optuna.trial.FrozenTrial) -> Cost:
+    """What training the trial cost, as its worker recorded it (read as untrusted: numbers or nothing)."""
+    attrs = trial.user_attrs
+    keys = (protocol.RELATIVE_COMPUTE, protocol.COMPUTE_PER_STEP, protocol.SECONDS_PER_KSTEP)
+    return Cost(*(protocol.recorded_number(attrs.get(key)) for key in keys))
 
 
 def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) -> None:

@@ -24,7 +24,7 @@ SAVE_MODELS = ("best", "all", "none")
 DEFINITION_ATTR = "definition"
 PAUSED_ATTR = "paused"
 PAUSED_REASON_ATTR = "paused_reason"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_SEED = 2**31 - 1
 # Derived seeds (trial, evaluation, test seeds) stay below numpy's limit of 2**32 - 1.
 SEED_SPACE = 2**32
@@ -145,6 +145,13 @@ class StudyDefinition:
         5,
         bounds=(1, 100),
         help="Fresh seeds, disjoint from the tuning seeds, on which each confirmed configuration is re-trained.",
+    )
+    max_compute: float = _opt(
+        0.0,
+        bounds=(0.0, 1000.0),
+        help="Cap on a configuration's training compute per env-step, as a multiple of SB3's defaults' (0: no "
+        "cap). A sampled configuration above it is not trained: pruned at once, an infeasible trial that "
+        "Optuna's constrained TPE learns to avoid.",
     )
     save_models: str = _opt(
         "best",
@@ -298,4 +305,7 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
     if version < 3:
         data["known_good"] = False  # studies were created without known-good configurations
         data["schema_version"] = 3
+    if version < 4:
+        data["max_compute"] = 0.0  # no cap on training compute
+        data["schema_version"] = 4
     return data

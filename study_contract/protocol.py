@@ -7,6 +7,7 @@ failed trial used up its budget slot.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -22,8 +23,16 @@ ENV_STEPS = "env_steps"
 WALL_SECONDS = "wall_seconds"
 EVAL_SECONDS = "eval_seconds"
 TRAIN_STEPS_PER_SECOND = "train_steps_per_second"
+SECONDS_PER_KSTEP = "train_seconds_per_1k_steps"
+"""What training cost on its worker: seconds per 1,000 env-steps, evaluation left out."""
+COMPUTE_PER_STEP = "compute_per_step"
+"""What training costs on any machine: network weights passed per env-step (``Algorithm.cost``)."""
+RELATIVE_COMPUTE = "relative_compute"
+"""``compute_per_step`` as a multiple of SB3's defaults' on the same task."""
 # The learning curve is the trial's intermediate values (each evaluation, reported to the pruner).
 # Written before a trial is failed: why, and whether its configuration is queued again.
+PRUNED_REASON = "pruned_reason"
+"""Why a trial was pruned before training (its configuration over the study's ``max_compute``)."""
 FAIL_REASON = "fail_reason"
 RETRY = "retry"
 """True: queued again under a new number; False: a final failure."""
@@ -75,6 +84,13 @@ def failure_kind(user_attrs: Mapping[str, Any], *, retried: bool) -> FailureKind
 def is_final_failure(user_attrs: Mapping[str, Any]) -> bool:
     """Whether a FAIL trial with these user attributes used up its slot (no retry is owed for it)."""
     return failure_kind(user_attrs, retried=False) == "final"
+
+
+def recorded_number(value: Any) -> float | None:
+    """A number a worker recorded (a cost, a speed), read as untrusted: None unless finite and positive."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
 
 
 def inherited(user_attrs: Mapping[str, Any]) -> dict[str, Any]:

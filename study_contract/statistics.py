@@ -14,6 +14,10 @@ from typing import Any
 
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
+# How a winner is picked among confirmed configurations: the best fresh-seed IQM, or the cheapest to train
+# of those statistically tied with it (their IQM inside its interval).
+BEST, CHEAPEST_TIED = "best", "cheapest-tied"
+PICK_RULES = (CHEAPEST_TIED, BEST)
 
 
 def iqm(scores: Sequence[float]) -> float:

@@ -100,8 +100,8 @@ def test_list_and_show_print_every_section_without_escape_codes(storage_url: str
     listed = run_cli("study_admin", "list", "--storage", storage_url)
     header, row = listed.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "WORKERS", "PRUNED", "FAILED",
-                              "BEST", "ETA"]  # fmt: skip
-    assert row.split() == ["busy", "ppo", "Pendulum-v1", "running", "4/10", "2", "2", "1", "1", "-120.50",
+                              "BEST", "COMPUTE", "ETA"]  # fmt: skip
+    assert row.split() == ["busy", "ppo", "Pendulum-v1", "running", "4/10", "2", "2", "1", "1", "-120.50", "-",
                            format_duration(EXPECTED_ETA)]  # fmt: skip
     shown = run_cli("study_admin", "show", "busy", "--storage", storage_url).stdout
     for section in (

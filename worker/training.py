@@ -12,6 +12,7 @@ from typing import Any
 # Rollout videos render headless; MuJoCo reads this once, when a task first imports it (after this).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np
 import optuna
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
@@ -25,6 +26,8 @@ from worker.artifacts import TrialArtifacts
 from worker.callbacks import DrainOnShutdown, StopOnNonFinite, TrainingClock, TrialEvalCallback, TrialProgress
 from worker.health import Pulse
 from worker.shutdown import ShutdownFlag
+
+COMPUTE_CONSTRAINT = "compute_over_max"  # Optuna constraint: relative compute minus the study's max_compute
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,17 +54,27 @@ class TrainingResult:
     eval_seconds: float
     curve: list[list[float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    compute_per_step: float = 0.0
+    relative_compute: float = 0.0
 
     @property
     def train_steps_per_second(self) -> float:
         return self.env_steps / max(self.wall_seconds - self.eval_seconds, 1e-9)
 
     def attrs(self) -> dict[str, Any]:
+        measured = {}
+        if self.env_steps:  # a configuration over max_compute never trained
+            measured = {
+                protocol.TRAIN_STEPS_PER_SECOND: round(self.train_steps_per_second, 2),
+                protocol.SECONDS_PER_KSTEP: round(1000 / self.train_steps_per_second, 3),
+            }
         return {
             protocol.ENV_STEPS: self.env_steps,
             protocol.WALL_SECONDS: round(self.wall_seconds, 3),
             protocol.EVAL_SECONDS: round(self.eval_seconds, 3),
-            protocol.TRAIN_STEPS_PER_SECOND: round(self.train_steps_per_second, 2),
+            **measured,
+            protocol.COMPUTE_PER_STEP: round(self.compute_per_step),
+            protocol.RELATIVE_COMPUTE: round(self.relative_compute, 3),
             **self.extra,
         }
 
@@ -76,6 +89,11 @@ def make_envs(definition: StudyDefinition, normalize: bool, seed: int) -> tuple[
     return train_env, eval_env
 
 
+def space_sizes(env: VecEnv) -> tuple[int, int]:
+    """The sizes of one observation and one action, which size the networks."""
+    return int(np.prod(env.observation_space.shape or (1,))), int(np.prod(env.action_space.shape or (1,)))
+
+
 def build_model(definition: StudyDefinition, params: dict[str, Any], env: VecEnv, seed: int) -> BaseAlgorithm:
     model_class, kwargs = algorithm(definition.algo).build(params, env.action_space)
     model: BaseAlgorithm = model_class(definition.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
@@ -86,8 +104,17 @@ def train_trial(
     definition: StudyDefinition, params: dict[str, Any], seed: int, trial: optuna.Trial, options: TrainingOptions
 ) -> TrainingResult:
     train_env, eval_env = make_envs(definition, bool(params.get("normalize", False)), seed)
+    entry, sizes = algorithm(definition.algo), space_sizes(train_env)
+    compute, relative = entry.cost(params, *sizes), entry.relative_cost(params, *sizes)
     pulse = Pulse(options.health_file)
     try:
+        if definition.max_compute:
+            excess = relative - definition.max_compute
+            options.retry("constraining", lambda: trial.set_constraint(COMPUTE_CONSTRAINT, excess))
+            if excess > 0:  # not worth training: Optuna's constrained TPE learns from it as infeasible
+                reason = f"{relative:.2f}x the defaults' compute exceeds max_compute={definition.max_compute:g}"
+                return TrainingResult("pruned", None, 0, 0.0, 0.0, extra={protocol.PRUNED_REASON: reason},
+                                      compute_per_step=compute, relative_compute=relative)  # fmt: skip
         model = build_model(definition, params, train_env, seed)
         evaluator = TrialEvalCallback(
             eval_env,
@@ -136,6 +163,8 @@ def train_trial(
             eval_seconds=evaluator.eval_seconds,
             curve=evaluator.curve,
             extra=extra,
+            compute_per_step=compute,
+            relative_compute=relative,
         )
     finally:
         gc.unfreeze()  # this trial's model and envs must be collectable once it ends

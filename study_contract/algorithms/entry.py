@@ -10,8 +10,9 @@ constructor takes it, in plain data. Training builds the objects from that recip
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from study_contract.schedules import SCHEDULES
@@ -35,6 +36,11 @@ DISCOUNT_LIMITS = (0.8, 0.9999)
 
 # How a campaign stage searches a parameter: the preset's range, or a factor around the previous winner.
 PRESET, AROUND = "preset", "around"
+
+
+def mlp_weights(inputs: int, layers: Sequence[int], outputs: int) -> int:
+    """The weights of a fully connected network: what one sample's forward pass multiplies and adds."""
+    return sum(a * b for a, b in pairwise([inputs, *layers, outputs]))
 
 
 def sample_all(trial: Suggester, space: Space, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -105,6 +111,9 @@ class Algorithm:
     """Named spaces, each built for (timesteps per trial, n_envs); the first is the default."""
     sample: Callable[[Suggester, Space, int], dict[str, Any]]
     """Pure ``(trial, space, n_envs) -> params`` sampler."""
+    cost: Callable[[dict[str, Any], int, int], float]
+    """Training compute per env-step of ``(params, observation size, action size)``: the network weights that
+    samples pass through (forward and backward) per env-step collected, on any machine alike."""
     check: Callable[[Space, int, int], None]
     """Raises :class:`SpaceError` when no valid configuration exists in (space, n_envs, timesteps)."""
     constructor_params: frozenset[str]
@@ -148,6 +157,10 @@ class Algorithm:
         """``params`` (SB3's defaults for the rest) moved inside ``space`` and its constraints."""
         merged = {**self.defaults, **params}
         return self.constrain({name: clamp(spec, merged[name]) for name, spec in space.items()}, n_envs)
+
+    def relative_cost(self, params: dict[str, Any], obs_size: int, action_size: int) -> float:
+        """Training compute per env-step of ``params`` as a multiple of SB3's defaults' on the same task."""
+        return self.cost(params, obs_size, action_size) / self.cost(self.defaults, obs_size, action_size)
 
     def recipe(self, params: dict[str, Any]) -> Recipe:
         """``params`` (readable values) as the constructor takes them: ``learning_rate`` is the initial rate of

@@ -8,9 +8,11 @@ from study_contract.algorithms.entry import (
     ACTIVATIONS,
     DISCOUNT_LIMITS,
     LR_LIMITS,
+    NET_ARCHS,
     NETS,
     SCHEDULE,
     Space,
+    mlp_weights,
     sample_all,
 )
 from study_contract.space import SpaceError, Suggester, choice, fixed, fixed_choice, rng
@@ -58,6 +60,20 @@ def check(space: Space, n_envs: int, timesteps: int) -> None:
 
 def sample(trial: Suggester, space: Space, n_envs: int) -> dict[str, Any]:
     return sample_all(trial, space)
+
+
+def updates_per_step(params: dict[str, Any]) -> float:
+    """Gradient steps per env-step collected (``gradient_steps=-1``: one per env-step)."""
+    steps = params["gradient_steps"]
+    return 1.0 if steps == -1 else steps / params["train_freq"]
+
+
+def cost(params: dict[str, Any], obs_size: int, action_size: int, *, critic_outputs: int = 1) -> float:
+    """Each gradient step passes a batch through the actor and two critics; each env-step, the actor once."""
+    layers = NET_ARCHS[params["net_arch"]]
+    actor = mlp_weights(obs_size, layers, action_size)
+    critics = 2 * mlp_weights(obs_size + action_size, layers, critic_outputs)
+    return updates_per_step(params) * params["batch_size"] * (actor + critics) + actor
 
 
 CONSTRUCTOR_PARAMS = frozenset(

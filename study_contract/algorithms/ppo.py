@@ -10,11 +10,13 @@ from study_contract.algorithms.entry import (
     AROUND,
     DISCOUNT_LIMITS,
     LR_LIMITS,
+    NET_ARCHS,
     NETS,
     PRESET,
     SCHEDULE,
     Algorithm,
     Space,
+    mlp_weights,
     sample_all,
 )
 from study_contract.space import (
@@ -146,6 +148,13 @@ def sample(trial: Suggester, space: Space, n_envs: int) -> dict[str, Any]:
     return sample_all(trial, space, params)
 
 
+def cost(params: dict[str, Any], obs_size: int, action_size: int) -> float:
+    """Each env-step collected passes the policy and value networks once, then ``n_epochs`` times in training."""
+    layers = NET_ARCHS[params["net_arch"]]
+    networks = mlp_weights(obs_size, layers, action_size) + mlp_weights(obs_size, layers, 1)
+    return (1 + params["n_epochs"]) * networks
+
+
 def constrain(params: dict[str, Any], n_envs: int) -> dict[str, Any]:
     batch = min(params["batch_size"], largest_pow2_at_most(params["n_steps"] * n_envs))
     return {**params, "batch_size": batch}
@@ -172,6 +181,7 @@ PPO = Algorithm(
     },
     spaces={"budget": budget_space, "guide": guide_space},
     sample=sample,
+    cost=cost,
     check=check,
     constrain=constrain,
     fit=fit_rollout_to_budget,

@@ -70,6 +70,7 @@ SAC = Algorithm(
     defaults=DEFAULTS,
     spaces={"budget": budget_space, "guide": guide_space},
     sample=offpolicy.sample,
+    cost=offpolicy.cost,
     check=offpolicy.check,
     constructor_params=offpolicy.CONSTRUCTOR_PARAMS | {"ent_coef"},
     campaign=CAMPAIGN,

@@ -38,6 +38,7 @@ TD3 = Algorithm(
     },
     spaces={"budget": budget_space},
     sample=offpolicy.sample,
+    cost=offpolicy.cost,
     check=offpolicy.check,
     constructor_params=offpolicy.CONSTRUCTOR_PARAMS,
     campaign={

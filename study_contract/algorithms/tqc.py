@@ -34,6 +34,11 @@ def check(space: Space, n_envs: int, timesteps: int) -> None:
         )
 
 
+def cost(params: dict[str, Any], obs_size: int, action_size: int) -> float:
+    """SAC's, with critics that output ``n_quantiles`` values each."""
+    return offpolicy.cost(params, obs_size, action_size, critic_outputs=params["n_quantiles"])
+
+
 def constrain(params: dict[str, Any], n_envs: int) -> dict[str, Any]:
     drop = min(params["top_quantiles_to_drop_per_net"], params["n_quantiles"] - 1)
     return {**params, "top_quantiles_to_drop_per_net": drop}
@@ -46,6 +51,7 @@ TQC = Algorithm(
     defaults={**sac.DEFAULTS, "n_quantiles": 25, "top_quantiles_to_drop_per_net": 2},
     spaces={"budget": budget_space},
     sample=offpolicy.sample,
+    cost=cost,
     check=check,
     constrain=constrain,
     constructor_params=offpolicy.CONSTRUCTOR_PARAMS | {"ent_coef", "top_quantiles_to_drop_per_net"},

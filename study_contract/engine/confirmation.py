@@ -11,6 +11,7 @@ IQM, not the best tuning value.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +23,7 @@ from study_contract.algorithms import algorithm
 from study_contract.definition import StudyDefinition, StudyError
 from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.space import ParamSpec
-from study_contract.statistics import ScoreSummary, probability_of_improvement, summarise_scores
+from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores
 from study_contract.store.catalog import failures, load_definition
 from study_contract.store.locks import study_lock
 
@@ -40,10 +41,15 @@ class Candidate:
     params: dict[str, Any]
 
 
+STRONG_SHARE = 0.25  # the best quarter of the completed configurations are strong
+
+
 def top_candidates(trials: list[optuna.trial.FrozenTrial], top: int) -> list[Candidate]:
-    """The ``top`` best completed configurations, each once, the baseline left out (it is confirmed anyway)."""
+    """The ``top`` best completed configurations, each once, the baseline left out (it is confirmed anyway), then
+    the cheapest strong one when none of them is it: the best ``max(2 * top, a quarter)`` by tuning value,
+    cheapest by training compute (``relative_compute``, recorded by the worker)."""
     seen: set[str] = set()
-    picks = []
+    ranked: list[tuple[Candidate, float | None]] = []
     for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
                         key=lambda t: -float(t.value or 0.0)):  # fmt: skip
         params = trial.user_attrs.get(protocol.HYPERPARAMS)
@@ -51,9 +57,15 @@ def top_candidates(trials: list[optuna.trial.FrozenTrial], top: int) -> list[Can
         if params is None or trial.user_attrs.get(protocol.BASELINE) or key in seen:
             continue
         seen.add(key)
-        picks.append(Candidate(trial.number, float(trial.value or 0.0), params))
-        if len(picks) == top:
-            break
+        cost = trial.user_attrs.get(protocol.RELATIVE_COMPUTE)
+        ranked.append((Candidate(trial.number, float(trial.value or 0.0), params), protocol.recorded_number(cost)))
+    picks = [candidate for candidate, _ in ranked[:top]]
+    strong = [(candidate, cost) for candidate, cost in ranked[: max(2 * top, math.ceil(STRONG_SHARE * len(ranked)))]
+              if cost is not None]  # fmt: skip
+    if strong:
+        cheapest = min(strong, key=lambda pair: pair[1] or 0.0)[0]
+        if cheapest not in picks:
+            picks.append(cheapest)
     return picks
 
 
@@ -175,10 +187,15 @@ class CandidateResult:
     p_improvement: float | None
     """P(a fresh-seed score of it > one of the baseline's)."""
     hyperparams: dict[str, Any] | None
+    relative_compute: float | None = None
+    """Training compute per env-step as a multiple of SB3's defaults' (machine-independent)."""
+    seconds_per_kstep: float | None = None
+    """Measured training seconds per 1,000 env-steps, over its runs on the test seeds."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"trial": self.trial, "tuning_value": self.tuning_value, "tuning_rank": self.tuning_rank,
                 **self.fresh.to_dict(), "failed_seeds": self.failed_seeds, "p_improvement": self.p_improvement,
+                "relative_compute": self.relative_compute, "seconds_per_kstep": self.seconds_per_kstep,
                 "hyperparams": self.hyperparams}  # fmt: skip
 
 
@@ -194,6 +211,7 @@ class ConfirmationReport:
     """Best fresh-seed IQM first."""
     baseline: ScoreSummary
     baseline_failed_seeds: int
+    baseline_seconds_per_kstep: float | None = None
 
     @property
     def winner(self) -> CandidateResult | None:
@@ -227,8 +245,60 @@ class ConfirmationReport:
             "rankings_agree": self.rankings_agree,
             "beats_baseline": self.beats_baseline,
             "candidates": [c.to_dict() for c in self.candidates],
-            "baseline": {**self.baseline.to_dict(), "failed_seeds": self.baseline_failed_seeds},
-        }
+            "baseline": {**self.baseline.to_dict(), "failed_seeds": self.baseline_failed_seeds,
+                         "seconds_per_kstep": self.baseline_seconds_per_kstep},
+        }  # fmt: skip
+
+    def tied_with_winner(self) -> list[CandidateResult]:
+        """The candidates statistically tied with the winner: their fresh-seed IQM inside its 95 % interval."""
+        winner = self.winner
+        if winner is None or winner.fresh.ci is None:
+            return [winner] if winner else []
+        low = winner.fresh.ci[0]
+        return [c for c in self.candidates if c.fresh.iqm is not None and c.fresh.iqm >= low]
+
+    def pick(self, rule: str) -> Pick | None:
+        """The configuration to recommend: the best fresh-seed IQM (``best``), or the cheapest of those tied with
+        it (``cheapest-tied``, by training compute per env-step); with what the choice gives up."""
+        winner = self.winner
+        if winner is None:
+            return None
+        tied = self.tied_with_winner()
+        priced = [c for c in tied if c.relative_compute is not None]
+        chosen = winner
+        if rule == CHEAPEST_TIED and priced and winner.relative_compute is not None:
+            chosen = min(priced, key=lambda c: (c.relative_compute, -(c.fresh.iqm or 0.0)))
+        ratio = (winner.relative_compute / chosen.relative_compute
+                 if winner.relative_compute and chosen.relative_compute else None)  # fmt: skip
+        return Pick(rule, chosen.trial, winner.trial, [c.trial for c in tied], ratio, _statement(chosen, winner, ratio))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Which confirmed configuration is recommended, by which rule, and at what price."""
+
+    rule: str
+    trial: int
+    best_trial: int
+    """The candidate with the best fresh-seed IQM."""
+    tied: list[int]
+    cost_ratio: float | None
+    """The best's training compute over the chosen one's: how many times cheaper the choice trains."""
+    statement: str
+
+
+def _interval(c: CandidateResult) -> str:
+    iqm = "-" if c.fresh.iqm is None else f"{c.fresh.iqm:.2f}"
+    ci = f" [{c.fresh.ci[0]:.2f}, {c.fresh.ci[1]:.2f}]" if c.fresh.ci else ""
+    return f"IQM {iqm}{ci}"
+
+
+def _statement(chosen: CandidateResult, winner: CandidateResult, ratio: float | None) -> str:
+    if chosen.trial == winner.trial:
+        cost = f", {winner.relative_compute:.2f}x the defaults' compute" if winner.relative_compute else ""
+        return f"trial {chosen.trial}: {_interval(chosen)}, the best fresh-seed IQM{cost}"
+    return (f"trial {chosen.trial}: {_interval(chosen)}, {ratio or 0:.1f}x cheaper than trial {winner.trial} "
+            f"({_interval(winner)}), tied")  # fmt: skip
 
 
 def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> ConfirmationReport | None:
@@ -245,11 +315,15 @@ def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> Co
     trials = storage.get_all_trials(study_id, deepcopy=False)
     scores: dict[Any, list[float]] = {}
     failed: dict[Any, int] = {}
+    speeds: dict[Any, list[float]] = {}
     for trial in trials:
         key = trial.user_attrs.get(protocol.CANDIDATE)
         scores.setdefault(key, [])
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             scores[key].append(float(trial.value))
+            speed = protocol.recorded_number(trial.user_attrs.get(protocol.SECONDS_PER_KSTEP))
+            if speed is not None:
+                speeds.setdefault(key, []).append(speed)
         elif trial.state == TrialState.FAIL and protocol.is_final_failure(trial.user_attrs):
             failed[key] = failed.get(key, 0) + 1
     baseline_scores = scores.pop(protocol.BASELINE, [])
@@ -258,6 +332,7 @@ def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> Co
     candidates = []
     for key in keys:
         tuned = parent_trials.get(key)
+        tuned_attrs = tuned.user_attrs if tuned else {}
         candidates.append(
             CandidateResult(
                 trial=key,
@@ -266,7 +341,9 @@ def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> Co
                 fresh=summarise_scores(scores[key]),
                 failed_seeds=failed.get(key, 0),
                 p_improvement=probability_of_improvement(scores[key], baseline_scores),
-                hyperparams=tuned.user_attrs.get(protocol.HYPERPARAMS) if tuned else None,
+                hyperparams=tuned_attrs.get(protocol.HYPERPARAMS),
+                relative_compute=protocol.recorded_number(tuned_attrs.get(protocol.RELATIVE_COMPUTE)),
+                seconds_per_kstep=_mean(speeds.get(key)),
             )
         )
     candidates.sort(key=lambda c: -c.fresh.iqm if c.fresh.iqm is not None else float("inf"))
@@ -283,4 +360,9 @@ def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> Co
         candidates=candidates,
         baseline=summarise_scores(baseline_scores),
         baseline_failed_seeds=failed.get(protocol.BASELINE, 0),
+        baseline_seconds_per_kstep=_mean(speeds.get(protocol.BASELINE)),
     )
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None

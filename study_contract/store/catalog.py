@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,13 @@ _LIVE = sqlalchemy.text(
 _BEST = sqlalchemy.text(
     "SELECT t.study_id, MAX(v.value) FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
     "WHERE t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE' GROUP BY t.study_id"
+)
+# The training compute of each study's best trial, as its worker recorded it.
+_BEST_COST = sqlalchemy.text(
+    "SELECT r.study_id, a.value_json FROM (SELECT t.study_id, t.trial_id, ROW_NUMBER() OVER "
+    "(PARTITION BY t.study_id ORDER BY v.value DESC, t.trial_id) AS rank FROM trials t JOIN trial_values v "
+    "ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE') r "
+    "JOIN trial_user_attributes a ON a.trial_id = r.trial_id AND a.key = :cost WHERE r.rank = 1"
 )
 _ONE_STUDY = " AND t.study_id = :study"
 _FAILED = (
@@ -207,6 +214,8 @@ class Summary:
     best_value: float | None
     workers: int
     eta_seconds: float | None
+    best_relative_compute: float | None = None
+    """The best trial's training compute per env-step, as a multiple of SB3's defaults'."""
     paused_reason: str | None = None
     error: str | None = None
 
@@ -247,6 +256,8 @@ def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
         studies = _read_tuning_studies(conn)
         counts: dict[tuple[int, str], int] = {(sid, state): n for sid, state, n in conn.execute(_COUNTS)}
         best: dict[int, float] = {study_id: value for study_id, value in conn.execute(_BEST)}
+        costs = {sid: protocol.recorded_number(json.loads(value)) for sid, value in
+                 conn.execute(_BEST_COST, {"cost": protocol.RELATIVE_COMPUTE})}  # fmt: skip
         failed = failures(conn)
         live: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
         for study_id, trial_id, key, value_json in conn.execute(
@@ -256,7 +267,11 @@ def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
         durations: dict[int, list[float]] = defaultdict(list)
         for study_id, start, complete in conn.execute(_DURATIONS, {"recent": RECENT_TRIALS}):
             durations[study_id].append((_as_datetime(complete) - _as_datetime(start)).total_seconds())
-    return [_summary(s, counts, best, failed.get(s.study_id, {}), live[s.study_id], durations) for s in studies]
+    return [
+        replace(_summary(s, counts, best, failed.get(s.study_id, {}), live[s.study_id], durations),
+                best_relative_compute=costs.get(s.study_id))
+        for s in studies
+    ]  # fmt: skip
 
 
 def _summary(

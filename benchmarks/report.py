@@ -72,13 +72,22 @@ class Row:
 
 
 def rows(records: list[dict[str, Any]]) -> list[Row]:
-    grouped: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    """One row per task, budget and set of this service's options, with the Zoo's runs at that budget."""
+    zoo: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    ours: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         key = (record["env"], record.get("split", "other"), json.dumps({k: record[k] for k in SETTINGS}))
-        grouped[key][record["tool"]].append(record)
-    found = [Row(env, split, json.loads(settings), dict(runs)) for (env, split, settings), runs in grouped.items()]
-    complete = [r for r in found if all(r.runs.get(t) for t in TOOLS)]
-    return sorted(complete, key=lambda r: (r.settings["algo"], r.settings["timesteps"], r.split != "held-out", r.env))
+        if record["tool"] == "zoo":
+            zoo[key].append(record)
+        else:
+            ours[(*key, json.dumps(record.get("options", [])))].append(record)
+    found = [
+        Row(env, split, {**json.loads(settings), "options": json.loads(options)},
+            {"ours": runs, "zoo": zoo[(env, split, settings)]})
+        for (env, split, settings, options), runs in ours.items()
+        if zoo.get((env, split, settings))
+    ]  # fmt: skip
+    return sorted(found, key=lambda r: (r.settings["algo"], r.settings["timesteps"], r.split != "held-out", r.env))
 
 
 def _seeded() -> np.random.RandomState:
@@ -125,7 +134,8 @@ def row_line(row: Row) -> tuple[list[str], dict[str, Any]]:
     cells = [
         f"`{row.env}`",
         row.split,
-        f"{row.settings['algo'].upper()}, {row.settings['timesteps'] // 1000}k",
+        f"{row.settings['algo'].upper()}, {row.settings['timesteps'] // 1000}k"
+        + "".join(f" `{option}`" for option in row.settings["options"] if option != "--no-confirm"),
         str(runs),
         *(f"{_fmt(point[t])} [{_fmt(ci[t][0])}, {_fmt(ci[t][1])}]" for t in TOOLS),
         "-" if p_ci is None else f"{p:.2f} [{p_ci[0]:.2f}, {p_ci[1]:.2f}]",

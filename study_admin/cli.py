@@ -17,7 +17,7 @@ from study_admin import commands
 from study_admin.commands import CREATE_OPTIONS, DEMO, InputError
 from study_contract.campaign import DEFAULT_BUDGET_TRIALS
 from study_contract.definition import DefinitionError, StudyError
-from study_contract.options import add_options, parse_bool
+from study_contract.options import HelpFormatter, add_options, parse_bool
 from study_contract.space import SpaceError
 from study_contract.statistics import PICK_RULES
 from study_contract.store.artifacts import UnsafeArtifact
@@ -46,7 +46,8 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
 def _command(
     commands_: Any, name: str, text: str, handler: Any, *, formats: tuple[str, ...] = (), study: bool = False
 ) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands_.add_parser(name, help=text, description=text)
+    sub: argparse.ArgumentParser = commands_.add_parser(name, help=text, description=text,
+                                                        formatter_class=HelpFormatter)  # fmt: skip
     sub.set_defaults(handler=handler)
     _storage_options(sub)
     if study:
@@ -93,7 +94,7 @@ def _trial_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="study_admin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="study_admin", description=__doc__, formatter_class=HelpFormatter)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     create = _command(subcommands, "create", "define a study; workers pick it up at once", commands.create)

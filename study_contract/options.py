@@ -12,6 +12,7 @@ field), ``default_help`` (how the default is described).
 from __future__ import annotations
 
 import argparse
+import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -117,6 +118,13 @@ def _options(cls: type) -> list[Option]:
             )
         )
     return found
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, wrapping help text at spaces only: ``env-steps`` never becomes ``env- steps``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def add_options(parser: argparse.ArgumentParser, options: list[Option], *, required: tuple[str, ...] = ()) -> None:

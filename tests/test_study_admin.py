@@ -189,7 +189,7 @@ BAD_SPACES = {
 
 # (arguments after "study_admin", expected fragment of the one-line error); {space} = the space dir.
 BAD_ADMIN_INPUT = [
-    (["create", "--algo", "dqn", "--env", "Pendulum-v1"], "--algo='dqn' is not one of ['ppo', 'sac']"),
+    (["create", "--algo", "dqn", "--env", "Pendulum-v1"], "--algo='dqn' is not one of ['ppo', 'sac', 'td3', 'tqc']"),
     (
         ["create", "--algo", "ppo", "--env", "Halfcheetah-v5"],
         "unknown environment 'Halfcheetah-v5'; did you mean 'HalfCheetah-v5'?",

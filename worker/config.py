@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from study_contract.options import add_options, collect, options_of
+from study_contract.options import HelpFormatter, add_options, collect, options_of
 
 
 def _opt(default: Any, env: str, **meta: Any) -> Any:
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worker",
         description="Run trials of the tuning studies in the storage until stopped (SIGTERM: drain).",
+        formatter_class=HelpFormatter,
     )
     add_options(parser, options_of(WorkerConfig))
     parser.add_argument("--check-health", action="store_true", help="exit 0 if the health file is fresh")

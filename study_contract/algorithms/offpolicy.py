@@ -76,6 +76,16 @@ def cost(params: dict[str, Any], obs_size: int, action_size: int, *, critic_outp
     return updates_per_step(params) * params["batch_size"] * (actor + critics) + actor
 
 
+# SB3's own defaults for the replay and update settings every off-policy algorithm shares.
+SB3_DEFAULTS = {
+    "buffer_size": 1_000_000,
+    "batch_size": 256,
+    "tau": 0.005,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "gamma": 0.99,
+    "learning_starts": 100,
+}
 CONSTRUCTOR_PARAMS = frozenset(
     ("buffer_size", "batch_size", "tau", "train_freq", "gradient_steps", "gamma", "learning_starts")
 )

@@ -24,13 +24,7 @@ TD3 = Algorithm(
     defaults={
         "learning_rate": 1e-3,
         "lr_schedule": "constant",
-        "buffer_size": 1_000_000,
-        "batch_size": 256,
-        "tau": 0.005,
-        "train_freq": 1,
-        "gradient_steps": 1,
-        "gamma": 0.99,
-        "learning_starts": 100,
+        **offpolicy.SB3_DEFAULTS,
         "action_noise": NO_NOISE,  # SB3 explores with the deterministic policy alone unless given a noise
         "noise_std": 0.1,  # the scale a noise gets when one is chosen (TD3's paper, RL Zoo's default)
         "net_arch": "large",

@@ -192,6 +192,17 @@ def headline(agg: dict[str, Any]) -> str:
     )
 
 
+def cost_statement(facts: list[dict[str, Any]]) -> str:
+    """Where the two tools' fresh-seed intervals overlap (a tie), whose winner is cheaper to train again."""
+    tied = [f for f in facts if f["ci"]["ours"][0] <= f["ci"]["zoo"][1] and f["ci"]["zoo"][0] <= f["ci"]["ours"][1]]
+    cheaper = [f for f in tied if f["retrain"]["ours"] <= f["retrain"]["zoo"]]
+    dearer = ", ".join(f"`{f['row'].env}` {f['row'].settings['timesteps'] // 1000}k ({f['retrain']['ours']:.0f} s "
+                       f"against {f['retrain']['zoo']:.0f} s)" for f in tied if f not in cheaper)  # fmt: skip
+    return (f"**Re-training cost:** where the two tools' fresh-seed intervals overlap ({len(tied)} of {len(facts)} "
+            f"rows), our winner re-trains in at most the Zoo winner's time on {len(cheaper)}"
+            + (f"; it takes longer on {dearer}." if dearer else "."))  # fmt: skip
+
+
 def plot(facts: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -227,11 +238,14 @@ def render(records: list[dict[str, Any]]) -> tuple[str, str, list[dict[str, Any]
     for f in facts:
         budgets[json.dumps(f["row"].settings, sort_keys=True)].append(f)
     heads = [headline(a) for a in (aggregate(group) for group in budgets.values()) if a is not None]
+    heads += [cost_statement(facts)] if facts else []
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in records})
     summary = "\n".join([
         *(f"{line}\n" for line in heads),
         *table(lines),
         "",
+        "This service ran with `--no-confirm`, as the Zoo has no confirmation: its winner is the best tuning trial, "
+        "not the cheapest confirmed one that `best` recommends after a confirmation. "
         f"Held-out tasks ({', '.join(HELD_OUT_TASKS)}) were never used to choose a default, a space or a known-good "
         "configuration; development-task rows measure what was chosen on them too. Generated from "
         f"`benchmarks/results/*.jsonl` ({len(records)} runs; {'; '.join(machines)}): see "

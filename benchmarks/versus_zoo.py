@@ -162,14 +162,10 @@ def tune_zoo(args: argparse.Namespace, work: Path) -> Tuned:
                  zoo_kwargs={k: _python_source(v) for k, v in kwargs.items()})  # fmt: skip
 
 
-def _load(class_name: str, path: Path) -> Any:
-    import stable_baselines3
+def _load(library: str, class_name: str, path: Path) -> Any:
+    import importlib
 
-    module: Any = stable_baselines3
-    if not hasattr(module, class_name):
-        import sb3_contrib
-
-        module = sb3_contrib
+    module = importlib.import_module(library)
     # The saved schedule may be a function of the training script's __main__: evaluation needs none.
     constant = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
     return getattr(module, class_name).load(str(path), device="cpu", custom_objects=constant)
@@ -207,11 +203,12 @@ def retrain(tool: str, tuned: Tuned, args: argparse.Namespace, seed: int) -> tup
         subprocess.run(command, check=True, env=_single_threaded(), capture_output=True, cwd=folder)
         seconds, cpu_seconds = time.perf_counter() - started, _children_cpu() - cpu
         if tool == "ours":
-            model = _load(tuned.winner["sb3_class"], folder / "model.zip")
+            model = _load(tuned.winner["library"], tuned.winner["sb3_class"], folder / "model.zip")
             stats = folder / "model_vecnormalize.pkl"
         else:
             (run,) = Path(folder, args.algo).glob(f"{args.env}_*")
-            model = _load(args.algo.upper(), run / f"{args.env}.zip")
+            zoo_library = "sb3_contrib" if args.algo == "tqc" else "stable_baselines3"
+            model = _load(zoo_library, args.algo.upper(), run / f"{args.env}.zip")
             stats = run / args.env / "vecnormalize.pkl"
         return _evaluate(model, args, seed, stats), round(seconds, 2), round(cpu_seconds, 2)
 

@@ -3,7 +3,7 @@
 python deploy/lock.py        (in the virtual environment tests/run.sh maintains)
 
 The lock is the dependency closure of this project with the extras the image installs (train,
-dashboard, s3), at the versions installed here, which the test suite has just run against. torch is
+dashboard, s3, sbx), at the versions installed here, which the test suite has just run against. torch is
 left out: the image takes the CPU build of the version pyproject.toml pins from TORCH_INDEX_URL first.
 """
 
@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "locomotion-tuner"
-EXTRAS = ("train", "dashboard", "s3")
+EXTRAS = ("train", "dashboard", "s3", "sbx")
 LEFT_OUT = {"torch"}
 
 

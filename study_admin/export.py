@@ -19,15 +19,15 @@ import json
 import yaml
 
 from study_admin.models import Configuration
-from study_contract.algorithms import Recipe
+from study_contract.algorithms import ACTIVATION_CLASSES, Recipe, algorithm
 from study_contract.schedules import SCHEDULES, ZOO_PREFIXES, source
 
 
-def _policy_kwargs(recipe: Recipe, torch_nn: str) -> str:
-    """``policy_kwargs`` as Python source, the activation written as ``<torch_nn>.<class>``."""
+def _policy_kwargs(recipe: Recipe, module: str, activation: str) -> str:
+    """``policy_kwargs`` as Python source, the activation written as ``<module>.<activation>``."""
     extras = "".join(f", {name}={value!r}" for name, value in recipe.policy_extras.items())
     layers = [int(n) for n in recipe.net_arch]
-    return f"dict(net_arch={layers!r}, activation_fn={torch_nn}.{recipe.activation_class}{extras})"
+    return f"dict(net_arch={layers!r}, activation_fn={module}.{activation}{extras})"
 
 
 def to_zoo(config: Configuration) -> str:
@@ -38,6 +38,8 @@ def to_zoo(config: Configuration) -> str:
         f"# Exported by locomotion-tuner from study {config.study!r}, trial {int(config.trial)}.",
         f"# Run: python -m rl_zoo3.train --algo {config.algo!r} --env {config.env_id!r} --conf-file THIS_FILE",
     ]
+    if recipe.library != algorithm(config.algo).library:
+        notes.append(f"# Tuned with {recipe.library}; RL Zoo trains these hyperparameters with Stable-Baselines3.")
     if schedule not in ZOO_PREFIXES:
         notes.append(
             f"# lr_schedule {schedule!r} has no RL Zoo spelling: exported as the linear decay lin_{rate!r}, its "
@@ -50,7 +52,7 @@ def to_zoo(config: Configuration) -> str:
         "normalize": recipe.normalize,
         "learning_rate": rate if schedule == "constant" else f"{ZOO_PREFIXES.get(schedule, 'lin_')}{rate!r}",
         **recipe.kwargs,
-        "policy_kwargs": _policy_kwargs(recipe, "nn"),
+        "policy_kwargs": _policy_kwargs(recipe, "nn", ACTIVATION_CLASSES[recipe.activation]),
     }
     if recipe.action_noise is not None:
         entry |= {"noise_type": recipe.action_noise, "noise_std": float(recipe.noise_std or 0.0)}
@@ -68,7 +70,7 @@ import functools
 import math  # noqa: F401 - used by some learning-rate schedules
 
 import numpy as np  # noqa: F401 - used by action noises
-import torch
+import {activation_module}
 from {library} import {class_name}
 from stable_baselines3.common import noise  # noqa: F401 - used by action noises
 from stable_baselines3.common.env_util import make_vec_env
@@ -132,7 +134,8 @@ def to_python(config: Configuration) -> str:
         schedule_function=SCHEDULES[recipe.lr_schedule].__name__,
         rate=float(recipe.learning_rate),
         kwargs=kwargs,
-        policy_kwargs=_policy_kwargs(recipe, "torch.nn"),
+        activation_module=recipe.activation_module,
+        policy_kwargs=_policy_kwargs(recipe, recipe.activation_module, recipe.activation_class),
     )
 
 

@@ -171,7 +171,7 @@ def configuration(
         timesteps=definition.timesteps,
         policy=definition.policy,
         hyperparams=params,
-        recipe=algorithm(definition.algo).recipe(params),
+        recipe=algorithm(definition.algo).recipe(params, definition.backend),
         mean_reward=trial.value,
         seed=trial_seed(trial),
         confirmed=pick is not None and pick.trial == trial.number,

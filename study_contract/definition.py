@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from study_contract.algorithms import ALGORITHMS, algorithm
+from study_contract.algorithms import ALGORITHMS, BACKENDS, algorithm
 from study_contract.options import options_of
 from study_contract.space import ParamSpec, SpaceError, check_value
 
@@ -146,6 +146,12 @@ class StudyDefinition:
         bounds=(1, 100),
         help="Fresh seeds, disjoint from the tuning seeds, on which each confirmed configuration is re-trained.",
     )
+    backend: str = _opt(
+        BACKENDS[0],
+        choices=BACKENDS,
+        help="Training library: Stable-Baselines3 (PyTorch), or SBX (JAX; pip install '.[sbx]'), which trains the "
+        "off-policy algorithms about twice as fast on a CPU core.",
+    )
     max_compute: float = _opt(
         0.0,
         bounds=(0.0, 1000.0),
@@ -214,6 +220,8 @@ class StudyDefinition:
                 f"eval_every={self.eval_every} exceeds timesteps={self.timesteps}; a trial would never be evaluated"
             )
         entry = algorithm(self.algo)
+        if self.backend not in entry.libraries:
+            raise DefinitionError(f"backend={self.backend!r} is not one of {list(entry.libraries)} for {self.algo}")
         if self.space is None:
             object.__setattr__(self, "space", entry.space(self.space_preset, self.timesteps, self.n_envs))
         if set(self.space) != set(entry.defaults):

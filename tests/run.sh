@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 quietly .venv/bin/pip install --disable-pip-version-check 'pip>=25.1'
 quietly .venv/bin/pip install torch==2.13.0
-quietly .venv/bin/pip install -e '.[train,dashboard,s3]' --group dev -c requirements.lock  # the image's versions
+quietly .venv/bin/pip install -e '.[train,dashboard,s3,sbx]' --group dev -c requirements.lock  # the image's versions
 
 # System parts: PostgreSQL server binaries (the tests start their own cluster) and Debian's chromium.
 missing=()

@@ -108,3 +108,29 @@ def test_a_campaign_runs_for_each_new_algorithm(tmp_path: Path, algo: str) -> No
     assert shown["winner"]["confirmed"] is True
     finetune = set(algorithm(algo).campaign["finetune"]) - {"gradient_steps"}  # a choice: fixed at the winner's
     assert finetune | {"batch_size"} <= set(shown["stages"][3]["searched"])
+
+
+SBX_ALGOS = [algo for algo in ALGOS if "sbx" in algorithm(algo).libraries]
+
+
+@pytest.mark.parametrize("algo", SBX_ALGOS)
+def test_the_sbx_backend_trains_films_and_exports(tmp_path: Path, algo: str) -> None:
+    """The same study on JAX: trained by SBX, filmed, and exported to a script that trains with SBX."""
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    created = run_cli("study_admin", "create", "--storage", url, "--name", algo, "--algo", algo, "--env", "Pendulum-v1",
+                      "--backend", "sbx", "--n-trials", "2", "--timesteps", "300", "--n-evaluations", "1",
+                      "--eval-episodes", "1", "--no-confirm", "--space", str(_space(tmp_path, algo)))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    run_worker_in_process(url, artifact_dir=str(tmp_path / "artifacts"))
+    trials = assert_budget_accounted(url, algo, 2)
+    assert all(t.state == TrialState.COMPLETE for t in trials) and any(VIDEO in trial_artifacts(t) for t in trials)
+    best = json.loads(run_cli("study_admin", "best", algo, "--format", "json", "--storage", url).stdout)
+    assert best["library"] == "sbx"
+    script = tmp_path / "train.py"
+    assert run_cli("study_admin", "export", algo, "--format", "python", "--out", str(script), "--storage",
+                   url).returncode == 0  # fmt: skip
+    assert "from sbx import" in script.read_text() and "activation_fn=flax.linen.relu" in script.read_text()
+    trained = subprocess.run([sys.executable, str(script), "--timesteps", "120", "--out", str(tmp_path / "m.zip")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (tmp_path / "m.zip").exists()

@@ -204,6 +204,8 @@ BAD_ADMIN_INPUT = [
     (["create", "--algo", "ppo", "--eval-episodes", "0"], "--eval-episodes=0 is outside the accepted range [1, 1000]"),
     (["create", "--algo", "ppo", "--max-retry", "11"], "--max-retry=11 is outside the accepted range [0, 10]"),
     (["create", "--algo", "ppo", "--preset", "huge"], "--preset='huge' is not one of ['budget', 'guide']"),
+    (["create", "--algo", "ppo", "--backend", "sbx"], "backend='sbx' is not one of ['sb3'] for ppo"),
+    (["create", "--algo", "td3", "--preset", "guide"], "space preset 'guide' is not one of ['budget'] for td3"),
     (["create", "--algo", "ppo", "--name", "a b"], "study name 'a b' must be 1-100 characters"),
     (["create", "--algo", "ppo", "--name", "x" * 101], "must be 1-100 characters"),
     (["create", "--algo", "ppo", "--name", ".hidden"], "starting with a letter or digit"),

@@ -1,4 +1,4 @@
-"""Thread pinning: N workers on C cores only scale when each uses few threads (see README)."""
+"""Thread pinning: N workers on C cores only scale when each uses few threads (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ THREAD_VARIABLES = (
 
 
 def pin_threads(n: int) -> None:
-    """Limit torch and BLAS to ``n`` threads. Call before anything imports numpy or torch."""
+    """Limit torch, BLAS and JAX's XLA to ``n`` threads. Call before anything imports numpy, torch or JAX."""
     for name in THREAD_VARIABLES:
         os.environ[name] = str(n)
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_cpu_multi_thread_eigen={'false' if n == 1 else 'true'} intra_op_parallelism_threads={n}"
+    )
     import torch
 
     torch.set_num_threads(n)

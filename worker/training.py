@@ -95,7 +95,7 @@ def space_sizes(env: VecEnv) -> tuple[int, int]:
 
 
 def build_model(definition: StudyDefinition, params: dict[str, Any], env: VecEnv, seed: int) -> BaseAlgorithm:
-    model_class, kwargs = algorithm(definition.algo).build(params, env.action_space)
+    model_class, kwargs = algorithm(definition.algo).build(params, env.action_space, definition.backend)
     model: BaseAlgorithm = model_class(definition.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
     return model
 

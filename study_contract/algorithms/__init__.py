@@ -10,6 +10,7 @@ from study_contract.algorithms.entry import (
     ACTIVATION_CLASSES,
     ACTIVATIONS,
     AROUND,
+    BACKENDS,
     NET_ARCHS,
     PRESET,
     Algorithm,
@@ -25,7 +26,7 @@ from study_contract.space import SpaceError
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (PPO, SAC, TD3, TQC)}
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_CLASSES", "ALGORITHMS", "AROUND", "NET_ARCHS", "PRESET", "Algorithm",
+__all__ = ["ACTIVATIONS", "ACTIVATION_CLASSES", "ALGORITHMS", "AROUND", "BACKENDS", "NET_ARCHS", "PRESET", "Algorithm",
            "KnownGood", "Recipe", "Space", "algorithm"]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""A recipe's objects: the class, the schedule, the activation class and the action noise (imports torch).
+"""A recipe's objects: the class, the schedule, the activation and the action noise (imports torch or JAX).
 
 Only training calls this; ``study_admin`` renders the same recipe as text instead (``study_admin/export.py``).
 """
@@ -15,12 +15,11 @@ from study_contract.schedules import make_schedule
 def materialise(recipe: Recipe, action_space: Any) -> tuple[type, dict[str, Any]]:
     """The class named by ``recipe`` and its constructor keyword arguments, without policy, env and seed."""
     import numpy as np
-    import torch
     from stable_baselines3.common import noise
 
     kwargs = dict(recipe.kwargs)
     kwargs["learning_rate"] = make_schedule(recipe.lr_schedule, recipe.learning_rate)
-    activation = getattr(torch.nn, recipe.activation_class)
+    activation = getattr(importlib.import_module(recipe.activation_module), recipe.activation_class)
     kwargs["policy_kwargs"] = {"net_arch": list(recipe.net_arch), "activation_fn": activation, **recipe.policy_extras}
     if recipe.noise_class is not None:
         n_actions = int(np.prod(action_space.shape))

@@ -25,6 +25,11 @@ NET_ARCHS: dict[str, list[int]] = {"tiny": [32, 32], "small": [64, 64], "medium"
 # Activation names -> torch.nn class names (study_admin never imports torch; training looks them up).
 ACTIVATION_CLASSES = {"tanh": "Tanh", "relu": "ReLU"}
 ACTIVATIONS = tuple(ACTIVATION_CLASSES)
+# Training libraries: Stable-Baselines3 (PyTorch), or SBX, the same API on JAX, where an entry has its class.
+SB3, SBX = "sb3", "sbx"
+BACKENDS = (SB3, SBX)
+# Where each backend's activations live: torch.nn classes, flax.linen functions of the activation's own name.
+ACTIVATION_MODULES = {SB3: "torch.nn", SBX: "flax.linen"}
 # Exploration noise names (RL Zoo's noise_type) -> stable_baselines3.common.noise class names.
 NOISE_CLASSES = {"normal": "NormalActionNoise", "ornstein-uhlenbeck": "OrnsteinUhlenbeckActionNoise"}
 NO_NOISE = "none"
@@ -69,6 +74,7 @@ class Recipe:
 
     library: str
     class_name: str
+    backend: str
     kwargs: dict[str, Any]
     """Constructor arguments as they are (no learning rate, policy or noise)."""
     lr_schedule: str
@@ -82,8 +88,13 @@ class Recipe:
     normalize: bool
 
     @property
+    def activation_module(self) -> str:
+        return ACTIVATION_MODULES[self.backend]
+
+    @property
     def activation_class(self) -> str:
-        return ACTIVATION_CLASSES[self.activation]
+        """The activation's name in :attr:`activation_module` (``ReLU`` in torch.nn, ``relu`` in flax.linen)."""
+        return ACTIVATION_CLASSES[self.activation] if self.backend == SB3 else self.activation
 
     @property
     def noise_class(self) -> str | None:
@@ -102,8 +113,8 @@ def _as_is(params: dict[str, Any], n_envs: int) -> dict[str, Any]:
 class Algorithm:
     name: str
     """Registry key and ``--algo`` value."""
-    library: str
-    """The package that holds the class: ``stable_baselines3`` or ``sb3_contrib``."""
+    libraries: dict[str, str]
+    """Backend -> the package that holds the class: ``stable_baselines3`` or ``sb3_contrib`` for SB3, ``sbx``."""
     class_name: str
     defaults: dict[str, Any]
     """SB3's defaults for every parameter, as readable values: the baseline trial."""
@@ -162,13 +173,19 @@ class Algorithm:
         """Training compute per env-step of ``params`` as a multiple of SB3's defaults' on the same task."""
         return self.cost(params, obs_size, action_size) / self.cost(self.defaults, obs_size, action_size)
 
-    def recipe(self, params: dict[str, Any]) -> Recipe:
-        """``params`` (readable values) as the constructor takes them: ``learning_rate`` is the initial rate of
-        ``lr_schedule``, the network is named, ``normalize`` means a ``VecNormalize`` wrapper."""
+    @property
+    def library(self) -> str:
+        """The SB3 package that holds the class."""
+        return self.libraries[SB3]
+
+    def recipe(self, params: dict[str, Any], backend: str = SB3) -> Recipe:
+        """``params`` (readable values) as ``backend``'s constructor takes them: ``learning_rate`` is the initial
+        rate of ``lr_schedule``, the network is named, ``normalize`` means a ``VecNormalize`` wrapper."""
         noise = params.get("action_noise", NO_NOISE)
         return Recipe(
-            library=self.library,
+            library=self.libraries[backend],
             class_name=self.class_name,
+            backend=backend,
             kwargs={name: params[name] for name in self.defaults if name in self.constructor_params},
             lr_schedule=params["lr_schedule"],
             learning_rate=params["learning_rate"],
@@ -180,9 +197,9 @@ class Algorithm:
             normalize=bool(params.get("normalize", False)),
         )
 
-    def build(self, params: dict[str, Any], action_space: Any) -> tuple[type, dict[str, Any]]:
-        """The class and its finished keyword arguments (schedule, activation class, action noise shaped to
-        ``action_space``) for ``params``; imports the training libraries, so only workers call it."""
+    def build(self, params: dict[str, Any], action_space: Any, backend: str = SB3) -> tuple[type, dict[str, Any]]:
+        """The class and its finished keyword arguments (schedule, activation, action noise shaped to
+        ``action_space``) for ``params`` on ``backend``; imports the training libraries, so only workers call it."""
         from study_contract.algorithms.building import materialise
 
-        return materialise(self.recipe(params), action_space)
+        return materialise(self.recipe(params, backend), action_space)

@@ -162,7 +162,7 @@ def constrain(params: dict[str, Any], n_envs: int) -> dict[str, Any]:
 
 PPO = Algorithm(
     name="ppo",
-    library="stable_baselines3",
+    libraries={"sb3": "stable_baselines3"},
     class_name="PPO",
     defaults={
         "learning_rate": 3e-4,

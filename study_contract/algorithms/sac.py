@@ -59,7 +59,7 @@ CAMPAIGN = {
 
 SAC = Algorithm(
     name="sac",
-    library="stable_baselines3",
+    libraries={"sb3": "stable_baselines3", "sbx": "sbx"},
     class_name="SAC",
     defaults=DEFAULTS,
     spaces={"budget": budget_space, "guide": guide_space},

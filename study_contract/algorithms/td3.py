@@ -19,7 +19,7 @@ def budget_space(timesteps: int, n_envs: int) -> Space:
 
 TD3 = Algorithm(
     name="td3",
-    library="stable_baselines3",
+    libraries={"sb3": "stable_baselines3", "sbx": "sbx"},
     class_name="TD3",
     defaults={
         "learning_rate": 1e-3,

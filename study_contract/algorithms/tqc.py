@@ -46,7 +46,7 @@ def constrain(params: dict[str, Any], n_envs: int) -> dict[str, Any]:
 
 TQC = Algorithm(
     name="tqc",
-    library="sb3_contrib",
+    libraries={"sb3": "sb3_contrib", "sbx": "sbx"},
     class_name="TQC",
     defaults={**sac.DEFAULTS, "n_quantiles": 25, "top_quantiles_to_drop_per_net": 2},
     spaces={"budget": budget_space},

@@ -128,6 +128,7 @@ def plan(
         confirm_top=top,
         test_seeds=seeds or definition.test_seeds,
         pruner="none",
+        max_compute=0.0,  # the chosen configurations are re-trained whatever they cost
         save_models="none" if definition.save_models == "none" else "all",  # the winner's models, whichever wins
         space=candidate_space([*(c.params for c in picks), baseline]),
         campaign=None,

@@ -49,6 +49,7 @@ def stage_definition(
             pruner=RULES[stage].pruner,
             baseline=False,
             known_good=base.known_good and stage == "coarse",  # later stages search around the winner
+            max_compute=0.0 if stage == "baseline" else base.max_compute,  # SB3's defaults are the reference
             confirm=False,
             stage=stage,
             parent=parent,

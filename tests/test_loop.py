@@ -72,6 +72,21 @@ def test_is_idle_waits_while_another_worker_creates_the_follow_up(storage_url: s
     assert study_created(worker.storage, confirmation_name("tuned"))
 
 
+def test_is_idle_waits_for_a_follow_up_nobody_has_created_yet(storage_url: str, tiny_space: Path) -> None:
+    """Another worker finished the study between this worker's last claim and its idle check: the
+    confirmation is due, so there is work coming."""
+    from study_contract.engine.confirmation import confirmation_name
+    from study_contract.engine.creation import study_created
+
+    create_tiny_study(storage_url, "handed", tiny_space, 2, 256, "--confirm", "--confirm-top", "1", "--test-seeds", "1")
+    finisher, idler = make_worker(storage_url), make_worker(storage_url)
+    assert finisher.run_once() is True and finisher.run_once() is True  # the budget is done
+    assert idler.is_idle() is False
+    assert idler.run_once() is True  # it creates the confirmation
+    assert study_created(idler.storage, confirmation_name("handed"))
+    assert idler.is_idle() is False  # and its runs are waiting
+
+
 def test_each_study_is_looked_after_at_most_once_per_interval(
     storage_url: str, tiny_space: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -223,12 +223,13 @@ class Worker:
 
     def is_idle(self) -> bool:
         """No served, unpaused study has a trial to run, one that may come back for a retry, or a follow-up
-        that another worker is creating."""
+        that is due, or that another worker is creating."""
         studies = [s for s in self.studies() if not s.paused]
         for study in studies:  # a dead worker's trial, or a retry it left half-queued, comes back first
             self.maintain(study, force=True)
         live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
-        return not any(s.study_id in live or _key(s) in self._awaited for s in studies)
+        # A study another worker finished since this worker's last poll has not been followed up here yet.
+        return all(s.study_id not in live and _key(s) in self._followed for s in studies)
 
     def run(self) -> int:
         log.info(

@@ -179,14 +179,17 @@ def aggregate(facts: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def headline(agg: dict[str, Any]) -> str:
-    s = agg["settings"]
+    s, runs = agg["settings"], agg["runs"]
+    p = (
+        f"P(this service beats the Zoo on a random task) = {agg['p']:.2f} [{agg['p_ci'][0]:.2f}, {agg['p_ci'][1]:.2f}]"
+        if runs > 1
+        else "P(this service beats the Zoo) needs two runs per tool"
+    )
     return (
         f"**Held-out tasks ({', '.join(agg['tasks'])}), {s['algo'].upper()} at {s['timesteps'] // 1000}k env-steps "
-        f"per trial, {agg['runs']} runs per tool:** normalised IQM {agg['point']['ours']:.2f} "
-        f"[{agg['ci']['ours'][0]:.2f}, {agg['ci']['ours'][1]:.2f}] for this service against "
-        f"{agg['point']['zoo']:.2f} [{agg['ci']['zoo'][0]:.2f}, {agg['ci']['zoo'][1]:.2f}] for RL Zoo; "
-        f"P(this service beats the Zoo on a random task) = {agg['p']:.2f} "
-        f"[{agg['p_ci'][0]:.2f}, {agg['p_ci'][1]:.2f}]; "
+        f"per trial, {runs} run{'s' if runs > 1 else ''} per tool:** normalised IQM "
+        f"{agg['point']['ours']:.2f} [{agg['ci']['ours'][0]:.2f}, {agg['ci']['ours'][1]:.2f}] for this service against "
+        f"{agg['point']['zoo']:.2f} [{agg['ci']['zoo'][0]:.2f}, {agg['ci']['zoo'][1]:.2f}] for RL Zoo; {p}; "
         f"tuning wall time {agg['wall']:.2f}x the Zoo's; re-training the winner {agg['retrain']['ours']:.0f} s "
         f"per seed against {agg['retrain']['zoo']:.0f} s."
     )

@@ -93,6 +93,7 @@ def rows(records: list[dict[str, Any]]) -> list[Row]:
 def _seeded() -> np.random.RandomState:
     """The bootstrap's generator, seeded: the same results always give the same tables."""
     warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch still takes it
+    np.random.seed(0)  # rliable's StratifiedBootstrap draws its resamples from numpy's global generator
     return np.random.RandomState(0)
 
 

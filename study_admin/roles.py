@@ -25,6 +25,9 @@ ROLE_LOCK = 727274  # advisory lock key: one init at a time creates roles
 WORKER_TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 DASHBOARD_TABLE_RIGHTS = ("SELECT",)
 ALL_TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+# A worker frozen inside a transaction (SIGSTOP, a paused container or VM) would hold its row locks for
+# ever, and the worker reclaiming its trial after the grace period would wait on them: the server ends it.
+WORKER_IDLE_IN_TRANSACTION = "60s"
 
 
 class RoleError(ValueError):
@@ -101,6 +104,11 @@ def prepare_roles(engine: sqlalchemy.engine.Engine, roles: list[Role]) -> None:
             _execute(conn, sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, name))
             rights = "USAGE, CREATE" if role.kind == "owner" else "USAGE"
             _execute(conn, sql.SQL("GRANT {} ON SCHEMA public TO {}").format(sql.SQL(rights), name))
+            if role.kind == "worker":
+                timeout = sql.Literal(WORKER_IDLE_IN_TRANSACTION)
+                _execute(
+                    conn, sql.SQL("ALTER ROLE {} SET idle_in_transaction_session_timeout = {}").format(name, timeout)
+                )
 
 
 def grant_rights(engine: sqlalchemy.engine.Engine, roles: list[Role]) -> None:

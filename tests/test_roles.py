@@ -76,6 +76,15 @@ def test_the_worker_role_trains_but_cannot_change_the_schema(
     assert "must be owner of table trials" in _refused(roles["worker"], "ALTER TABLE trials ADD COLUMN x int")
 
 
+def test_the_server_ends_a_worker_session_left_idle_in_a_transaction(roles: dict[str, str]) -> None:
+    """A frozen worker must not hold row locks that the worker reclaiming its trial waits on."""
+    worker, owner = (sqlalchemy.create_engine(roles[kind]) for kind in ("worker", "owner"))
+    with worker.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "1min"
+    with owner.connect() as conn:  # positive control: only the worker role has it
+        assert conn.execute(sqlalchemy.text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "0"
+
+
 def test_the_dashboard_role_reads_but_cannot_write(roles: dict[str, str], tiny_space: Path) -> None:
     create_tiny_study(roles["owner"], "precious", tiny_space, 2, 256)
     engine = sqlalchemy.create_engine(roles["dashboard"])

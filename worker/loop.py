@@ -81,8 +81,7 @@ class Worker:
         self._warned: dict[str, str] = {}
         self._maintained: dict[StudyKey, float] = {}
         self._followed: set[StudyKey] = set()
-        self._awaited: set[StudyKey] = set()
-        """Finished studies whose follow-up another worker is creating (it holds the lock)."""
+        """Finished studies whose follow-up exists or is not due; any other finished study still has work coming."""
 
     @property
     def maintenance_interval(self) -> float:
@@ -113,7 +112,6 @@ class Worker:
     def _forget_all_but(self, present: set[StudyKey]) -> None:
         self._maintained = {key: at for key, at in self._maintained.items() if key in present}
         self._followed &= present
-        self._awaited &= present
 
     def _guarded(self, study: TuningStudy, what: str, step: Callable[[], T]) -> T | None:
         """Run one step for one study; a failure there is that study's problem, not the worker's."""
@@ -160,7 +158,6 @@ class Worker:
         assert definition is not None
         if _key(study) in self._followed:
             return False
-        self._awaited.discard(_key(study))
         if definition.campaign is not None and definition.stage != "confirmation":
             expected, create = follow_up_name(definition, study.name), functools.partial(advance, wait=False)
         elif confirmation_due(definition):
@@ -182,10 +179,9 @@ class Worker:
             return False
         if created:
             log.info("study %s finished its budget; created %s", study.name, created)
+        # Not yet created: another worker holds the lock and is creating it, so there is work to wait for.
         if created or self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
             self._followed.add(_key(study))
-        else:  # another worker holds the lock and is creating it, so there is work to wait for
-            self._awaited.add(_key(study))
         return created is not None
 
     def run_once(self) -> bool:

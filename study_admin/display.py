@@ -14,7 +14,7 @@ import yaml
 
 from study_admin.models import CampaignReport, Cost, StudyDetails
 from study_contract.algorithms import ALGORITHMS
-from study_contract.formatting import format_duration, format_value
+from study_contract.formatting import format_duration, format_value, printable
 from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import Summary
 
@@ -56,7 +56,7 @@ def listing(summaries: list[Summary]) -> str:
               "COMPUTE", "ETA"]  # fmt: skip
     rows = [header] + [
         [
-            s.name,
+            printable(s.name),
             s.algo or "-",
             s.env_id or "-",
             s.state,
@@ -71,8 +71,8 @@ def listing(summaries: list[Summary]) -> str:
         ]
         for s in summaries
     ]
-    notes = [f"{s.name}: {s.error}" for s in summaries if s.error]
-    notes += [f"{s.name}: {s.paused_reason}" for s in summaries if s.paused_reason]
+    notes = [f"{printable(s.name)}: {printable(s.error)}" for s in summaries if s.error]
+    notes += [f"{printable(s.name)}: {printable(s.paused_reason)}" for s in summaries if s.paused_reason]
     return table(rows) + "".join(f"  {note}\n" for note in notes)
 
 
@@ -87,7 +87,7 @@ def show(details: StudyDetails) -> str:
     s, d = details.summary, details.definition
     lines = [f"{s.name}: {d.algo.upper()} on {d.env_id}, {s.state}"]
     if s.paused_reason:
-        lines.append(f"  paused: {s.paused_reason}")
+        lines.append(f"  paused: {printable(s.paused_reason)}")
     eta = format_duration(s.eta_seconds)
     workers = f"{s.workers} worker{'s' if s.workers != 1 else ''}"
     lines.append(f"progress  {bar(s.done, s.n_trials)} {s.done}/{s.n_trials} done, ETA {eta} with {workers}")
@@ -127,7 +127,7 @@ def show(details: StudyDetails) -> str:
         lines.extend("  " + row for row in table(rows).splitlines())
     if details.failures:
         lines.append("recent failures")
-        lines.extend(f"  trial {f.number}: {f.fail_reason}" for f in details.failures)
+        lines.extend(f"  trial {f.number}: {printable(f.fail_reason)}" for f in details.failures)
     lines.extend(confirmation(details.confirmation))
     return "\n".join(lines) + "\n"
 

@@ -23,3 +23,10 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def printable(value: object) -> str:
+    """Text read from the database as one line that cannot drive a terminal: control and other unprintable
+    characters (a newline, an escape sequence) are written escaped, as ``repr`` writes them."""
+    text = value if isinstance(value, str) else repr(value)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -21,7 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from study_contract import protocol
-from study_contract.definition import DEFINITION_ATTR
+from study_contract.definition import DEFINITION_ATTR, PAUSED_ATTR, PAUSED_REASON_ATTR
 from study_contract.store.catalog import summarise, tuning_studies
 from study_contract.store.claims import Claim, beat, claim, lost_claim
 from study_contract.store.storage import mask_password, open_engine, open_storage
@@ -187,6 +187,24 @@ def test_a_paused_study_is_still_looked_after(storage_url: str, tiny_space: Path
     (summary,) = summarise(storage.engine)
     assert (summary.running, summary.workers, summary.state) == (0, 0, "paused")
     assert run_cli("study_admin", "delete", "resting", "--yes", "--storage", storage_url).returncode == 0
+
+
+def test_text_from_the_database_cannot_drive_the_terminal(storage_url: str, tiny_space: Path) -> None:
+    create_tiny_study(storage_url, "noisy", tiny_space, 2, 256, "--no-baseline")
+    storage = open_storage(storage_url)
+    study_id = storage.get_study_id_from_name("noisy")
+    storage.set_study_user_attr(study_id, PAUSED_ATTR, True)
+    storage.set_study_user_attr(study_id, PAUSED_REASON_ATTR, "\x1b]0;owned\x07\nnoisy  ppo  fake row")
+    study = optuna.load_study(study_name="noisy", storage=storage)
+    trial = study.ask()
+    trial.set_user_attr(protocol.FAIL_REASON, "boom\x1b[2J")
+    study.tell(trial, state=TrialState.FAIL)
+    listed = run_cli("study_admin", "list", "--storage", storage_url).stdout
+    shown = run_cli("study_admin", "show", "noisy", "--storage", storage_url).stdout
+    for out in (listed, shown):
+        assert "\x1b" not in out and "\x07" not in out
+        assert "\\x1b]0;owned\\x07\\nnoisy  ppo  fake row" in out  # shown, escaped, on its own line
+    assert "boom\\x1b[2J" in shown
 
 
 def test_staleness_is_judged_by_the_owners_grace_period(storage_url: str, tiny_space: Path) -> None:

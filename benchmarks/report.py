@@ -5,9 +5,10 @@ python benchmarks/report.py [--results benchmarks/results] [--check]
 
 Each result line is one run of one tool (``benchmarks/versus_zoo.py``). Per task, a run scores the IQM of
 its fresh-seed scores; a row is the IQM over runs with a stratified bootstrap interval (rliable, the
-method of Agarwal et al., 2021), the probability that this service beats the Zoo (P(X > Y) over run
-pairs), the tuning wall-time ratio and each winner's re-training seconds per seed. Across tasks, scores
-are min-max normalised per task over every fresh-seed score of both tools, so that tasks weigh alike.
+method of Agarwal et al., 2021; over the winner's fresh seeds where each tool has one run), the
+probability that this service beats the Zoo (P(X > Y) over run pairs), the tuning wall-time ratio and
+each winner's re-training seconds per seed. Across tasks, scores are min-max normalised per task over
+every fresh-seed score of both tools, so that tasks weigh alike.
 ``--check`` fails when the generated files differ from the committed ones.
 """
 
@@ -119,7 +120,14 @@ def improvement(ours: np.ndarray, zoo: np.ndarray) -> tuple[float, tuple[float, 
 
 
 def _matrix(row: Row, tool: str, runs: int) -> np.ndarray:
-    return np.array(row.run_scores(tool)[:runs], dtype=float).reshape(-1, 1)
+    """Run scores (runs x 1). With one run per tool (a real budget), its winner's fresh-seed scores instead: the
+    interval then measures the winner's spread over seeds, not the tuning's over runs."""
+    scores = row.run_scores(tool)[:runs] if runs > 1 else row.runs[tool][0]["fresh_seed_scores"]
+    return np.array(scores, dtype=float).reshape(-1, 1)
+
+
+def _budget(settings: dict[str, Any]) -> str:
+    return f"{settings['algo'].upper()}, {settings['trials']} × {settings['timesteps'] // 1000}k"
 
 
 def _fmt(value: float) -> str:
@@ -135,7 +143,7 @@ def row_line(row: Row) -> tuple[list[str], dict[str, Any]]:
     cells = [
         f"`{row.env}`",
         row.split,
-        f"{row.settings['algo'].upper()}, {row.settings['timesteps'] // 1000}k"
+        _budget(row.settings)
         + "".join(f" `{option}`" for option in row.settings["options"] if option != "--no-confirm"),
         str(runs),
         *(f"{_fmt(point[t])} [{_fmt(ci[t][0])}, {_fmt(ci[t][1])}]" for t in TOOLS),
@@ -147,7 +155,7 @@ def row_line(row: Row) -> tuple[list[str], dict[str, Any]]:
     return cells, facts
 
 
-HEADER = ["task", "split", "algo, env-steps per trial", "runs", "this service: IQM [95 % CI]", "RL Zoo: IQM [95 % CI]",
+HEADER = ["task", "split", "algo, trials × env-steps",  "runs", "this service: IQM [95 % CI]", "RL Zoo: IQM [95 % CI]",
           "P(this service > Zoo)", "tuning wall time, ours / Zoo", "re-training per seed, ours / Zoo"]  # fmt: skip
 
 
@@ -187,8 +195,8 @@ def headline(agg: dict[str, Any]) -> str:
         else "P(this service beats the Zoo) needs two runs per tool"
     )
     return (
-        f"**Held-out tasks ({', '.join(agg['tasks'])}), {s['algo'].upper()} at {s['timesteps'] // 1000}k env-steps "
-        f"per trial, {runs} run{'s' if runs > 1 else ''} per tool:** normalised IQM "
+        f"**Held-out tasks ({', '.join(agg['tasks'])}), {s['algo'].upper()}, {s['trials']} trials × "
+        f"{s['timesteps'] // 1000}k env-steps, {runs} run{'s' if runs > 1 else ''} per tool:** normalised IQM "
         f"{agg['point']['ours']:.2f} [{agg['ci']['ours'][0]:.2f}, {agg['ci']['ours'][1]:.2f}] for this service against "
         f"{agg['point']['zoo']:.2f} [{agg['ci']['zoo'][0]:.2f}, {agg['ci']['zoo'][1]:.2f}] for RL Zoo; {p}; "
         f"tuning wall time {agg['wall']:.2f}x the Zoo's; re-training the winner {agg['retrain']['ours']:.0f} s "
@@ -222,8 +230,7 @@ def plot(facts: list[dict[str, Any]], path: Path) -> None:
             axis.plot([f["point"][tool]], [y], "D", color="tab:blue" if tool == "ours" else "tab:orange")
             axis.scatter(row.run_scores(tool), [y] * len(row.runs[tool]), alpha=0.4, color="grey")
         axis.set_yticks(range(len(TOOLS)), [NAMES[t] for t in TOOLS])
-        axis.set_title(f"{row.env} ({row.split}), {row.settings['algo'].upper()} {row.settings['timesteps'] // 1000}k",
-                       fontsize=9)  # fmt: skip
+        axis.set_title(f"{row.env} ({row.split}), {_budget(row.settings)}", fontsize=9)
     axes[-1, 0].set_xlabel("fresh-seed IQM per run (dots), IQM over runs (diamond) and 95 % interval")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -251,15 +258,18 @@ def render(records: list[dict[str, Any]]) -> tuple[str, str, list[dict[str, Any]
         "This service ran with `--no-confirm`, as the Zoo has no confirmation: its winner is the best tuning trial, "
         "not the cheapest confirmed one that `best` recommends after a confirmation. "
         f"Held-out tasks ({', '.join(HELD_OUT_TASKS)}) were never used to choose a default, a space or a known-good "
-        "configuration; development-task rows measure what was chosen on them too. Generated from "
+        "configuration; development-task rows measure what was chosen on them too. A row with one run per tool "
+        "(the real budgets) gives the interval of its winner over the fresh seeds, not over tuning runs. "
+        "Generated from "
         f"`benchmarks/results/*.jsonl` ({len(records)} runs; {'; '.join(machines)}): see "
         "[docs/benchmarks.md](docs/benchmarks.md) for the method and every run.",
     ])  # fmt: skip
-    runs_table = ["| tool | task | algo, env-steps | sampler seed | tuning wall s | CPU s | fresh-seed scores | "
-                  "re-training s per seed | commit |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    runs_table = ["| tool | task | algo, trials × env-steps | sampler seed | tuning wall s | CPU s | "
+                  "fresh-seed scores | re-training s per seed | commit |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in sorted(records, key=lambda r: (r["algo"], r["timesteps"], r["env"], r["tool"], r["sampler_seed"])):
         scores = ", ".join(_fmt(s) for s in r["fresh_seed_scores"])
-        runs_table.append(f"| {r['tool']} | `{r['env']}` | {r['algo'].upper()}, {r['timesteps'] // 1000}k | "
+        runs_table.append(f"| {r['tool']} | `{r['env']}` | {_budget(r)} | "
                           f"{r['sampler_seed']} | {r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} | {scores} | "
                           f"{', '.join(f'{s:.0f}' for s in r['retrain_seconds'])} | {r['commit'][:8]} |")  # fmt: skip
     docs = "\n".join([

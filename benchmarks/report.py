@@ -126,6 +126,11 @@ def _matrix(row: Row, tool: str, runs: int) -> np.ndarray:
     return np.array(scores, dtype=float).reshape(-1, 1)
 
 
+def _shown(settings: dict[str, Any]) -> list[str]:
+    """This service's options as the row names them (every row ran without confirmation)."""
+    return [option for option in settings["options"] if option != "--no-confirm"]
+
+
 def _budget(settings: dict[str, Any]) -> str:
     return f"{settings['algo'].upper()}, {settings['trials']} × {settings['timesteps'] // 1000}k"
 
@@ -140,11 +145,11 @@ def row_line(row: Row) -> tuple[list[str], dict[str, Any]]:
     p, p_ci = improvement(_matrix(row, "ours", runs), _matrix(row, "zoo", runs)) if runs > 1 else (float("nan"), None)
     wall = row.mean("ours", "wall_seconds") / row.mean("zoo", "wall_seconds")
     retrain = {t: row.retrain(t) for t in TOOLS}
+    options = _shown(row.settings)
     cells = [
         f"`{row.env}`",
         row.split,
-        _budget(row.settings)
-        + "".join(f" `{option}`" for option in row.settings["options"] if option != "--no-confirm"),
+        _budget(row.settings) + (f" `{' '.join(options)}`" if options else ""),
         str(runs),
         *(f"{_fmt(point[t])} [{_fmt(ci[t][0])}, {_fmt(ci[t][1])}]" for t in TOOLS),
         "-" if p_ci is None else f"{p:.2f} [{p_ci[0]:.2f}, {p_ci[1]:.2f}]",

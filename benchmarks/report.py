@@ -73,7 +73,8 @@ class Row:
 
 
 def rows(records: list[dict[str, Any]]) -> list[Row]:
-    """One row per task, budget and set of this service's options, with the Zoo's runs at that budget."""
+    """One row per task, budget and set of this service's options, with the Zoo's runs at that budget and
+    sampler seeds."""
     zoo: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     ours: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -82,12 +83,13 @@ def rows(records: list[dict[str, Any]]) -> list[Row]:
             zoo[key].append(record)
         else:
             ours[(*key, json.dumps(record.get("options", [])))].append(record)
-    found = [
-        Row(env, split, {**json.loads(settings), "options": json.loads(options)},
-            {"ours": runs, "zoo": zoo[(env, split, settings)]})
-        for (env, split, settings, options), runs in ours.items()
-        if zoo.get((env, split, settings))
-    ]  # fmt: skip
+    found = []
+    for (env, split, settings, options), runs in ours.items():
+        seeds = {r["sampler_seed"] for r in runs}  # each of our runs against the Zoo's run with its sampler seed
+        paired = [r for r in zoo[(env, split, settings)] if r["sampler_seed"] in seeds]
+        if paired:
+            found.append(Row(env, split, {**json.loads(settings), "options": json.loads(options)},
+                             {"ours": runs, "zoo": paired}))  # fmt: skip
     return sorted(found, key=lambda r: (r.settings["algo"], r.settings["timesteps"], r.split != "held-out", r.env))
 
 
@@ -194,6 +196,7 @@ def aggregate(facts: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def headline(agg: dict[str, Any]) -> str:
     s, runs = agg["settings"], agg["runs"]
+    options = f", this service with `{' '.join(_shown(s))}`" if _shown(s) else ""
     p = (
         f"P(this service beats the Zoo on a random task) = {agg['p']:.2f} [{agg['p_ci'][0]:.2f}, {agg['p_ci'][1]:.2f}]"
         if runs > 1
@@ -201,7 +204,7 @@ def headline(agg: dict[str, Any]) -> str:
     )
     return (
         f"**Held-out tasks ({', '.join(agg['tasks'])}), {s['algo'].upper()}, {s['trials']} trials × "
-        f"{s['timesteps'] // 1000}k env-steps, {runs} run{'s' if runs > 1 else ''} per tool:** normalised IQM "
+        f"{s['timesteps'] // 1000}k env-steps{options}, {runs} run{'s' if runs > 1 else ''} per tool:** normalised IQM "
         f"{agg['point']['ours']:.2f} [{agg['ci']['ours'][0]:.2f}, {agg['ci']['ours'][1]:.2f}] for this service against "
         f"{agg['point']['zoo']:.2f} [{agg['ci']['zoo'][0]:.2f}, {agg['ci']['zoo'][1]:.2f}] for RL Zoo; {p}; "
         f"tuning wall time {agg['wall']:.2f}x the Zoo's; re-training the winner {agg['retrain']['ours']:.0f} s "

@@ -162,7 +162,7 @@ def row_line(row: Row) -> tuple[list[str], dict[str, Any]]:
     return cells, facts
 
 
-HEADER = ["task", "split", "algo, trials × env-steps",  "runs", "this service: IQM [95 % CI]", "RL Zoo: IQM [95 % CI]",
+HEADER = ["task", "split", "algo, trials × env-steps", "runs", "this service: IQM [95 % CI]", "RL Zoo: IQM [95 % CI]",
           "P(this service > Zoo)", "tuning wall time, ours / Zoo", "re-training per seed, ours / Zoo"]  # fmt: skip
 
 
@@ -196,7 +196,8 @@ def aggregate(facts: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def headline(agg: dict[str, Any]) -> str:
     s, runs = agg["settings"], agg["runs"]
-    options = f", this service with `{' '.join(_shown(s))}`" if _shown(s) else ""
+    shown = _shown(s)
+    options = f", this service with `{' '.join(shown)}`" if shown else ""
     p = (
         f"P(this service beats the Zoo on a random task) = {agg['p']:.2f} [{agg['p_ci'][0]:.2f}, {agg['p_ci'][1]:.2f}]"
         if runs > 1

@@ -144,9 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     best = _command(
         subcommands,
         "best",
-        "the recommended configuration as SB3 keyword arguments, with its cost",
+        "the recommended configuration as SB3 keyword arguments, with its cost; --format python prints it as a module "
+        "that builds the model (ALGORITHM, POLICY, make_env, kwargs)",
         commands.best,
-        formats=("yaml", "json"),
+        formats=("yaml", "json", "python"),
         study=True,
     )
     _pick_option(best)

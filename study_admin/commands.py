@@ -211,8 +211,10 @@ def show(args: argparse.Namespace, url: str) -> int:
 
 def best(args: argparse.Namespace, url: str) -> int:
     from study_admin import display, studies
+    from study_admin.export import to_python
 
-    _print(display.dump(studies.best_configuration(_storage(url), args.name, args.pick).to_dict(), args.format))
+    config = studies.best_configuration(_storage(url), args.name, args.pick)
+    _print(to_python(config) if args.format == "python" else display.dump(config.to_dict(), args.format))
     return 0
 
 

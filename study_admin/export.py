@@ -4,7 +4,9 @@
   spells a linear schedule ``lin_<rate>`` and a constant one as the number; it has no cosine, so a cosine
   schedule is exported as the linear decay (both start at the rate and end at 0), with a comment.
 - ``python``: a standalone script that needs only the algorithm's library and Gymnasium, with the
-  schedule as code (the very function the worker trained with), ``VecNormalize``, the seed and the timesteps.
+  schedule as code (the very function the worker trained with), ``VecNormalize``, the seed and the timesteps:
+  the module ``study_admin best --format python`` prints (``ALGORITHM``, ``POLICY``, ``make_env``,
+  ``kwargs``), with a ``main`` that trains and saves.
 - ``json``: what ``study_admin best --format json`` prints.
 
 Both render the configuration's recipe (``study_contract/algorithms``), the same data training builds
@@ -59,16 +61,17 @@ def to_zoo(config: Configuration) -> str:
     return "\n".join(notes) + "\n" + yaml.safe_dump({config.env_id: entry}, sort_keys=False)
 
 
-PYTHON_TEMPLATE = '''"""Re-trains a configuration tuned by locomotion-tuner (STUDY and TRIAL below); needs only
-{library} and gymnasium (plus MuJoCo for MuJoCo tasks).
+CONFIGURATION_TEMPLATE = '''"""The configuration locomotion-tuner recommends for study {study!r} (trial {trial!r}), as
+plain {library} keyword arguments; needs only {library} and gymnasium (plus MuJoCo for MuJoCo tasks).
 
-    python train.py [--timesteps N] [--seed S] [--out model.zip]
+    from {module_name} import ALGORITHM, POLICY, kwargs, make_env
+    model = ALGORITHM(POLICY, make_env(), **kwargs)
 """
 
-import argparse
 import functools
 import math  # noqa: F401 - used by some learning-rate schedules
 
+import gymnasium  # noqa: F401 - sizes action noises
 import numpy as np  # noqa: F401 - used by action noises
 import {activation_module}
 from {library} import {class_name}
@@ -79,28 +82,44 @@ from stable_baselines3.common.vec_env import VecNormalize
 STUDY = {study!r}
 TRIAL = {trial!r}
 ENV_ID = {env_id!r}
+N_ENVS = {n_envs!r}
+NORMALIZE = {normalize!r}
+"""Observations (and rewards) normalised by a VecNormalize wrapper, as in tuning."""
+TIMESTEPS = {timesteps!r}
+SEED = {seed!r}
+ALGORITHM = {class_name}
+POLICY = {policy!r}
 
 
 {schedule_source}
 
+def make_env(seed=None):
+    """The training environments as tuned: N_ENVS copies of ENV_ID, normalised when NORMALIZE."""
+    env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed)
+    return VecNormalize(env) if NORMALIZE else env
+
+{noise_setup}
+kwargs = dict(
+    learning_rate=functools.partial({schedule_function}, {rate!r}),
+{kwargs}    policy_kwargs={policy_kwargs},
+)
+'''
+
+NOISE_SETUP = "n_actions = int(np.prod(gymnasium.make(ENV_ID).action_space.shape or (1,)))\n"
+
+SCRIPT_TEMPLATE = '''
+
 def main() -> None:
+    """Re-trains the configuration above: python train.py [--timesteps N] [--seed S] [--out model.zip]"""
+    import argparse
+
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--timesteps", type=int, default={timesteps!r})
-    parser.add_argument("--seed", type=int, default={seed!r})
+    parser.add_argument("--timesteps", type=int, default=TIMESTEPS)
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", default="model.zip", help="where to save the trained model")
     args = parser.parse_args()
-    env = make_vec_env(ENV_ID, n_envs={n_envs!r}, seed=args.seed)
-    if {normalize!r}:
-        env = VecNormalize(env)
-    n_actions = int(np.prod(env.action_space.shape or (1,)))
-    model = {class_name}(
-        {policy!r},
-        env,
-        learning_rate=functools.partial({schedule_function}, {rate!r}),
-{kwargs}        policy_kwargs={policy_kwargs},
-        seed=args.seed,
-        verbose=1,
-    )
+    env = make_env(args.seed)
+    model = ALGORITHM(POLICY, env, seed=args.seed, verbose=1, **kwargs)
     model.learn(args.timesteps)
     model.save(args.out)
     if isinstance(env, VecNormalize):
@@ -112,14 +131,16 @@ if __name__ == "__main__":
 '''
 
 
-def to_python(config: Configuration) -> str:
-    """A standalone training script for ``config``."""
+def to_python(config: Configuration, *, module_name: str = "best") -> str:
+    """``config`` as a Python module: ``ALGORITHM``, ``POLICY``, ``make_env()`` and ``kwargs``, ready to build the
+    model with; ``module_name`` is what its docstring imports it as."""
     recipe = config.recipe
-    kwargs = "".join(f"        {name}={value!r},\n" for name, value in recipe.kwargs.items())
+    kwargs = "".join(f"    {name}={value!r},\n" for name, value in recipe.kwargs.items())
     if recipe.noise_class is not None:
-        kwargs += (f"        action_noise=noise.{recipe.noise_class}(mean=np.zeros(n_actions), "
+        kwargs += (f"    action_noise=noise.{recipe.noise_class}(mean=np.zeros(n_actions), "
                    f"sigma={float(recipe.noise_std or 0.0)!r} * np.ones(n_actions)),\n")  # fmt: skip
-    return PYTHON_TEMPLATE.format(
+    return CONFIGURATION_TEMPLATE.format(
+        module_name=module_name,
         library=recipe.library,
         class_name=recipe.class_name,
         trial=int(config.trial),
@@ -134,14 +155,20 @@ def to_python(config: Configuration) -> str:
         schedule_function=SCHEDULES[recipe.lr_schedule].__name__,
         rate=float(recipe.learning_rate),
         kwargs=kwargs,
+        noise_setup=NOISE_SETUP if recipe.noise_class is not None else "",
         activation_module=recipe.activation_module,
         policy_kwargs=_policy_kwargs(recipe, recipe.activation_module, recipe.activation_class),
     )
+
+
+def to_script(config: Configuration) -> str:
+    """A standalone training script for ``config``: the configuration module with a ``main``."""
+    return to_python(config, module_name="train") + SCRIPT_TEMPLATE
 
 
 def export(config: Configuration, fmt: str) -> str:
     if fmt == "zoo":
         return to_zoo(config)
     if fmt == "python":
-        return to_python(config)
+        return to_script(config)
     return json.dumps(config.to_dict(), indent=2, default=str) + "\n"

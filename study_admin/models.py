@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from study_contract.algorithms import Recipe
+from study_contract.algorithms import NOISE_MODULE, Recipe
 from study_contract.definition import StudyDefinition
 from study_contract.schedules import formula
 from study_contract.store.catalog import Summary
@@ -171,12 +171,13 @@ class Configuration:
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        """The constructor's keyword arguments as data: the network and its activation named, the noise described."""
+        """The constructor's keyword arguments as data: classes by import path (``torch.nn.ReLU``), the learning rate
+        as its initial value (the schedule is named beside it), the noise as its class and scale."""
         recipe = self.recipe
-        policy_kwargs = {"net_arch": recipe.net_arch, "activation_fn": recipe.activation, **recipe.policy_extras}
+        policy_kwargs = {"net_arch": recipe.net_arch, "activation_fn": recipe.activation_path, **recipe.policy_extras}
         kwargs = {"learning_rate": recipe.learning_rate, **recipe.kwargs, "policy_kwargs": policy_kwargs}
-        if recipe.action_noise is not None:
-            kwargs["action_noise"] = {"type": recipe.action_noise, "sigma": recipe.noise_std}
+        if recipe.noise_class is not None:
+            kwargs["action_noise"] = {"class": f"{NOISE_MODULE}.{recipe.noise_class}", "sigma": recipe.noise_std}
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +189,7 @@ class Configuration:
             "policy": self.policy,
             "library": self.recipe.library,
             "sb3_class": self.recipe.class_name,
+            "class": self.recipe.class_path,
             "kwargs": self.kwargs,
             "learning_rate_schedule": self.recipe.lr_schedule,
             "learning_rate_formula": self.learning_rate_formula,

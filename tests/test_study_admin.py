@@ -355,7 +355,7 @@ def test_best_is_reported_as_sb3_keyword_arguments(pg_url: str, tiny_space: Path
     capsys.readouterr()
     assert admin(pg_url, "best", "done", "--format", "yaml") == 0
     best = yaml.safe_load(capsys.readouterr().out)
-    assert best["kwargs"]["policy_kwargs"] == {"net_arch": [32, 32], "activation_fn": "relu"}
+    assert best["kwargs"]["policy_kwargs"] == {"net_arch": [32, 32], "activation_fn": "torch.nn.ReLU"}
     assert best["learning_rate_schedule"] == "linear"
     assert best["learning_rate_formula"] == "progress_remaining * 0.001"
     assert best["normalize_observations"] is True

@@ -49,29 +49,6 @@ def test_two_workers_finish_a_postgresql_study_exactly(pg_url: str, tiny_space: 
     assert listing[0]["pruned"] == states.count(TrialState.PRUNED)
 
 
-def test_best_configuration_builds_a_working_sb3_model(pg_url: str, tiny_space: Path, tmp_path: Path) -> None:
-    create_pruning_study(pg_url, tiny_space, "best", n_trials=2)
-    assert start_worker(pg_url, *FAST_WORKER, log=tmp_path / "w.log").wait(timeout=300) == 0
-    result = run_cli("study_admin", "best", "best", "--storage", pg_url, "--format", "json")
-    assert result.returncode == 0, result.stderr
-    best = json.loads(result.stdout)
-
-    import torch
-    from stable_baselines3 import PPO
-
-    from study_contract.algorithms import ACTIVATION_CLASSES
-    from study_contract.schedules import make_schedule
-
-    kwargs = dict(best["kwargs"])
-    policy_kwargs = kwargs.pop("policy_kwargs")
-    policy_kwargs["activation_fn"] = getattr(torch.nn, ACTIVATION_CLASSES[policy_kwargs["activation_fn"]])
-    learning_rate = make_schedule(best["learning_rate_schedule"], kwargs.pop("learning_rate"))
-    model = PPO(best["policy"], best["env_id"], seed=best["seed"], learning_rate=learning_rate,
-                policy_kwargs=policy_kwargs, **kwargs)  # fmt: skip
-    model.learn(64)
-    assert model.n_steps == kwargs["n_steps"] and model.batch_size == kwargs["batch_size"]
-
-
 def test_two_local_workers_share_the_embedded_default(tmp_path: Path, tiny_space: Path) -> None:
     env = {"TUNER_DATA_DIR": str(tmp_path / "data")}
     created = run_cli(

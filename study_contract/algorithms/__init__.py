@@ -12,6 +12,7 @@ from study_contract.algorithms.entry import (
     AROUND,
     BACKENDS,
     NET_ARCHS,
+    NOISE_MODULE,
     PRESET,
     Algorithm,
     KnownGood,
@@ -26,8 +27,8 @@ from study_contract.space import SpaceError
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (PPO, SAC, TD3, TQC)}
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_CLASSES", "ALGORITHMS", "AROUND", "BACKENDS", "NET_ARCHS", "PRESET", "Algorithm",
-           "KnownGood", "Recipe", "Space", "algorithm"]  # fmt: skip
+__all__ = ["ACTIVATIONS", "ACTIVATION_CLASSES", "ALGORITHMS", "AROUND", "BACKENDS", "NET_ARCHS", "NOISE_MODULE",
+           "PRESET", "Algorithm", "KnownGood", "Recipe", "Space", "algorithm"]  # fmt: skip
 
 
 def algorithm(name: str) -> Algorithm:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from study_contract.algorithms.entry import Recipe
+from study_contract.algorithms.entry import NOISE_MODULE, Recipe
 from study_contract.schedules import make_schedule
 
 
 def materialise(recipe: Recipe, action_space: Any) -> tuple[type, dict[str, Any]]:
     """The class named by ``recipe`` and its constructor keyword arguments, without policy, env and seed."""
     import numpy as np
-    from stable_baselines3.common import noise
 
     kwargs = dict(recipe.kwargs)
     kwargs["learning_rate"] = make_schedule(recipe.lr_schedule, recipe.learning_rate)
@@ -24,5 +23,6 @@ def materialise(recipe: Recipe, action_space: Any) -> tuple[type, dict[str, Any]
     if recipe.noise_class is not None:
         n_actions = int(np.prod(action_space.shape))
         sigma = float(recipe.noise_std or 0.0) * np.ones(n_actions)
-        kwargs["action_noise"] = getattr(noise, recipe.noise_class)(mean=np.zeros(n_actions), sigma=sigma)
+        noise = getattr(importlib.import_module(NOISE_MODULE), recipe.noise_class)
+        kwargs["action_noise"] = noise(mean=np.zeros(n_actions), sigma=sigma)
     return getattr(importlib.import_module(recipe.library), recipe.class_name), kwargs

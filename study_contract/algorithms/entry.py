@@ -28,10 +28,13 @@ ACTIVATIONS = tuple(ACTIVATION_CLASSES)
 # Training libraries: Stable-Baselines3 (PyTorch), or SBX, the same API on JAX, where an entry has its class.
 SB3, SBX = "sb3", "sbx"
 BACKENDS = (SB3, SBX)
-# Where each backend's activations live: torch.nn classes, flax.linen functions of the activation's own name.
+# Where each backend's activations live, and their names there: torch.nn classes, flax.linen functions. A name
+# read from the database is looked up here, never used as it is.
 ACTIVATION_MODULES = {SB3: "torch.nn", SBX: "flax.linen"}
+ACTIVATION_NAMES = {SB3: ACTIVATION_CLASSES, SBX: {"tanh": "tanh", "relu": "relu"}}
 # Exploration noise names (RL Zoo's noise_type) -> stable_baselines3.common.noise class names.
 NOISE_CLASSES = {"normal": "NormalActionNoise", "ornstein-uhlenbeck": "OrnsteinUhlenbeckActionNoise"}
+NOISE_MODULE = "stable_baselines3.common.noise"
 NO_NOISE = "none"
 
 SCHEDULE = choice(tuple(SCHEDULES))
@@ -94,7 +97,17 @@ class Recipe:
     @property
     def activation_class(self) -> str:
         """The activation's name in :attr:`activation_module` (``ReLU`` in torch.nn, ``relu`` in flax.linen)."""
-        return ACTIVATION_CLASSES[self.activation] if self.backend == SB3 else self.activation
+        return ACTIVATION_NAMES[self.backend][self.activation]
+
+    @property
+    def activation_path(self) -> str:
+        """The activation's import path, e.g. ``torch.nn.ReLU``."""
+        return f"{self.activation_module}.{self.activation_class}"
+
+    @property
+    def class_path(self) -> str:
+        """The algorithm's import path, e.g. ``stable_baselines3.PPO``."""
+        return f"{self.library}.{self.class_name}"
 
     @property
     def noise_class(self) -> str | None:

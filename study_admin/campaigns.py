@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import optuna
-from optuna.trial import TrialState
 
 from study_admin.models import CampaignReport, CampaignWinner, StageRow
 from study_admin.studies import load_definition, summary_of
@@ -15,7 +14,7 @@ from study_contract.definition import StudyError
 from study_contract.engine.confirmation import ConfirmationReport, confirmation_report
 from study_contract.engine.creation import study_exists
 from study_contract.engine.stages import decide, stage_outcome
-from study_contract.store.catalog import tuning_studies
+from study_contract.store.catalog import read_trials, tuning_studies
 
 
 def _plans(storage: optuna.storages.RDBStorage) -> dict[str, CampaignPlan]:
@@ -55,9 +54,9 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignR
             continue
         summary = summary_of(storage, study)
         definition = load_definition(storage, study)
-        trials = storage.get_all_trials(storage.get_study_id_from_name(study), deepcopy=False)
+        trials = read_trials(storage, study)
         outcome = stage_outcome(storage, study)
-        if outcome is None and summary.state == "finished" and any(t.state == TrialState.COMPLETE for t in trials):
+        if outcome is None and summary.state == "finished" and any(t.complete for t in trials):
             outcome = decide(storage, study, definition)
         searched = RULES[step.name].searched(definition.algo)
         if step.name == "baseline" and outcome is not None:
@@ -74,7 +73,7 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignR
                 state=summary.state,
                 done=summary.done,
                 best_value=summary.best_value,
-                env_steps=sum(int(t.user_attrs.get(protocol.ENV_STEPS, 0)) for t in trials),
+                env_steps=sum(t.get(protocol.ENV_STEPS, 0) for t in trials),
                 fixed={n: s.value for n, s in definition.space.items() if s.fixed and n not in searched},
                 searched=sorted(n for n, s in definition.space.items() if not s.fixed),
                 decision=outcome,

@@ -17,7 +17,7 @@ from study_admin import commands
 from study_admin.commands import CREATE_OPTIONS, DEMO, InputError
 from study_contract.campaign import DEFAULT_BUDGET_TRIALS
 from study_contract.definition import DefinitionError, StudyError
-from study_contract.options import HelpFormatter, add_options, parse_bool
+from study_contract.options import HelpFormatter, OneLineParser, add_options, parse_bool, parse_number
 from study_contract.space import SpaceError
 from study_contract.statistics import PICK_RULES
 from study_contract.store.artifacts import UnsafeArtifact
@@ -77,7 +77,7 @@ def _artifact_option(parser: argparse.ArgumentParser, text: str) -> None:
 
 def _whole(text: str, low: int, high: int, what: str) -> int:
     try:
-        value = int(text)
+        value = parse_number(int, text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if not low <= value <= high:
@@ -93,8 +93,12 @@ def _trial_number(text: str) -> int:
     return _whole(text, 0, MAX_NUMBER, "a trial number")
 
 
+def _port(text: str) -> int:
+    return _whole(text, 1, 65535, "a TCP port")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="study_admin", description=__doc__, formatter_class=HelpFormatter)
+    parser = OneLineParser(prog="study_admin", description=__doc__, formatter_class=HelpFormatter)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     create = _command(subcommands, "create", "define a study; workers pick it up at once", commands.create)
@@ -217,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         subcommands, "dashboard", "serve optuna-dashboard (survives database restarts)", commands.dashboard
     )
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    dashboard.add_argument("--port", type=_positive, default=8080, help="port (default 8080)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     _artifact_option(dashboard, "show the artifacts the workers store")
     return parser
 

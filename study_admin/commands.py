@@ -144,7 +144,10 @@ def list_studies(args: argparse.Namespace, url: str) -> int:
 def dashboard(args: argparse.Namespace, url: str) -> int:
     from study_admin.dashboard import serve
 
-    serve(url, args.host, args.port, args.artifact_dir)
+    try:
+        serve(url, args.host, args.port, args.artifact_dir)
+    except OSError as exc:  # an address that does not resolve or cannot be bound
+        raise InputError(f"cannot serve on --host {args.host!r} --port {args.port}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -244,12 +247,14 @@ def export(args: argparse.Namespace, url: str) -> int:
 def download(args: argparse.Namespace, url: str) -> int:
     from study_admin import studies
     from study_contract.store.artifacts import download as fetch
+    from study_contract.store.artifacts import trial_artifacts
 
     store = _store(args.artifact_dir, url)
     if store is None:
         raise InputError("no artifact store: give --artifact-dir (or TUNER_ARTIFACT_DIR), as the workers have")
     storage = _storage(url)
     trial = studies.artifact_trial(storage, args.name, args.trial, args.pick)
+    trial_artifacts(trial)  # records that are not this service's are refused before anything is written
     files = fetch(store, trial, output_dir(args.out))
     if not files:
         raise StudyError(f"trial {trial.number} has no artifacts in the store")

@@ -15,6 +15,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import sqlalchemy
 
+from study_contract.store.artifacts import FILES
+
 log = logging.getLogger(__name__)
 
 
@@ -27,8 +29,35 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+SERVED_TYPES = frozenset(FILES.values())
+# An artifact is served as the type this service stores it as; anything else is a download that no browser renders or
+# runs, whatever type its record claims (the record comes from the database).
+DOWNLOAD_HEADERS = [("Content-Type", "application/octet-stream"), ("Content-Disposition", "attachment")]
+SAFE_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", "sandbox; default-src 'none'")]
+
+
+def safe_artifacts(app: Any) -> Any:
+    """``app`` with its ``/artifacts/`` responses made safe: a type outside :data:`FILES` becomes a download, no
+    cross-origin access, no content sniffing, no script."""
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("PATH_INFO", "").startswith("/artifacts/"):
+            return app(environ, start_response)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            claimed = next((v for k, v in headers if k.lower() == "content-type"), "")
+            kept = [(k, v) for k, v in headers if k.lower() in ("content-length", "last-modified", "etag")]
+            served = [("Content-Type", claimed)] if claimed in SERVED_TYPES else DOWNLOAD_HEADERS
+            return start_response(status, [*kept, *served, *SAFE_HEADERS], exc_info)
+
+        return app(environ, start)
+
+    return middleware
+
+
 def make_app(url: str, artifact_dir: str | None) -> Any:
-    """The dashboard's WSGI app on a pre-pinging storage, with a database-backed ``/healthz``."""
+    """The dashboard's WSGI app on a pre-pinging storage, with a database-backed ``/healthz`` and artifacts served
+    safely (:func:`safe_artifacts`)."""
     import optuna
     import optuna_dashboard
 
@@ -47,7 +76,7 @@ def make_app(url: str, artifact_dir: str | None) -> Any:
             conn.execute(sqlalchemy.text("SELECT 1"))
         return {"ok": True}
 
-    return app
+    return safe_artifacts(app)
 
 
 def serve(url: str, host: str, port: int, artifact_dir: str | None) -> None:

@@ -37,9 +37,11 @@ def dump(data: Any, fmt: str) -> str:
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns, two spaces apart, no trailing spaces."""
+    """Left-aligned columns, two spaces apart, no trailing spaces; every cell one printable line (a value read from
+    the database cannot drive the terminal or forge a row)."""
     if not rows:
         return ""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows) + "\n"
 
@@ -77,9 +79,10 @@ def listing(summaries: list[Summary]) -> str:
 
 
 def format_param(value: Any) -> str:
+    """A parameter's value as one printable line."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return printable(value if isinstance(value, str) else str(value))
 
 
 def show(details: StudyDetails) -> str:
@@ -110,7 +113,8 @@ def show(details: StudyDetails) -> str:
     if best:
         cost = describe_cost(best.cost)
         lines.append(f"best      trial {best.number}: {format_value(best.value)} (seed {best.seed}){cost}")
-        lines.extend(f"            {name} = {format_param(value)}" for name, value in (best.hyperparams or {}).items())
+        lines.extend(f"            {printable(name)} = {format_param(value)}"
+                     for name, value in (best.hyperparams or {}).items())  # fmt: skip
     else:
         lines.append("best      - (no completed trial yet)")
     top = details.top_trials
@@ -160,7 +164,8 @@ def campaign(report: CampaignReport) -> str:
     for s in report.stages:
         if s.decision:
             lines.append(
-                f"  {s.stage}: {s.decision.reason}" + ("; kept the previous winner" * s.decision.kept_previous)
+                f"  {s.stage}: {printable(s.decision.reason)}"
+                + ("; kept the previous winner" * s.decision.kept_previous)
             )
     w = report.winner
     if w and w.confirmed:

@@ -21,8 +21,10 @@ from study_admin.display import (
     format_param,
 )
 from study_admin.models import Configuration, StudyDetails
-from study_admin.studies import best_configuration, study_details, study_id_of
+from study_admin.studies import best_configuration, study_details
 from study_contract.engine.confirmation import ConfirmationReport
+from study_contract.store.catalog import UNREADABLE_ROW, read_trials
+from study_contract.store.trials import by_value
 
 TOP_CURVES = 5
 
@@ -37,9 +39,8 @@ def _pyplot() -> Any:
 
 
 def plot_curves(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
-    trials = [t for t in storage.get_all_trials(study_id_of(storage, name), deepcopy=False) if t.value is not None]
-    top = sorted(trials, key=lambda t: -float(t.value or 0.0))[:TOP_CURVES]
-    curves = [(t.number, sorted(t.intermediate_values.items())) for t in top]
+    top = by_value(read_trials(storage, name))[:TOP_CURVES]
+    curves = [(t.number, t.curve) for t in top]
     if not any(curve for _, curve in curves):
         return False
     plt = _pyplot()
@@ -61,13 +62,13 @@ def readable_name(optuna_name: str) -> str:
 
 def plot_importances(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
     study = optuna.load_study(study_name=name, storage=storage)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) < 3 or not any(t.params for t in complete):
-        return False
     try:
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(complete) < 3 or not any(t.params for t in complete):
+            return False
         importances = optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError):
-        return False  # too few distinct values to rank anything
+    except (*UNREADABLE_ROW, RuntimeError):
+        return False  # too few distinct values to rank anything, or parameters that cannot be read
     if not importances:
         return False
     plt = _pyplot()

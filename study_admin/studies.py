@@ -6,10 +6,9 @@ Creating studies lives in ``study_contract/engine/creation.py``, which workers u
 from __future__ import annotations
 
 import contextlib
-from typing import Any, cast
+from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from study_admin.models import Configuration, Cost, StudyDetails, TrialRecord
 from study_contract import protocol
@@ -17,7 +16,6 @@ from study_contract.algorithms import algorithm
 from study_contract.definition import (
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
-    SEED_SPACE,
     DefinitionError,
     StudyDefinition,
     StudyError,
@@ -29,7 +27,10 @@ from study_contract.engine.confirmation import (
     confirmation_report,
 )
 from study_contract.statistics import CHEAPEST_TIED
-from study_contract.store.catalog import Summary, load_definition, study_id_of, summarise
+from study_contract.store.catalog import Summary, count_trials, load_definition, read_trials, study_id_of, summarise
+from study_contract.store.trials import TrialView, by_value
+
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 
 def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
@@ -40,22 +41,21 @@ def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
     raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
 
 
-def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
-    attrs = trial.user_attrs
+def trial_record(trial: TrialView) -> TrialRecord:
     return TrialRecord(
         number=trial.number,
-        state=trial.state.name,
+        state=trial.state,
         value=trial.value,
-        hyperparams=attrs.get(protocol.HYPERPARAMS),
-        seed=attrs.get(protocol.SEED),
-        env_steps=attrs.get(protocol.ENV_STEPS),
-        train_steps_per_second=attrs.get(protocol.TRAIN_STEPS_PER_SECOND),
-        wall_seconds=attrs.get(protocol.WALL_SECONDS),
-        worker=attrs.get(protocol.WORKER),
-        fail_reason=attrs.get(protocol.FAIL_REASON),
-        retried=attrs.get(protocol.RETRY),
-        retry_of=trial.system_attrs.get(protocol.FAILED_TRIAL),
-        progress=attrs.get(protocol.PROGRESS),
+        hyperparams=trial.hyperparams,
+        seed=trial.seed,
+        env_steps=trial.get(protocol.ENV_STEPS),
+        train_steps_per_second=trial.get(protocol.TRAIN_STEPS_PER_SECOND),
+        wall_seconds=trial.get(protocol.WALL_SECONDS),
+        worker=trial.get(protocol.WORKER),
+        fail_reason=trial.get(protocol.FAIL_REASON),
+        retried=trial.get(protocol.RETRY),
+        retry_of=trial.system.get(protocol.FAILED_TRIAL),
+        progress=trial.get(protocol.PROGRESS),
         cost=trial_cost(trial),
     )
 
@@ -63,26 +63,21 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) -> StudyDetails:
     summary = summary_of(storage, name)
     definition = load_definition(storage, name)
-    trials = storage.get_all_trials(study_id_of(storage, name), deepcopy=False)
-    finished = [t for t in trials if t.state.is_finished()]
-    complete = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-        key=lambda t: cast(float, t.value),
-        reverse=True,
-    )
-    rates = [t.user_attrs[protocol.TRAIN_STEPS_PER_SECOND] for t in finished
-             if protocol.TRAIN_STEPS_PER_SECOND in t.user_attrs]  # fmt: skip
-    failed = [t for t in finished if t.state == TrialState.FAIL and t.user_attrs.get(protocol.FAIL_REASON)]
+    trials = read_trials(storage, name)
+    finished = [t for t in trials if t.state in FINISHED]
+    complete = by_value(trials)
+    rates = [t.get(protocol.TRAIN_STEPS_PER_SECOND) for t in finished if protocol.TRAIN_STEPS_PER_SECOND in t.attrs]
+    failed = [t for t in finished if t.state == "FAIL" and t.get(protocol.FAIL_REASON)]
     failed.sort(key=lambda t: t.number, reverse=True)
     return StudyDetails(
         summary=summary,
         definition=definition,
         best=trial_record(complete[0]) if complete else None,
         top_trials=[trial_record(t) for t in complete[:top]],
-        running=[trial_record(t) for t in trials if t.state == TrialState.RUNNING],
+        running=[trial_record(t) for t in trials if t.state == "RUNNING"],
         failures=[trial_record(t) for t in failed[:top]],
         mean_train_steps_per_second=sum(rates) / len(rates) if rates else None,
-        env_steps_total=sum(t.user_attrs.get(protocol.ENV_STEPS, 0) for t in finished),
+        env_steps_total=sum(t.get(protocol.ENV_STEPS, 0) for t in finished),
         confirmation=confirmation_report(storage, name) if definition.stage == "tuning" else None,
     )
 
@@ -95,16 +90,18 @@ def best_configuration(storage: optuna.storages.BaseStorage, name: str, pick: st
     candidate and the baseline. Until then, the best tuning trial, not confirmed.
     """
     definition = load_definition(storage, name)
-    study_id = study_id_of(storage, name)
-    if storage.get_n_trials(study_id, state=TrialState.COMPLETE) == 0:
+    trials = read_trials(storage, name)
+    ranked = by_value(trials)
+    if not ranked:
         raise StudyError(f"study {name!r} has no completed trial yet")
     report = confirmation_report(storage, name) if definition.stage == "tuning" else None
     chosen = report.pick(pick) if report is not None and report.confirmed else None
-    if chosen is not None:
-        best = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, chosen.trial))
-    else:
-        best = storage.get_best_trial(study_id)
-    return configuration(storage, definition, name, best, report, chosen)
+    if chosen is None:
+        return configuration(definition, name, ranked[0], report, None)
+    best = next((t for t in trials if t.number == chosen.trial), None)
+    if best is None:
+        raise StudyError(f"study {name!r}: its confirmation recommends trial {chosen.trial}, which it does not have")
+    return configuration(definition, name, best, report, chosen)
 
 
 def trial_configuration(
@@ -114,27 +111,16 @@ def trial_configuration(
     if number is None:
         return best_configuration(storage, name, pick)
     definition = load_definition(storage, name)
-    study_id = study_id_of(storage, name)
-    try:
-        trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
-    except KeyError:
-        raise StudyError(f"study {name!r} has no trial {number}") from None
-    if protocol.HYPERPARAMS not in trial.user_attrs:
-        raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state.name})")
-    return configuration(storage, definition, name, trial, None, None)
+    trial = next((t for t in read_trials(storage, name) if t.number == number), None)
+    if trial is None:
+        raise StudyError(f"study {name!r} has no trial {number}")
+    if trial.hyperparams is None:
+        raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state})")
+    return configuration(definition, name, trial, None, None)
 
 
-def trial_seed(trial: optuna.trial.FrozenTrial) -> int | None:
-    """The training seed a trial recorded, checked: it is pasted into exports."""
-    seed = trial.user_attrs.get(protocol.SEED)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_SPACE):
-        raise StudyError(f"trial {trial.number} has seed={seed!r}, not a whole number from 0 to {SEED_SPACE - 1}")
-    return seed
-
-
-def artifact_trial(
-    storage: optuna.storages.BaseStorage, name: str, number: int | None, pick: str = CHEAPEST_TIED
-) -> optuna.trial.FrozenTrial:
+def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int | None,
+                   pick: str = CHEAPEST_TIED) -> optuna.trial.FrozenTrial:  # fmt: skip
     """The trial whose files ``download`` fetches: trial ``number``, or the recommended one; when a confirmed
     pick kept no model of its own, its best run on the test seeds."""
     from study_contract.store.artifacts import MODEL, trial_artifacts
@@ -142,24 +128,24 @@ def artifact_trial(
     config = trial_configuration(storage, name, number, pick)
     study_id = study_id_of(storage, name)
     trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, config.trial))
-    if MODEL in trial_artifacts(trial) or not config.confirmed:
+    if MODEL in trial_artifacts(trial, strict=False) or not config.confirmed:
         return trial
-    runs = storage.get_all_trials(study_id_of(storage, confirmation_name(name)), deepcopy=False)
-    mine = [t for t in runs if t.user_attrs.get(protocol.CANDIDATE) == config.trial and t.value is not None]
-    return max(mine, key=lambda t: (MODEL in trial_artifacts(t), cast(float, t.value)), default=trial)
+    runs = [t for t in read_trials(storage, confirmation_name(name)) if t.get(protocol.CANDIDATE) == config.trial]
+    best_run = max((t for t in runs if t.complete), key=lambda t: (t.get(protocol.SAVED_MODEL, False), t.value),
+                   default=None)  # fmt: skip
+    return trial if best_run is None else storage.get_trial(best_run.trial_id)
 
 
 def configuration(
-    storage: optuna.storages.BaseStorage,
     definition: StudyDefinition,
     name: str,
-    trial: optuna.trial.FrozenTrial,
+    trial: TrialView,
     report: ConfirmationReport | None,
     pick: Pick | None,
 ) -> Configuration:
     """What reproduces ``trial``'s configuration; its values are checked against the study's space first."""
     try:
-        params = definition.check_params(trial.user_attrs.get(protocol.HYPERPARAMS))
+        params = definition.check_params(trial.hyperparams)
     except DefinitionError as exc:
         raise StudyError(f"trial {trial.number} of {name!r}: its configuration cannot be used: {exc}") from None
     return Configuration(
@@ -173,7 +159,7 @@ def configuration(
         hyperparams=params,
         recipe=algorithm(definition.algo).recipe(params, definition.backend),
         mean_reward=trial.value,
-        seed=trial_seed(trial),
+        seed=trial.seed,
         confirmed=pick is not None and pick.trial == trial.number,
         confirmation=report,
         pick=pick,
@@ -181,11 +167,10 @@ def configuration(
     )
 
 
-def trial_cost(trial: optuna.trial.FrozenTrial) -> Cost:
-    """What training the trial cost, as its worker recorded it (read as untrusted: numbers or nothing)."""
-    attrs = trial.user_attrs
-    keys = (protocol.RELATIVE_COMPUTE, protocol.COMPUTE_PER_STEP, protocol.SECONDS_PER_KSTEP)
-    return Cost(*(protocol.recorded_number(attrs.get(key)) for key in keys))
+def trial_cost(trial: TrialView) -> Cost:
+    """What training the trial cost, as its worker recorded it."""
+    return Cost(*(trial.get(key) for key in (protocol.RELATIVE_COMPUTE, protocol.COMPUTE_PER_STEP,
+                                             protocol.SECONDS_PER_KSTEP)))  # fmt: skip
 
 
 def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) -> None:
@@ -196,21 +181,20 @@ def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) ->
         storage.set_study_user_attr(study_id, PAUSED_REASON_ATTR, None)
 
 
-def delete(storage: optuna.storages.BaseStorage, name: str, *, force: bool = False, store: Any = None) -> int:
+def delete(storage: optuna.storages.RDBStorage, name: str, *, force: bool = False, store: Any = None) -> int:
     """Delete the study, then the files of its artifact ``store`` that the study and its trials refer to; the
     number of artifacts left behind (refused while trials run, unless ``force``)."""
-    from study_contract.store.artifacts import artifacts_in
+    from study_contract.store.artifacts import owned_artifact_ids
 
     study_id = study_id_of(storage, name)
-    running = storage.get_n_trials(study_id, state=TrialState.RUNNING)
+    running = count_trials(storage.engine, study_id, "RUNNING")
     if running and not force:
         raise StudyError(
             f"study {name!r} has {running} running trial(s); pause it and wait, or delete with --force "
             "(workers then drop those trials, and the files they uploaded, and go on)"
         )
-    owners = [storage.get_study_system_attrs(study_id), *(t.system_attrs for t in storage.get_all_trials(study_id))]
-    artifact_ids = [i for attrs in owners for i in artifacts_in(attrs, strict=False).values()]
-    optuna.delete_study(study_name=name, storage=storage)
+    artifact_ids = owned_artifact_ids(storage.engine, study_id)
+    storage.delete_study(study_id)
     if store is None:
         return len(artifact_ids)
     for artifact_id in artifact_ids:

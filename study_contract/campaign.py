@@ -156,4 +156,12 @@ def plan_campaign(
         if trials < 1:
             raise StudyError(f"stage {rule.name}: trials={trials} must be at least 1")
         stages.append(StagePlan(rule.name, trials, steps, dict(given.get("space") or {})))
+    smallest = sum(max(int(given.get("trials", trials_per_stage or MIN_TRIALS)), 1) * step.timesteps
+                   for step, given in ((s, overrides.get(s.name, {})) for s in stages))  # fmt: skip
+    if budget_steps is not None and budget_steps < smallest:
+        raise StudyError(
+            f"--budget-steps={budget_steps} cannot pay for the campaign's stages: they need at least {smallest} "
+            f"env-steps ({'the trials given' if trials_per_stage or overrides else f'{MIN_TRIALS} trials'} per "
+            "stage at its fidelity of --timesteps); raise --budget-steps or lower --timesteps"
+        )
     return CampaignPlan(name=name, budget_steps=budget, stages=tuple(stages), evaluations=evaluations, confirm=confirm)

@@ -16,7 +16,7 @@ from typing import Any
 
 from study_contract.algorithms import ALGORITHMS, BACKENDS, algorithm
 from study_contract.options import options_of
-from study_contract.space import ParamSpec, SpaceError, check_value
+from study_contract.space import ParamSpec, SpaceError, check_value, check_within
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -24,6 +24,10 @@ SAVE_MODELS = ("best", "all", "none")
 DEFINITION_ATTR = "definition"
 PAUSED_ATTR = "paused"
 PAUSED_REASON_ATTR = "paused_reason"
+FOLLOW_UP_ATTR = "follow_up"
+"""The name of the study created to follow this one (its confirmation, the next campaign stage), written in the
+transaction that creates it: a follow-up that is missing though recorded was deleted, and is not due again."""
+MAX_DEFINITION_CHARS = 1_000_000  # a stored definition longer than this is not one study_admin writes
 SCHEMA_VERSION = 4
 MAX_SEED = 2**31 - 1
 # Derived seeds (trial, evaluation, test seeds) stay below numpy's limit of 2**32 - 1.
@@ -33,8 +37,10 @@ TEST_SEED_OFFSET = 1_000_000_000
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # A stored name: a study name, then the suffixes of confirmations and campaign stages (":confirm", ":2-coarse").
 STORED_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,39}){0,4}")
-# Gymnasium's ids, [namespace/]name[-vN], in ASCII: a task id also reaches exports and file names.
-ENV_ID = re.compile(r"(?:[A-Za-z0-9_:-]{1,100}/)?[A-Za-z0-9_:.-]{1,100}")
+# Gymnasium's ids, [namespace/]name[-vN], in ASCII: a task id also reaches exports and file names. No ':': Gymnasium
+# reads "module:Env-v0" as an order to import the module, on every worker and in every exported script.
+ENV_ID = re.compile(r"(?:[A-Za-z0-9_-]{1,100}/)?[A-Za-z0-9_.-]{1,100}")
+MIN_MAX_COMPUTE = 0.1
 POLICIES = ("MlpPolicy",)
 DEFAULT_ENV = "Ant-v5"
 DEFAULT_EVALUATIONS = 10
@@ -205,7 +211,12 @@ class StudyDefinition:
         if not ENV_ID.fullmatch(self.env_id):
             raise DefinitionError(
                 f"env_id={self.env_id!r} is not a Gymnasium task id ([namespace/]name[-vN] in letters, digits, "
-                "'_', ':', '.' and '-'), e.g. HalfCheetah-v5"
+                "'_', '.' and '-'), e.g. HalfCheetah-v5"
+            )
+        if 0 < self.max_compute < MIN_MAX_COMPUTE:
+            raise DefinitionError(
+                f"max_compute={self.max_compute:g} is below {MIN_MAX_COMPUTE:g}: no configuration trains that cheaply; "
+                "give 0 (no cap) or a multiple of SB3's defaults' compute from 0.1 to 1000, e.g. 3"
             )
         if self.policy not in POLICIES:
             raise DefinitionError(f"policy={self.policy!r} is not one of {list(POLICIES)}")
@@ -222,12 +233,18 @@ class StudyDefinition:
         entry = algorithm(self.algo)
         if self.backend not in entry.libraries:
             raise DefinitionError(f"backend={self.backend!r} is not one of {list(entry.libraries)} for {self.algo}")
+        reference = entry.space(self.space_preset, self.timesteps, self.n_envs)
         if self.space is None:
-            object.__setattr__(self, "space", entry.space(self.space_preset, self.timesteps, self.n_envs))
+            object.__setattr__(self, "space", reference)
         if set(self.space) != set(entry.defaults):
             raise DefinitionError(
                 f"space parameters {sorted(self.space)} do not match {self.algo}'s {sorted(entry.defaults)}"
             )
+        try:  # a stored space may narrow what the code accepts, never widen it
+            for name, spec in self.space.items():
+                check_within(name, spec, reference[name])
+        except SpaceError as exc:
+            raise DefinitionError(str(exc)) from None
         if self.stage == "confirmation":
             return  # a confirmation's configurations come from studies that checked them
         try:
@@ -261,12 +278,17 @@ class StudyDefinition:
         return json.dumps(data, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> StudyDefinition:
-        """Read any version up to :data:`SCHEMA_VERSION`; raise :class:`DefinitionError` for anything else."""
+    def from_json(cls, text: Any) -> StudyDefinition:
+        """Read any version up to :data:`SCHEMA_VERSION`; raise :class:`DefinitionError` for anything else.
+
+        ``text`` comes from the database: whatever it holds, the only error it raises is :class:`DefinitionError`.
+        """
+        if not isinstance(text, str) or len(text) > MAX_DEFINITION_CHARS:
+            raise DefinitionError(f"definition must be JSON text of at most {MAX_DEFINITION_CHARS} characters")
         try:
             data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise DefinitionError(f"definition is not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise DefinitionError(f"definition is not JSON: {type(exc).__name__}") from None
         if not isinstance(data, dict):
             raise DefinitionError(f"definition must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
@@ -277,16 +299,20 @@ class StudyDefinition:
                 f"definition schema_version={version} was written by a newer study_admin; this code reads "
                 f"up to {SCHEMA_VERSION}: upgrade this worker (or study_admin)"
             )
-        data = _upgrade(data, version)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DefinitionError(f"definition has fields {unknown} that schema_version={version} does not have")
         try:
+            data = _upgrade(data, version)
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(map(str, set(data) - known))
+            if unknown:
+                raise DefinitionError(f"definition has fields {unknown} that schema_version={version} does not have")
+            if not isinstance(data.get("space"), dict):
+                raise DefinitionError("definition has no space (a mapping of parameter names to their specs)")
             data["space"] = {name: ParamSpec.from_dict(name, spec) for name, spec in data["space"].items()}
             return cls(**data)
-        except (SpaceError, TypeError, KeyError, AttributeError) as exc:
-            raise DefinitionError(f"definition cannot be read: {exc}") from None
+        except DefinitionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a stored definition holds, it is one study's error
+            raise DefinitionError(f"definition cannot be read: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
 def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
@@ -299,9 +325,12 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
         entry = algorithm(data.get("algo", ""))
         guide = entry.space("guide", 1_000_000, 1)
         space = {name: dict(spec) for name, spec in data.get("space", {}).items()}
-        for spec in space.values():
+        for name, spec in space.items():
             if spec.get("kind") == "pow2":
                 spec["exponent"] = True
+            if spec.get("kind") != "choice" and name in guide:  # schema 1 accepted learning rates up to 1000
+                (low, high), (code_low, code_high) = spec["limits"], guide[name].limits
+                spec["limits"] = [max(low, code_low), min(high, code_high)]
         for name in set(entry.defaults) - set(space):
             space[name] = guide[name].to_dict()
         data["space"] = space

@@ -23,6 +23,20 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 
 
+def parse_number(kind: type, text: str) -> Any:
+    """``text`` as an ``int`` or ``float`` written in ASCII digits (Python also reads other scripts' digits: ``５``)."""
+    if not text.isascii():
+        raise ValueError(f"{text!r} is not a number written in ASCII digits")
+    return kind(text)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, naming the value and where the accepted ones are listed."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in TRUE_WORDS:
@@ -48,7 +62,10 @@ class Option:
         """``raw`` (text from a flag or variable, or a value) as this option's type, within its limits."""
         if isinstance(raw, str):
             try:
-                value = parse_bool(raw) if self.kind is bool else self.kind(raw)
+                if self.kind is bool:
+                    value = parse_bool(raw)
+                else:
+                    value = parse_number(self.kind, raw) if self.kind in (int, float) else self.kind(raw)
             except ValueError:
                 raise ValueError(f"{source}={raw!r} is not a valid {self.kind.__name__}") from None
         else:
@@ -72,7 +89,7 @@ class Option:
         if self.bounds is not None:
             parts.append(f"{self.bounds[0]}-{self.bounds[1]}")
         default = self.default_help or (None if self.default in (None, MISSING) else str(self.default))
-        if default is not None:
+        if default:
             parts.append(f"default: {default}")
         if self.env:
             parts.append(f"env: {self.env}")

@@ -7,8 +7,9 @@ failed trial used up its budget slot.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 # Written by the worker that trains the trial, as training starts.
@@ -29,6 +30,10 @@ COMPUTE_PER_STEP = "compute_per_step"
 """What training costs on any machine: network weights passed per env-step (``Algorithm.cost``)."""
 RELATIVE_COMPUTE = "relative_compute"
 """``compute_per_step`` as a multiple of SB3's defaults' on the same task."""
+SAVED_MODEL = "saved_model"
+VIDEO_FRAMES = "video_frames"
+VIDEO_ERROR = "video_error"
+ARTIFACT_ERROR = "artifact_error"
 # The learning curve is the trial's intermediate values (each evaluation, reported to the pruner).
 # Written before a trial is failed: why, and whether its configuration is queued again.
 PRUNED_REASON = "pruned_reason"
@@ -65,14 +70,109 @@ INHERITED = (SEED, HYPERPARAMS, *ROLES)
 else: not the dead run's results, progress or artifacts."""
 
 FailureKind = Literal["final", "retried", "lost"]
+MAX_SEED_VALUE = 2**32 - 1  # numpy's largest seed
+MAX_TEXT = 2000  # a reason or a worker id longer than this is not one a worker writes
+
+
+# Every attribute is read back as untrusted: each has a decoder that returns its value if it is of the type and range
+# a worker writes, else None (the attribute then counts as absent). Readers see only decoded attributes.
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and len(value) <= MAX_TEXT else None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
+
+
+def _seed(value: Any) -> int | None:
+    count = _count(value)
+    return count if count is not None and count <= MAX_SEED_VALUE else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def recorded_number(value: Any) -> float | None:
+    """A number a worker recorded (a cost, a speed), read as untrusted: None unless finite and positive."""
+    number = _finite(value)
+    return number if number is not None and number > 0 else None
+
+
+def _params(value: Any) -> dict[str, Any] | None:
+    """A configuration: names to values; each value is checked against the study's space where it is used."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return None
+    return value
+
+
+PROGRESS_FIELDS = {"env_steps": _count, "total": _count, "steps_per_second": recorded_number, "last_eval": _finite,
+                   "eta_seconds": _finite}  # fmt: skip
+
+
+def _progress(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    return {key: decode(value.get(key)) for key, decode in PROGRESS_FIELDS.items()}
+
+
+def _candidate(value: Any) -> int | str | None:
+    return BASELINE if value == BASELINE else _count(value)
+
+
+def _trial_numbers(value: Any) -> list[int] | None:
+    if not isinstance(value, list) or not all(_count(n) is not None for n in value):
+        return None
+    return value
+
+
+Decoder = Callable[[Any], Any]
+USER_ATTRS: dict[str, Decoder] = {
+    HYPERPARAMS: _params, SEED: _seed, WORKER: _text, PROGRESS: _progress, ENV_STEPS: _count,
+    WALL_SECONDS: recorded_number, EVAL_SECONDS: recorded_number, TRAIN_STEPS_PER_SECOND: recorded_number,
+    SECONDS_PER_KSTEP: recorded_number, COMPUTE_PER_STEP: recorded_number, RELATIVE_COMPUTE: recorded_number,
+    PRUNED_REASON: _text, FAIL_REASON: _text, RETRY: _flag, HANDED_BACK: _text, BASELINE: _flag, KNOWN_GOOD: _flag,
+    PREVIOUS_WINNER: _flag, CANDIDATE: _candidate, SAVED_MODEL: _flag, VIDEO_FRAMES: _count, VIDEO_ERROR: _text,
+    ARTIFACT_ERROR: _text,
+}  # fmt: skip
+SYSTEM_ATTRS: dict[str, Decoder] = {
+    FAILED_TRIAL: _count, RETRY_HISTORY: _trial_numbers, STALE_RETRIES: _count, OWNER_GRACE: recorded_number,
+}  # fmt: skip
+
+
+def decode_attrs(attrs: Mapping[str, Any], decoders: Mapping[str, Decoder]) -> dict[str, Any]:
+    """The attributes ``decoders`` knows, each of the type and range a worker writes; the rest left out."""
+    decoded = {}
+    for key, decoder in decoders.items():
+        if key in attrs:
+            value = decoder(attrs[key])
+            if value is not None:
+                decoded[key] = value
+    return decoded
+
+
+def decode_json(key: str, value_json: Any, decoders: Mapping[str, Decoder]) -> Any:
+    """One attribute as stored in Optuna's tables (JSON text), decoded; None when it is not JSON or not valid."""
+    try:
+        value = json.loads(value_json)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return decoders[key](value)
 
 
 def failure_kind(user_attrs: Mapping[str, Any], *, retried: bool) -> FailureKind:
     """What a FAIL trial is for the budget: ``final`` (its slot is used up), ``retried`` (a later trial
     took its slot) or ``lost`` (meant for a retry that was never queued: a worker restores it).
 
-    ``retried`` says whether a later trial names it in its retry history. Trials failed by schema-1
-    workers carry no ``retry`` attribute: a failure with a reason that was not a hand-back was final.
+    ``user_attrs`` are decoded (:func:`decode_attrs`); ``retried`` says whether a later trial names it in its
+    retry history. Trials failed by schema-1 workers carry no ``retry`` attribute: a failure with a reason
+    that was not a hand-back was final.
     """
     if retried:
         return "retried"
@@ -82,17 +182,10 @@ def failure_kind(user_attrs: Mapping[str, Any], *, retried: bool) -> FailureKind
 
 
 def is_final_failure(user_attrs: Mapping[str, Any]) -> bool:
-    """Whether a FAIL trial with these user attributes used up its slot (no retry is owed for it)."""
+    """Whether a FAIL trial with these (decoded) user attributes used up its slot (no retry is owed for it)."""
     return failure_kind(user_attrs, retried=False) == "final"
 
 
-def recorded_number(value: Any) -> float | None:
-    """A number a worker recorded (a cost, a speed), read as untrusted: None unless finite and positive."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        return None
-    return float(value)
-
-
 def inherited(user_attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """The user attributes a retry of a trial with ``user_attrs`` starts with."""
+    """The user attributes a retry of a trial with these (decoded) ``user_attrs`` starts with."""
     return {key: value for key, value in user_attrs.items() if key in INHERITED}

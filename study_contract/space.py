@@ -211,6 +211,25 @@ def check_value(name: str, spec: ParamSpec, value: Any, what: str) -> Any:
     return value
 
 
+def check_within(name: str, spec: ParamSpec, reference: ParamSpec) -> None:
+    """Raise :class:`SpaceError` unless ``spec`` (read from the database) accepts only values that ``reference``
+    (the registry's) accepts: the same kind with limits inside the reference's, or a choice among values the
+    reference accepts as they are."""
+    if spec.kind == "choice":
+        for value in (*spec.limits, *spec.choices, *((spec.value,) if spec.fixed else ())):
+            if isinstance(value, str) and reference.kind != "choice":
+                raise SpaceError(f"{name}: value={value!r} must be a number")
+            accepted = check_value(name, reference, value, "value")
+            if accepted != value or isinstance(accepted, bool) != isinstance(value, bool):
+                raise SpaceError(f"{name}: value={value!r} is not one the code accepts for {name}")
+        return
+    if spec.kind != reference.kind:
+        raise SpaceError(f"{name}: kind={spec.kind!r} is not {reference.kind!r}, the kind {name} is searched as")
+    (low, high), (ref_low, ref_high) = spec.limits, reference.limits
+    if low < ref_low or high > ref_high:
+        raise SpaceError(f"{name}: limits={list(spec.limits)!r} exceed the accepted range [{ref_low}, {ref_high}]")
+
+
 def override(name: str, spec: ParamSpec, raw: Any) -> ParamSpec:
     """``spec`` with one YAML override: a value fixes it, ``{low, high}`` or ``{choices}`` opens it."""
     if not isinstance(raw, dict):
@@ -249,10 +268,19 @@ def apply_overrides(algo: str, space: dict[str, ParamSpec], overrides: dict[Any,
     return result
 
 
+MAX_SPACE_FILE_BYTES = 1_000_000
+
+
 def read_space_file(path: str | Path) -> dict[Any, Any]:
     """The overrides in a YAML space file (plain data only: tags and code are refused)."""
+    if not Path(path).is_file():
+        raise SpaceError(f"space file {str(path)!r} cannot be read: it is not a regular file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_SPACE_FILE_BYTES + 1)
+        if len(raw) > MAX_SPACE_FILE_BYTES:
+            raise SpaceError(f"space file {str(path)!r} is larger than {MAX_SPACE_FILE_BYTES} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceError(f"space file {str(path)!r} cannot be read: {exc}") from None
     try:

@@ -15,6 +15,7 @@ from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.engine.confirmation import CandidateResult, ConfirmationReport, top_candidates
 from study_contract.statistics import BEST, CHEAPEST_TIED, summarise_scores
+from study_contract.store.trials import views
 from tests.conftest import create_tiny_study, run_cli, run_worker_in_process, trials_of
 
 PENDULUM = (3, 1)  # observation and action sizes
@@ -66,9 +67,9 @@ def test_confirmation_adds_the_cheapest_strong_configuration() -> None:
         return trial
 
     trials = [tuned(n, 100.0 - n, cost) for n, cost in enumerate([5.0, 4.0, 3.0, 0.5, 2.0, 0.1, 9.0, 9.0])]
-    picks = top_candidates(trials, 2)
+    picks = top_candidates(views(trials), 2)
     assert [c.trial for c in picks] == [0, 1, 3]  # the top 2, then the cheapest of the best 4 (not trial 5's 0.1)
-    assert [c.trial for c in top_candidates(trials[:2], 2)] == [0, 1]  # positive control: nothing else to add
+    assert [c.trial for c in top_candidates(views(trials[:2]), 2)] == [0, 1]  # positive control: nothing else to add
 
 
 def _attrs(url: str, name: str) -> list[dict[str, Any]]:
@@ -109,8 +110,12 @@ def test_a_compute_cap_prunes_dear_configurations_before_training(pg_url: str, t
     over = [t for t in trials if t.user_attrs[protocol.RELATIVE_COMPUTE] > 0.5]
     under = [t for t in trials if t.user_attrs[protocol.RELATIVE_COMPUTE] <= 0.5]
     # The baseline's 10 epochs cost the defaults' compute; sampled ones from 1 to 10 (seeded) fall on both sides.
-    assert trials[0].user_attrs["baseline"] and trials[0] in over and under
-    for trial in over:
+    baseline, *sampled = trials
+    assert baseline.user_attrs["baseline"] and baseline in over and under
+    # SB3's defaults are what the cap is relative to: the baseline trains, infeasible for the sampler all the same.
+    assert baseline.state == TrialState.COMPLETE and max(baseline.constraints.values()) > 0
+    assert [t for t in sampled if t in over], "a sampled configuration over the cap"
+    for trial in (t for t in sampled if t in over):
         assert trial.state == TrialState.PRUNED and trial.user_attrs[protocol.ENV_STEPS] == 0
         assert "exceeds max_compute=0.5" in trial.user_attrs[protocol.PRUNED_REASON] and trial.constraints
     assert all(t.state == TrialState.COMPLETE and t.user_attrs[protocol.ENV_STEPS] > 0 for t in under)

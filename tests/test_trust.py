@@ -80,11 +80,10 @@ def test_a_definition_is_checked_when_read_so_no_value_becomes_code(
 @pytest.mark.parametrize(
     ("attr", "value", "message"),
     [
-        (protocol.SEED, "0); __import__('os').system('true'); (", "has seed="),
         (protocol.HYPERPARAMS, {**PARAMS, "learning_rate": "__import__('os')"}, "learning_rate"),
         (protocol.HYPERPARAMS, {**PARAMS, "x=1,y": 1}, "are not this study's parameters"),
     ],
-    ids=["seed", "value", "name"],
+    ids=["value", "name"],
 )
 def test_trial_values_from_the_database_are_checked_before_any_export(
     pg_url: str, tiny_space: Path, attr: str, value: Any, message: str
@@ -93,6 +92,14 @@ def test_trial_values_from_the_database_are_checked_before_any_export(
     for fmt in ("python", "zoo", "json"):
         refused = run_cli("study_admin", "export", "done", "--format", fmt, "--storage", pg_url)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+
+
+def test_a_seed_that_is_not_a_seed_counts_as_none_recorded(pg_url: str, tiny_space: Path) -> None:
+    _finished(pg_url, tiny_space, **{protocol.SEED: "0); __import__('os').system('true'); ("})
+    script = run_cli("study_admin", "export", "done", "--format", "python", "--storage", pg_url)
+    assert script.returncode == 0 and "__import__('os')" not in script.stdout and "\nSEED = 0\n" in script.stdout
+    shown = json.loads(run_cli("study_admin", "best", "done", "--format", "json", "--storage", pg_url).stdout)
+    assert shown["seed"] is None
 
 
 def test_download_writes_only_plain_file_names_inside_out(storage_url: str, tiny_space: Path, tmp_path: Path) -> None:
@@ -110,13 +117,16 @@ def test_download_writes_only_plain_file_names_inside_out(storage_url: str, tiny
         return run_cli("study_admin", "download", "files", "--trial", "0", "--storage", storage_url, "--artifact-dir",
                        str(store), "--out", str(out))  # fmt: skip
 
-    assert download("curve.csv", tmp_path / "fine").returncode == 0  # positive control
-    assert (tmp_path / "fine" / "curve.csv").read_text() == "payload"
-    for hostile in ("../../escaped.txt", str(tmp_path / "absolute.txt"), ".."):
-        refused = download(hostile, tmp_path / "out")
-        assert refused.returncode == 2 and "is not a plain file name" in refused.stderr, refused.stderr
+    assert download("learning_curve.csv", tmp_path / "fine").returncode == 0  # positive control
+    assert (tmp_path / "fine" / "learning_curve.csv").read_text() == "payload"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "conftest.py").write_text("# the user's own")
+    for hostile in ("../../escaped.txt", str(tmp_path / "absolute.txt"), "..", "conftest.py"):
+        for out in (tmp_path / "out", tmp_path / "mine"):
+            refused = download(hostile, out)
+            assert refused.returncode == 2 and "is not one this service writes" in refused.stderr, refused.stderr
         assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "absolute.txt").exists()
-        assert not (tmp_path / "out").exists()
+        assert not (tmp_path / "out").exists() and (tmp_path / "mine" / "conftest.py").read_text() == "# the user's own"
 
 
 def _old_embedded_database(path: Path) -> str:

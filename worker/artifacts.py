@@ -22,8 +22,10 @@ from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from study_contract import protocol
 from study_contract.store.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
 from study_contract.store.storage import describe_first_line
+from study_contract.store.trials import views
 from worker.health import Pulse
 from worker.trial_runner import TrialGone
 
@@ -66,10 +68,11 @@ class TrialArtifacts:
         that shares it (a confirmation candidate's other seeds: each candidate keeps its best run's files)."""
         study = self.trial.study
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ranked = views(complete)
         if self.rivals is not None:
             key, mine = self.rivals
-            complete = [t for t in complete if t.user_attrs.get(key) == mine]
-        best = max((t.value for t in complete if t.value is not None), default=None)
+            ranked = [t for t in ranked if t.get(key) == mine]
+        best = max((t.value for t in ranked if t.value is not None), default=None)
         return value is not None and (best is None or value > best)
 
     def save(
@@ -82,7 +85,7 @@ class TrialArtifacts:
         except Exception as exc:  # noqa: BLE001 - a full or unreachable store must not cost the trial
             reason = f"{type(exc).__name__}: {describe_first_line(exc)}"
             log.warning("trial %d: artifacts not saved (%s)", self.trial.number, reason)
-            return {"artifact_error": reason[:500]}
+            return {protocol.ARTIFACT_ERROR: reason[:500]}
 
     def _save(
         self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None, pulse: Pulse
@@ -102,7 +105,7 @@ class TrialArtifacts:
                 if isinstance(train_env, VecNormalize):
                     train_env.save(str(folder / NORMALIZATION))
                     self._upload(folder / NORMALIZATION)
-                attrs["saved_model"] = True
+                attrs[protocol.SAVED_MODEL] = True
             if best:
                 attrs.update(self._video(model, train_env, folder / VIDEO, pulse))
         return attrs
@@ -118,5 +121,5 @@ class TrialArtifacts:
         except Exception as exc:  # noqa: BLE001 - a video is a bonus; rendering must never fail the trial
             reason = f"{type(exc).__name__}: {describe_first_line(exc)}"
             log.warning("trial %d: no rollout video (%s)", self.trial.number, reason)
-            return {"video_error": reason[:500]}
-        return {"video_frames": frames}
+            return {protocol.VIDEO_ERROR: reason[:500]}
+        return {protocol.VIDEO_FRAMES: frames}

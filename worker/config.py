@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from study_contract.options import HelpFormatter, add_options, collect, options_of
+from study_contract.options import HelpFormatter, OneLineParser, add_options, collect, options_of
 
 
 def _opt(default: Any, env: str, **meta: Any) -> Any:
@@ -110,7 +110,7 @@ class WorkerConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="worker",
         description="Run trials of the tuning studies in the storage until stopped (SIGTERM: drain).",
         formatter_class=HelpFormatter,

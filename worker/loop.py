@@ -18,7 +18,7 @@ from typing import TypeVar
 import optuna
 import sqlalchemy.exc
 
-from study_contract.definition import StudyError
+from study_contract.definition import FOLLOW_UP_ATTR, StudyError
 from study_contract.engine.confirmation import StudyBusy, confirmation_due, confirmation_name, create_confirmation
 from study_contract.engine.creation import study_created
 from study_contract.engine.stages import advance, follow_up_name
@@ -164,8 +164,19 @@ class Worker:
             expected, create = confirmation_name(study.name), functools.partial(create_confirmation, wait=False)
         else:
             expected = None
-        if expected is None or self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
+        if expected is None:
             self._followed.add(_key(study))
+            return False
+        if self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
+            if study.followed_up != expected:  # created by a release that did not record it
+                record = functools.partial(self.storage.set_study_user_attr, study.study_id, FOLLOW_UP_ATTR, expected)
+                self.retry("recording the follow-up", record)
+            self._followed.add(_key(study))
+            return False
+        if study.followed_up == expected:
+            self._followed.add(_key(study))
+            self._warn_once(study.name, f"its follow-up {expected} was deleted; not created again (study_admin confirm "
+                                        "creates a confirmation again)")  # fmt: skip
             return False
         crash_point("follow-up")
         try:

@@ -2,10 +2,11 @@
 
 Workers never create trials except retries: ``study_admin create`` enqueued the whole budget as WAITING
 trials, and a claim (``study_contract/store/claims.py``) leaves a trial that turns stale whenever its
-worker dies after it. Failing a trial and
-queueing its retry are several Optuna calls; they run under the study's lock, and each failed trial
-records beforehand whether it is to be retried (``retry``), so :func:`maintain` can tell a slot lost
-between two calls (a worker killed in between) from a final failure, and restores it.
+worker dies after it. Failing a trial and queueing its retry happen in the transaction that holds the
+study's lock (``study_contract/store/slot_writes.py``), so they happen together or not at all. Each
+failed trial records whether it is to be retried (``retry``): a slot that an older release lost between
+two writes (a worker killed in between) is told apart from a final failure, and :func:`maintain`
+restores it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.store.catalog import failures
-from study_contract.store.claims import db_now, running_trials
-from study_contract.store.locks import study_lock
+from study_contract.store.claims import Running, db_now, running_trials, trial_id_of
+from study_contract.store.slot_writes import fail_trial, locked_writes, queue_retry, release_trial
 from worker.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -32,40 +33,13 @@ def release(storage: optuna.storages.RDBStorage, trial_id: int) -> None:
     storage.set_trial_state_values(trial_id, state=TrialState.WAITING)
 
 
-def enqueue_retry(storage: optuna.storages.BaseStorage, study_id: int, failed: FrozenTrial, *, stale: bool) -> None:
-    """Queue ``failed``'s configuration and seed as a new WAITING trial, linked as Optuna's retry callback does."""
-    system_attrs = {
-        protocol.FAILED_TRIAL: failed.number,
-        protocol.RETRY_HISTORY: [*failed.system_attrs.get(protocol.RETRY_HISTORY, []), failed.number],
-        protocol.STALE_RETRIES: failed.system_attrs.get(protocol.STALE_RETRIES, 0) + int(stale),
-    }
-    template = optuna.trial.create_trial(
-        state=TrialState.WAITING,
-        params=failed.params,
-        distributions=failed.distributions,
-        user_attrs=protocol.inherited(failed.user_attrs),
-        system_attrs=system_attrs,
-    )
-    storage.create_new_trial(study_id, template_trial=template)
-
-
-def _fail(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, Any]) -> bool:
-    """Record why and whether it will be retried, then fail it; False if it finished meanwhile."""
-    for key, value in attrs.items():
-        storage.set_trial_user_attr(trial_id, key, value)
-    try:
-        return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False
-
-
 def hand_back(storage: optuna.storages.RDBStorage, study_id: int, trial_id: int, reason: str) -> None:
     """End a running trial unfinished and queue the same configuration for another worker."""
-    with study_lock(storage.engine, study_id):
+    with locked_writes(storage.engine, study_id) as conn:
         attrs = {protocol.HANDED_BACK: reason, protocol.FAIL_REASON: f"handed back: {reason}", protocol.RETRY: True}
-        if _fail(storage, trial_id, attrs):
+        if fail_trial(conn, trial_id, attrs):
             crash_point("hand-back")
-            enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=False)
+            queue_retry(conn, study_id, trial_id, stale=False)
 
 
 @dataclass
@@ -83,28 +57,26 @@ class Maintenance:
 def maintain(
     storage: optuna.storages.RDBStorage, study_id: int, *, grace_period: float, max_retry: int, wait: bool = False
 ) -> Maintenance:
-    """Under the study's lock: fail stale trials (and retry them), release claims that never started training,
-    and queue the retries that a killed worker did not. A trial is stale after its owner's grace period,
-    recorded with the claim; ``grace_period`` (this worker's) judges trials claimed without one.
-    Idempotent; skipped when another process holds the lock (``wait=False``)."""
+    """Under the study's lock, in one transaction: fail stale trials (and retry them), release claims that never
+    started training, and queue the retries that a killed worker of an older release did not. A trial is stale
+    after its owner's grace period, recorded with the claim; ``grace_period`` (this worker's) judges trials
+    claimed without one. Idempotent; skipped when another process holds the lock (``wait=False``)."""
     done = Maintenance()
-    with study_lock(storage.engine, study_id, wait=wait) as taken:
-        if not taken:
+    with locked_writes(storage.engine, study_id, wait=wait) as conn:
+        if conn is None:
             done.skipped = True
             return done
-        with storage.engine.connect() as conn:
-            now, running = db_now(conn), running_trials(conn, study_id, grace_period)
-            lost = [n for n, kind in failures(conn, study_id).get(study_id, {}).items() if kind == "lost"]
+        now, running = db_now(conn), running_trials(conn, study_id, grace_period)
+        lost = [n for n, kind in failures(conn, study_id).get(study_id, {}).items() if kind == "lost"]
         for trial in running:
             cutoff = timedelta(seconds=trial.grace_period)
             if trial.heartbeat is not None and now - trial.heartbeat > cutoff:
-                _fail_stale(storage, study_id, trial.trial_id, trial.grace_period, max_retry, done)
+                _fail_stale(conn, study_id, trial, max_retry, done)
             elif trial.heartbeat is None and trial.started is not None and datetime.now() - trial.started > cutoff:
-                release(storage, trial.trial_id)  # claimed by a worker that died before its first heartbeat
-                done.released.append(trial.trial_id)
+                if release_trial(conn, trial.trial_id):  # claimed by a worker that died before its first heartbeat
+                    done.released.append(trial.trial_id)
         for number in lost:
-            failed = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
-            enqueue_retry(storage, study_id, failed, stale=False)
+            queue_retry(conn, study_id, trial_id_of(conn, study_id, number), stale=False)
             done.restored.append(number)
     for kind in ("stale", "exhausted", "released", "requeued", "restored"):
         if getattr(done, kind):
@@ -112,34 +84,24 @@ def maintain(
     return done
 
 
-def _fail_stale(
-    storage: optuna.storages.RDBStorage,
-    study_id: int,
-    trial_id: int,
-    grace_period: float,
-    max_retry: int,
-    done: Maintenance,
-) -> None:
-    trial = storage.get_trial(trial_id)
-    if protocol.WORKER not in trial.user_attrs:  # recorded as training starts: it stopped in setup
+def _fail_stale(conn: Any, study_id: int, trial: Running, max_retry: int, done: Maintenance) -> None:
+    if trial.worker is None:  # recorded as training starts: it stopped in setup
         # Queued again without spending a retry. Not put back to WAITING under the same number: a worker
         # that is alive but starved of CPU would go on with it, and two workers would run one trial.
-        reason = f"its worker stopped before training (no heartbeat for {grace_period:.0f} s); queued again"
-        if _fail(storage, trial_id, {protocol.FAIL_REASON: reason, protocol.RETRY: True}):
-            enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=False)
+        reason = f"its worker stopped before training (no heartbeat for {trial.grace_period:.0f} s); queued again"
+        if fail_trial(conn, trial.trial_id, {protocol.FAIL_REASON: reason, protocol.RETRY: True}):
+            queue_retry(conn, study_id, trial.trial_id, stale=False)
             done.requeued.append(trial.number)
         return
-    retries = trial.system_attrs.get(protocol.STALE_RETRIES, 0)
-    retry = retries < max_retry
-    who = trial.user_attrs[protocol.WORKER]
-    reason = f"{who} stopped sending heartbeats (none for {grace_period:.0f} s)"
+    retry = trial.stale_retries < max_retry
+    reason = f"{trial.worker} stopped sending heartbeats (none for {trial.grace_period:.0f} s)"
     if not retry:
-        reason += f"; not retried: its {retries} retries used up max_retry={max_retry}"
-    if not _fail(storage, trial_id, {protocol.FAIL_REASON: reason, protocol.RETRY: retry}):
+        reason += f"; not retried: its {trial.stale_retries} retries used up max_retry={max_retry}"
+    if not fail_trial(conn, trial.trial_id, {protocol.FAIL_REASON: reason, protocol.RETRY: retry}):
         return
     crash_point("reclaim")
     if retry:
-        enqueue_retry(storage, study_id, storage.get_trial(trial_id), stale=True)
+        queue_retry(conn, study_id, trial.trial_id, stale=True)
         done.stale.append(trial.number)
     else:
         done.exhausted.append(trial.number)

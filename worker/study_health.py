@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 
 import optuna
 from optuna.trial import TrialState
@@ -17,6 +18,7 @@ from optuna.trial import TrialState
 from study_contract import protocol
 from study_contract.definition import PAUSED_ATTR, PAUSED_REASON_ATTR
 from study_contract.store.catalog import TuningStudy
+from study_contract.store.trials import views
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +33,24 @@ def pause_if_failing(storage: optuna.storages.BaseStorage, study: TuningStudy) -
     definition = study.definition
     if definition is None or definition.pause_after_failures == 0:
         return False
-    trials = storage.get_all_trials(study.study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                             TrialState.FAIL))  # fmt: skip
-    if any(t.state != TrialState.FAIL for t in trials):
+    trials = views(
+        storage.get_all_trials(
+            study.study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+    )
+    if any(t.state != "FAIL" for t in trials):
         return False
-    final = [t for t in trials if t.user_attrs.get(protocol.FAIL_REASON) and protocol.is_final_failure(t.user_attrs)]
-    final.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+    final = [t for t in trials if t.get(protocol.FAIL_REASON) and t.final_failure]
+    final.sort(key=lambda t: (t.completed is None, t.completed or datetime.min, t.number))
     recent = final[-definition.pause_after_failures :]
     if len(recent) < definition.pause_after_failures:
         return False
-    keys = {reason_key(t.user_attrs[protocol.FAIL_REASON]) for t in recent}
+    keys = {reason_key(t.get(protocol.FAIL_REASON)) for t in recent}
     if len(keys) != 1:
         return False
     reason = (
         f"paused after {len(recent)} consecutive trials failed the same way and none succeeded: "
-        f"{recent[-1].user_attrs[protocol.FAIL_REASON]}"
+        f"{recent[-1].get(protocol.FAIL_REASON)}"
     )
     storage.set_study_user_attr(study.study_id, PAUSED_REASON_ATTR, reason)
     storage.set_study_user_attr(study.study_id, PAUSED_ATTR, True)

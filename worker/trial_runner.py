@@ -166,13 +166,15 @@ def _run(ctx: TrialContext) -> str:
     ctx.retry("syncing study", lambda: study.get_trials(deepcopy=False))
     trial = optuna.Trial(study, ctx.trial_id)
     entry = algorithm(definition.algo)
-    params: dict[str, Any] = ctx.guarded("sampling", lambda: entry.sample(trial, definition.space, definition.n_envs))
-    seed = int(trial.user_attrs.get(protocol.SEED, definition.trial_seed(number)))
+    sampled = ctx.guarded("sampling", lambda: entry.sample(trial, definition.space, definition.n_envs))
+    params = definition.check_params(sampled)  # a slot's fixed values come from the database
+    queued = protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS)  # what its slot was queued with
+    seed = queued.get(protocol.SEED, definition.trial_seed(number))
     _record(ctx, trial, {protocol.SEED: seed, protocol.HYPERPARAMS: params, protocol.WORKER: WORKER_ID})
     log.info("trial %d of %s: %s seed=%d", number, ctx.study.name, params, seed)
     # A confirmation run competes with its candidate's other seeds for keeping a model and a video.
     confirming = definition.stage == "confirmation"
-    rivals = (protocol.CANDIDATE, trial.user_attrs.get(protocol.CANDIDATE)) if confirming else None
+    rivals = (protocol.CANDIDATE, queued.get(protocol.CANDIDATE)) if confirming else None
     options = TrainingOptions(
         shutdown=ctx.shutdown,
         drain_seconds=ctx.config.drain_seconds,

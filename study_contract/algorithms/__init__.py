@@ -14,6 +14,8 @@ from study_contract.algorithms.entry import (
     NET_ARCHS,
     NOISE_MODULE,
     PRESET,
+    SB3,
+    SBX,
     Algorithm,
     KnownGood,
     Recipe,
@@ -28,7 +30,7 @@ from study_contract.space import SpaceError
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (PPO, SAC, TD3, TQC)}
 
 __all__ = ["ACTIVATIONS", "ACTIVATION_CLASSES", "ALGORITHMS", "AROUND", "BACKENDS", "NET_ARCHS", "NOISE_MODULE",
-           "PRESET", "Algorithm", "KnownGood", "Recipe", "Space", "algorithm"]  # fmt: skip
+           "PRESET", "SB3", "SBX", "Algorithm", "KnownGood", "Recipe", "Space", "algorithm"]  # fmt: skip
 
 
 def algorithm(name: str) -> Algorithm:

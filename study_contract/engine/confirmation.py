@@ -16,16 +16,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import StudyDefinition, StudyError
+from study_contract.definition import DefinitionError, StudyDefinition, StudyError
 from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.space import ParamSpec
 from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores
-from study_contract.store.catalog import failures, load_definition
+from study_contract.store.catalog import count_trials, failures, load_definition, read_trials
 from study_contract.store.locks import study_lock
+from study_contract.store.trials import TrialView, by_value
 
 SUFFIX = ":confirm"
 
@@ -44,21 +44,20 @@ class Candidate:
 STRONG_SHARE = 0.25  # the best quarter of the completed configurations are strong
 
 
-def top_candidates(trials: list[optuna.trial.FrozenTrial], top: int) -> list[Candidate]:
+def top_candidates(trials: list[TrialView], top: int) -> list[Candidate]:
     """The ``top`` best completed configurations, each once, the baseline left out (it is confirmed anyway), then
     the cheapest strong one when none of them is it: the best ``max(2 * top, a quarter)`` by tuning value,
     cheapest by training compute (``relative_compute``, recorded by the worker)."""
     seen: set[str] = set()
     ranked: list[tuple[Candidate, float | None]] = []
-    for trial in sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-                        key=lambda t: -float(t.value or 0.0)):  # fmt: skip
-        params = trial.user_attrs.get(protocol.HYPERPARAMS)
+    for trial in by_value(trials):
+        params = trial.hyperparams
         key = json.dumps(params, sort_keys=True)
-        if params is None or trial.user_attrs.get(protocol.BASELINE) or key in seen:
+        if params is None or trial.get(protocol.BASELINE) or key in seen:
             continue
         seen.add(key)
-        cost = trial.user_attrs.get(protocol.RELATIVE_COMPUTE)
-        ranked.append((Candidate(trial.number, float(trial.value or 0.0), params), protocol.recorded_number(cost)))
+        cost = trial.get(protocol.RELATIVE_COMPUTE)
+        ranked.append((Candidate(trial.number, trial.value or 0.0, params), cost))
     picks = [candidate for candidate, _ in ranked[:top]]
     strong = [(candidate, cost) for candidate, cost in ranked[: max(2 * top, math.ceil(STRONG_SHARE * len(ranked)))]
               if cost is not None]  # fmt: skip
@@ -83,7 +82,7 @@ def candidate_space(configurations: list[dict[str, Any]]) -> dict[str, ParamSpec
 
 
 def plan(
-    storage: optuna.storages.BaseStorage,
+    storage: optuna.storages.RDBStorage,
     parent: str,
     *,
     top: int | None = None,
@@ -98,22 +97,20 @@ def plan(
     definition = load_definition(storage, parent)
     if definition.stage == "confirmation":
         raise StudyError(f"study {parent!r} is a confirmation; confirm the study it follows")
-    trials = storage.get_all_trials(parent_id, deepcopy=False)
+    trials = read_trials(storage, parent)
     busy = trials_to_run(storage, parent_id)
     if busy:
         raise StudyBusy(
             f"study {parent!r} still has {busy} trial(s) to run; its confirmation starts when they are done"
         )
     top = top or definition.confirm_top
-    picks = top_candidates(trials, top)
+    picks = [replace(c, params=_checked(definition, parent, c.trial, c.params)) for c in top_candidates(trials, top)]
     if not picks:
         raise StudyError(f"study {parent!r} has no completed trial to confirm")
     if baseline is None:
-        found = next(
-            (t for t in trials if t.user_attrs.get(protocol.BASELINE) and protocol.HYPERPARAMS in t.user_attrs), None
-        )
+        found = next((t for t in trials if t.get(protocol.BASELINE) and t.hyperparams is not None), None)
         baseline = (
-            found.user_attrs[protocol.HYPERPARAMS]
+            _checked(definition, parent, found.number, found.hyperparams)
             if found
             else algorithm(definition.algo).baseline(definition.space, definition.n_envs)
         )
@@ -129,7 +126,9 @@ def plan(
         test_seeds=seeds or definition.test_seeds,
         pruner="none",
         max_compute=0.0,  # the chosen configurations are re-trained whatever they cost
-        save_models="none" if definition.save_models == "none" else "all",  # the winner's models, whichever wins
+        # Each candidate keeps the models of its runs that were its best when they finished: the winner's best run
+        # has one, whichever candidate wins, and a candidate keeps about ln(seeds) + 1 of them, not one per seed.
+        save_models="none" if definition.save_models == "none" else "best",
         space=candidate_space([*(c.params for c in picks), baseline]),
         campaign=None,
     )
@@ -141,17 +140,23 @@ def plan(
     return confirmation, fixed
 
 
+def _checked(definition: StudyDefinition, study: str, number: int, params: Any) -> dict[str, Any]:
+    """A trial's configuration, checked against its study's space before it is trained again."""
+    try:
+        return definition.check_params(params)
+    except DefinitionError as exc:
+        raise StudyError(f"trial {number} of {study!r}: its configuration cannot be used: {exc}") from None
+
+
 class StudyBusy(StudyError):
     """The study's budget is not done yet (trials waiting, running or owed a retry): try again later."""
 
 
-def trials_to_run(storage: optuna.storages.BaseStorage, study_id: int) -> int:
+def trials_to_run(storage: optuna.storages.RDBStorage, study_id: int) -> int:
     """WAITING and RUNNING trials, and failed ones still owed a retry (lost slots a worker will restore)."""
-    trials = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        return len(trials)
     with storage.engine.connect() as conn:
-        return len(trials) + list(failures(conn, study_id).get(study_id, {}).values()).count("lost")
+        lost = list(failures(conn, study_id).get(study_id, {}).values()).count("lost")
+    return count_trials(storage.engine, study_id, "WAITING", "RUNNING") + lost
 
 
 def create_confirmation(
@@ -168,7 +173,7 @@ def create_confirmation(
         if study_exists(storage, name):
             raise StudyError(f"study {parent!r} already has its confirmation {name!r}; delete it to confirm again")
         definition, fixed = plan(storage, parent, top=top, seeds=seeds, baseline=baseline)
-        return create_study(storage, definition, name, fixed=fixed)
+        return create_study(storage, definition, name, fixed=fixed, follows=parent_id)
 
 
 def confirmation_due(definition: StudyDefinition) -> bool:
@@ -305,35 +310,30 @@ def _statement(chosen: CandidateResult, winner: CandidateResult, ratio: float | 
 def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> ConfirmationReport | None:
     """The confirmation of tuning study ``parent`` as it stands; None when it has none."""
     name = confirmation_name(parent)
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
+    if not study_exists(storage, name):
         return None
     definition = load_definition(storage, name)
-    parent_trials = {
-        t.number: t for t in storage.get_all_trials(storage.get_study_id_from_name(parent), deepcopy=False)
-    }
-    trials = storage.get_all_trials(study_id, deepcopy=False)
+    parent_trials = {t.number: t for t in read_trials(storage, parent)}
+    trials = read_trials(storage, name)
     scores: dict[Any, list[float]] = {}
     failed: dict[Any, int] = {}
     speeds: dict[Any, list[float]] = {}
     for trial in trials:
-        key = trial.user_attrs.get(protocol.CANDIDATE)
+        key = trial.get(protocol.CANDIDATE)
         scores.setdefault(key, [])
-        if trial.state == TrialState.COMPLETE and trial.value is not None:
-            scores[key].append(float(trial.value))
-            speed = protocol.recorded_number(trial.user_attrs.get(protocol.SECONDS_PER_KSTEP))
+        if trial.complete:
+            scores[key].append(trial.value or 0.0)
+            speed = trial.get(protocol.SECONDS_PER_KSTEP)
             if speed is not None:
                 speeds.setdefault(key, []).append(speed)
-        elif trial.state == TrialState.FAIL and protocol.is_final_failure(trial.user_attrs):
+        elif trial.final_failure:
             failed[key] = failed.get(key, 0) + 1
     baseline_scores = scores.pop(protocol.BASELINE, [])
-    keys = [k for k in scores if isinstance(k, int) and not isinstance(k, bool)]
-    tuning = sorted(keys, key=lambda k: -float(parent_trials[k].value or 0.0) if k in parent_trials else 0.0)
+    keys = [k for k in scores if isinstance(k, int)]
+    tuning = sorted(keys, key=lambda k: -(parent_trials[k].value or 0.0) if k in parent_trials else 0.0)
     candidates = []
     for key in keys:
         tuned = parent_trials.get(key)
-        tuned_attrs = tuned.user_attrs if tuned else {}
         candidates.append(
             CandidateResult(
                 trial=key,
@@ -342,17 +342,13 @@ def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> Co
                 fresh=summarise_scores(scores[key]),
                 failed_seeds=failed.get(key, 0),
                 p_improvement=probability_of_improvement(scores[key], baseline_scores),
-                hyperparams=tuned_attrs.get(protocol.HYPERPARAMS),
-                relative_compute=protocol.recorded_number(tuned_attrs.get(protocol.RELATIVE_COMPUTE)),
+                hyperparams=tuned.hyperparams if tuned else None,
+                relative_compute=tuned.get(protocol.RELATIVE_COMPUTE) if tuned else None,
                 seconds_per_kstep=_mean(speeds.get(key)),
             )
         )
     candidates.sort(key=lambda c: -c.fresh.iqm if c.fresh.iqm is not None else float("inf"))
-    done = sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and protocol.is_final_failure(t.user_attrs))
-        for t in trials
-    )
+    done = sum(t.done for t in trials)
     return ConfirmationReport(
         study=name,
         done=done,

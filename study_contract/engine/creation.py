@@ -16,7 +16,7 @@ import optuna
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import DEFINITION_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
+from study_contract.definition import DEFINITION_ATTR, FOLLOW_UP_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
 from study_contract.space import optuna_params
 from study_contract.store.tables import Slot, insert_study
 
@@ -45,10 +45,12 @@ def create_study(
     name: str | None = None,
     *,
     fixed: Sequence[FixedTrial] = (),
+    follows: int | None = None,
 ) -> str:
     """Write the study and return its name; ``fixed`` slots first, then the baseline and the known-good
     configurations, then open ones. The study, its budget and its definition are written in one
-    transaction: no worker ever sees a half-created study.
+    transaction: no worker ever sees a half-created study. A study that ``follows`` another (a confirmation,
+    a campaign stage) is recorded on it in the same transaction (:data:`FOLLOW_UP_ATTR`).
     """
     slots = list(fixed)
     entry = algorithm(definition.algo)
@@ -66,7 +68,8 @@ def create_study(
     while True:
         study_name = name or unique_name(storage, f"{definition.algo}-{definition.env_id}")
         try:
-            insert_study(storage.engine, study_name, rows, attrs)
+            insert_study(storage.engine, study_name, rows, attrs,
+                         marks={follows: {FOLLOW_UP_ATTR: study_name}} if follows is not None else None)  # fmt: skip
             return study_name
         except optuna.exceptions.DuplicatedStudyError:
             if name is not None:

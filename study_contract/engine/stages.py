@@ -9,11 +9,11 @@ under the finished stage's lock.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
@@ -24,8 +24,9 @@ from study_contract.engine.creation import FixedTrial, create_study, discard_unf
 from study_contract.engine.spaces import resolve_space
 from study_contract.space import SpaceError
 from study_contract.statistics import iqm
-from study_contract.store.catalog import load_definition
+from study_contract.store.catalog import load_definition, read_trials
 from study_contract.store.locks import study_lock
+from study_contract.store.trials import TrialView, by_value
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +86,53 @@ OUTCOME_ATTR = "campaign_outcome"
 
 def stage_outcome(storage: optuna.storages.BaseStorage, study: str) -> StageOutcome | None:
     """The stage's decision once recorded (a finished stage records it when the next one is created); None
-    before that, and for a stage that was deleted."""
+    before that, for a stage that was deleted, and for a record that is not one a worker writes (its
+    configuration outside the stage's space, a field of the wrong type): the stage is then decided again."""
     try:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
     except KeyError:
         return None
-    return StageOutcome(**attrs[OUTCOME_ATTR]) if attrs.get(OUTCOME_ATTR) else None
+    record = attrs.get(OUTCOME_ATTR)
+    if not record:
+        return None
+    try:
+        outcome = _outcome(record)
+        return replace(outcome, params=load_definition(storage, study).check_params(outcome.params))
+    except (StudyError, DefinitionError, TypeError) as exc:
+        log.warning("campaign stage %s: its recorded outcome is ignored: %s", study, exc)
+        return None
+
+
+OUTCOME_TYPES: dict[str, Any] = {"winner_study": str, "winner_trial": int, "winner_value": (int, float, type(None)),
+                                 "params": dict, "kept_previous": bool, "reason": str}  # fmt: skip
+
+
+def _outcome(record: Any) -> StageOutcome:
+    if not isinstance(record, dict) or set(record) != set(OUTCOME_TYPES):
+        raise TypeError(f"{OUTCOME_ATTR} must have the fields {sorted(OUTCOME_TYPES)}")
+    for name, kind in OUTCOME_TYPES.items():
+        value = record[name]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise TypeError(f"{OUTCOME_ATTR}.{name}={value!r} has the wrong type")
+    value = record["winner_value"]
+    if value is not None and not math.isfinite(value):
+        raise TypeError(f"{OUTCOME_ATTR}.winner_value={value!r} is not finite")
+    return StageOutcome(**record)
 
 
 def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDefinition) -> StageOutcome:
     """The winner after ``study``: its best trial, unless that was only the previous winner's re-run."""
-    trials = storage.get_all_trials(storage.get_study_id_from_name(study), deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    trials = read_trials(storage, study)
+    complete = [t for t in trials if t.complete and t.hyperparams is not None]
     if not complete:
         raise StudyError(f"stage {study!r} finished without a completed trial; the campaign cannot go on")
     if definition.stage == "baseline":
-        values = [float(t.value or 0.0) for t in complete]
-        return StageOutcome(study, complete[0].number, iqm(values), complete[0].user_attrs[protocol.HYPERPARAMS], False,
+        values = [t.value or 0.0 for t in complete]
+        return StageOutcome(study, complete[0].number, iqm(values), _checked(definition, study, complete[0]), False,
                             f"SB3's defaults on {len(values)} seeds: IQM {iqm(values):.2f}, "
                             f"from {min(values):.2f} to {max(values):.2f}")  # fmt: skip
-    best = max(complete, key=lambda t: float(t.value or 0.0))
-    rerun = next((t for t in complete if t.user_attrs.get(protocol.PREVIOUS_WINNER)), None)
+    best = by_value(complete)[0]
+    rerun = next((t for t in complete if t.get(protocol.PREVIOUS_WINNER)), None)
     previous = stage_outcome(storage, definition.parent) if definition.parent else None
     if definition.parent and previous is None:
         log.warning("campaign stage %s: its previous stage %s was deleted; deciding without its outcome",
@@ -119,8 +146,16 @@ def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDe
     margin = ""
     if rerun is not None and rerun.value is not None and best.value is not None:
         margin = f", {best.value - rerun.value:+.2f} over the previous winner's re-run"
-    return StageOutcome(study, best.number, best.value, best.user_attrs[protocol.HYPERPARAMS], False,
+    return StageOutcome(study, best.number, best.value, _checked(definition, study, best), False,
                         f"trial {best.number} scored {best.value:.2f}{margin}")  # fmt: skip
+
+
+def _checked(definition: StudyDefinition, study: str, trial: TrialView) -> dict[str, Any]:
+    """The configuration a stage hands on, checked against the stage's space."""
+    try:
+        return definition.check_params(trial.hyperparams)
+    except DefinitionError as exc:
+        raise StudyError(f"trial {trial.number} of {study!r}: its configuration cannot be used: {exc}") from None
 
 
 def follow_up_name(definition: StudyDefinition, study: str) -> str | None:
@@ -180,4 +215,4 @@ def _create_stage(
         return None
     nxt = stage_definition(definition, plan, following, outcome.params, study)
     first = FixedTrial(outcome.params, {protocol.PREVIOUS_WINNER: True})
-    return create_study(storage, nxt, name, fixed=[first])
+    return create_study(storage, nxt, name, fixed=[first], follows=storage.get_study_id_from_name(study))

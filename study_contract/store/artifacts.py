@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy
+
 from study_contract.store.storage import StorageError
 
 if TYPE_CHECKING:
@@ -26,18 +28,22 @@ MODEL = "model.zip"
 NORMALIZATION = "vecnormalize.pkl"
 CURVE = "learning_curve.csv"
 VIDEO = "rollout.mp4"
+CONFIRMATION_PLOT = "confirmation.png"
 MIMETYPES = {
     MODEL: "application/zip",
     NORMALIZATION: "application/octet-stream",
     CURVE: "text/csv",
     VIDEO: "video/mp4",
 }
+# Every file this service stores, and how it is served: nothing else is downloaded or served as it claims to be.
+FILES = {**MIMETYPES, CONFIRMATION_PLOT: "image/png"}
 ARTIFACTS_ATTR_PREFIX = "artifacts:"
 ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # Optuna's uuid4 ids
 
 
 class UnsafeArtifact(ValueError):
-    """An artifact record (from the database) whose file name is not a plain name or whose id is not Optuna's."""
+    """An artifact record (from the database) that is not one this service writes: a file name outside its fixed
+    list, an id that is not Optuna's, or a record that is not JSON."""
 
 
 def location(explicit: str | None, storage_url: str) -> str | None:
@@ -55,7 +61,10 @@ def open_store(where: str, *, writable: bool = False) -> ArtifactStore:
     if where.startswith("s3://"):
         from optuna.artifacts import Boto3ArtifactStore
 
-        return Boto3ArtifactStore(where.removeprefix("s3://").strip("/"))
+        try:
+            return Boto3ArtifactStore(where.removeprefix("s3://").strip("/"))
+        except ImportError:
+            raise StorageError(f"artifact store {where!r} needs boto3: pip install 'locomotion-tuner[s3]'") from None
     from optuna.artifacts import FileSystemArtifactStore
 
     try:
@@ -67,39 +76,78 @@ def open_store(where: str, *, writable: bool = False) -> ArtifactStore:
     return FileSystemArtifactStore(where)
 
 
-def trial_artifacts(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+def trial_artifacts(trial: optuna.trial.FrozenTrial, *, strict: bool = True) -> dict[str, str]:
     """filename -> artifact id of a trial's artifacts (ones deleted in the dashboard skipped)."""
-    return artifacts_in(trial.system_attrs)
+    return artifacts_in(trial.system_attrs, strict=strict)
+
+
+def _record(value: Any) -> Any:
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except (ValueError, RecursionError):
+        return ...  # not JSON: malformed, unlike the dashboard's "null" for a deleted artifact
+
+
+def owned_artifact_ids(engine: sqlalchemy.engine.Engine, study_id: int) -> list[str]:
+    """The ids of every artifact record of the study and its trials that holds an Optuna id, whatever else the
+    record holds: what deleting the study removes from the store. Read from the tables, so that no malformed
+    row (one Optuna could not read) keeps a study from being deleted."""
+    from optuna.storages._rdb import models  # Optuna's table objects
+
+    study_attrs, trial_attrs = models.StudySystemAttributeModel.__table__, models.TrialSystemAttributeModel.__table__
+    trials = models.TrialModel.__table__
+    prefix = ARTIFACTS_ATTR_PREFIX + "%"
+    queries = [
+        sqlalchemy.select(study_attrs.c.value_json)
+        .where(study_attrs.c.study_id == study_id, study_attrs.c.key.like(prefix)),
+        sqlalchemy.select(trial_attrs.c.value_json)
+        .join(trials, trials.c.trial_id == trial_attrs.c.trial_id)
+        .where(trials.c.study_id == study_id, trial_attrs.c.key.like(prefix)),
+    ]  # fmt: skip
+    ids = []
+    with engine.connect() as conn:
+        for query in queries:
+            for (value_json,) in conn.execute(query):
+                try:
+                    meta = _record(json.loads(value_json))
+                except (TypeError, ValueError, RecursionError):
+                    continue
+                artifact_id = meta.get("artifact_id") if isinstance(meta, dict) else None
+                if isinstance(artifact_id, str) and ARTIFACT_ID.fullmatch(artifact_id):
+                    ids.append(artifact_id)
+    return ids
 
 
 def artifacts_in(system_attrs: dict[str, Any], *, strict: bool = True) -> dict[str, str]:
     """filename -> artifact id among a trial's or a study's system attributes (deleted ones skipped).
 
-    Each record comes from the database: a file name that is not a plain name, or an id that is not
-    Optuna's, raises :class:`UnsafeArtifact` (``strict=False`` leaves it out instead).
+    Each record comes from the database: a file name that is not one this service writes (:data:`FILES`), an id
+    that is not Optuna's, or a record that is not JSON raises :class:`UnsafeArtifact` (``strict=False`` leaves it
+    out instead).
     """
     found: dict[str, str] = {}
     for key, value in system_attrs.items():
         if not key.startswith(ARTIFACTS_ATTR_PREFIX):
             continue
-        meta: Any = json.loads(value) if isinstance(value, str) else value
-        if not isinstance(meta, dict) or not meta.get("filename"):  # the dashboard leaves "null" after a delete
-            continue
-        filename, artifact_id = meta["filename"], meta.get("artifact_id")
-        plain = isinstance(filename, str) and filename not in (".", "..") and Path(filename).name == filename
-        if plain and "\\" not in filename and isinstance(artifact_id, str) and ARTIFACT_ID.fullmatch(artifact_id):
+        meta = _record(value)
+        if meta is None or (isinstance(meta, dict) and meta.get("filename") is None and "artifact_id" not in meta):
+            continue  # the dashboard leaves "null" after a delete
+        filename = meta.get("filename") if isinstance(meta, dict) else None
+        artifact_id = meta.get("artifact_id") if isinstance(meta, dict) else None
+        if filename in FILES and isinstance(artifact_id, str) and ARTIFACT_ID.fullmatch(artifact_id):
             found[filename] = artifact_id
         elif strict:
+            shown = repr(filename)[:80] if isinstance(meta, dict) else "a record that is not a JSON object"
             raise UnsafeArtifact(
-                f"artifact {filename!r} (id {artifact_id!r}) is not a plain file name with an Optuna artifact id; "
-                "nothing was downloaded"
+                f"artifact {shown} (id {str(artifact_id)[:60]!r}) is not one this service writes ({', '.join(FILES)}, "
+                "each with an Optuna artifact id); nothing was downloaded"
             )
     return found
 
 
 def download(store: ArtifactStore, trial: optuna.trial.FrozenTrial, out: Path) -> list[Path]:
-    """Copy every artifact of ``trial`` into ``out``; the files written. Unless every record is safe, nothing
-    is written (:class:`UnsafeArtifact`)."""
+    """Copy every artifact of ``trial`` into ``out`` under its fixed name (:data:`FILES`); the files written. Unless
+    every record is one this service writes, nothing is written (:class:`UnsafeArtifact`)."""
     from optuna.artifacts import download_artifact
 
     artifacts = sorted(trial_artifacts(trial).items())

@@ -21,6 +21,7 @@ import sqlalchemy
 from study_contract import protocol
 from study_contract.definition import (
     DEFINITION_ATTR,
+    FOLLOW_UP_ATTR,
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
     DefinitionError,
@@ -28,6 +29,7 @@ from study_contract.definition import (
     StudyError,
     check_stored_name,
 )
+from study_contract.store.trials import TrialView, views
 
 if TYPE_CHECKING:
     import optuna
@@ -36,7 +38,7 @@ RECENT_TRIALS = 20  # finished trials whose durations estimate the next ones
 
 _ATTRS = sqlalchemy.text(
     "SELECT s.study_id, s.study_name, a.key, a.value_json FROM studies s LEFT JOIN study_user_attributes a "
-    "ON a.study_id = s.study_id AND a.key IN (:definition, :paused, :reason) ORDER BY s.study_id"
+    "ON a.study_id = s.study_id AND a.key IN (:definition, :paused, :reason, :follow_up) ORDER BY s.study_id"
 )
 INCOMPLETE = (
     "incomplete: it has no definition (its creation did not finish, or study_admin did not create it); "
@@ -90,36 +92,52 @@ class TuningStudy:
     paused_reason: str | None = None
     error: str | None = None
     incomplete: bool = False
+    followed_up: str | None = None
+    """The study created to follow this one (its confirmation, the next campaign stage), once created."""
 
 
 def _read_tuning_studies(conn: sqlalchemy.engine.Connection) -> list[TuningStudy]:
-    attrs: dict[int, dict[str, Any]] = {}
-    params = {"definition": DEFINITION_ATTR, "paused": PAUSED_ATTR, "reason": PAUSED_REASON_ATTR}
+    stored: dict[int, dict[str, Any]] = {}
+    params = {"definition": DEFINITION_ATTR, "paused": PAUSED_ATTR, "reason": PAUSED_REASON_ATTR,
+              "follow_up": FOLLOW_UP_ATTR}  # fmt: skip
     for study_id, name, key, value_json in conn.execute(_ATTRS, params):
-        study = attrs.setdefault(study_id, {"name": name})
+        study = stored.setdefault(study_id, {"name": name})
         if key is not None:
-            study[key] = json.loads(value_json)
-    studies = []
-    for study_id, study in attrs.items():
-        definition, error = None, INCOMPLETE if DEFINITION_ATTR not in study else None
-        try:
-            check_stored_name(study["name"])
-            if error is None:
-                definition = StudyDefinition.from_json(study[DEFINITION_ATTR])
-        except DefinitionError as exc:
-            error = str(exc)
-        studies.append(
-            TuningStudy(
-                study_id=study_id,
-                name=study["name"],
-                definition=definition,
-                paused=bool(study.get(PAUSED_ATTR, False)),
-                paused_reason=study.get(PAUSED_REASON_ATTR) or None,
-                error=error,
-                incomplete=DEFINITION_ATTR not in study,
-            )
-        )
-    return studies
+            study[key] = value_json
+    return [_tuning_study(study_id, study) for study_id, study in stored.items()]
+
+
+def _loads(value_json: Any) -> Any:
+    try:
+        return json.loads(value_json)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _tuning_study(study_id: int, stored: dict[str, Any]) -> TuningStudy:
+    """One study as its attributes describe it; whatever is wrong with them is this study's error, never the
+    caller's (a definition that fails any check, for any reason, makes the study unreadable)."""
+    name = stored["name"]
+    definition, error = None, INCOMPLETE if DEFINITION_ATTR not in stored else None
+    try:
+        check_stored_name(name)
+        if error is None:
+            definition = StudyDefinition.from_json(_loads(stored[DEFINITION_ATTR]))
+    except DefinitionError as exc:
+        error = str(exc)
+    paused = _loads(stored.get(PAUSED_ATTR))
+    reason = _loads(stored.get(PAUSED_REASON_ATTR))
+    follow_up = _loads(stored.get(FOLLOW_UP_ATTR))
+    return TuningStudy(
+        study_id=study_id,
+        name=name,
+        definition=definition,
+        paused=paused is True,
+        paused_reason=reason if isinstance(reason, str) and reason else None,
+        error=error,
+        incomplete=DEFINITION_ATTR not in stored,
+        followed_up=follow_up if isinstance(follow_up, str) else None,
+    )
 
 
 def _has_schema(conn: sqlalchemy.engine.Connection) -> bool:
@@ -136,6 +154,15 @@ def tuning_studies(engine: sqlalchemy.engine.Engine) -> list[TuningStudy]:
 class Live:
     waiting: int = 0
     running: int = 0
+
+
+def count_trials(engine: sqlalchemy.engine.Engine, study_id: int, *states: str) -> int:
+    """How many trials of the study are in one of ``states`` (Optuna's state names), counted by the database."""
+    query = sqlalchemy.text("SELECT COUNT(*) FROM trials WHERE study_id = :study AND state IN :states").bindparams(
+        sqlalchemy.bindparam("states", expanding=True)
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query, {"study": study_id, "states": list(states)}).scalar_one())
 
 
 def live_counts(engine: sqlalchemy.engine.Engine) -> dict[int, Live]:
@@ -155,11 +182,12 @@ def failures(conn: sqlalchemy.engine.Connection, study_id: int | None = None) ->
     failed: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     for sid, number, key, value_json in conn.execute(sqlalchemy.text(_FAILED + where), params):
         attrs = failed[sid].setdefault(number, {})
-        if key is not None:
-            attrs[key] = json.loads(value_json)
+        value = None if key is None else protocol.decode_json(key, value_json, protocol.USER_ATTRS)
+        if value is not None:
+            attrs[key] = value
     retried: dict[int, set[int]] = defaultdict(set)
     for sid, value_json in conn.execute(sqlalchemy.text(_RETRIES + where), params):
-        history = json.loads(value_json)
+        history = protocol.decode_json(protocol.RETRY_HISTORY, value_json, protocol.SYSTEM_ATTRS)
         if history:
             retried[sid].add(history[-1])
     return {
@@ -245,7 +273,7 @@ class Summary:
 def _running_left(definition: StudyDefinition, progress: dict[str, Any] | None) -> float | None:
     if not progress or not progress.get("steps_per_second"):
         return None
-    return max(definition.timesteps - progress.get("env_steps", 0), 0) / progress["steps_per_second"]
+    return max(definition.timesteps - (progress.get("env_steps") or 0), 0) / progress["steps_per_second"]
 
 
 def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
@@ -256,14 +284,17 @@ def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
         studies = _read_tuning_studies(conn)
         counts: dict[tuple[int, str], int] = {(sid, state): n for sid, state, n in conn.execute(_COUNTS)}
         best: dict[int, float] = {study_id: value for study_id, value in conn.execute(_BEST)}
-        costs = {sid: protocol.recorded_number(json.loads(value)) for sid, value in
+        costs = {sid: protocol.decode_json(protocol.RELATIVE_COMPUTE, value, protocol.USER_ATTRS) for sid, value in
                  conn.execute(_BEST_COST, {"cost": protocol.RELATIVE_COMPUTE})}  # fmt: skip
         failed = failures(conn)
         live: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
         for study_id, trial_id, key, value_json in conn.execute(
             _LIVE_ATTRS, {"worker": protocol.WORKER, "progress": protocol.PROGRESS}
         ):
-            live[study_id].setdefault(trial_id, {})[key] = json.loads(value_json)
+            attrs = live[study_id].setdefault(trial_id, {})
+            value = protocol.decode_json(key, value_json, protocol.USER_ATTRS)
+            if value is not None:
+                attrs[key] = value
         durations: dict[int, list[float]] = defaultdict(list)
         for study_id, start, complete in conn.execute(_DURATIONS, {"recent": RECENT_TRIALS}):
             durations[study_id].append((_as_datetime(complete) - _as_datetime(start)).total_seconds())
@@ -323,6 +354,21 @@ def _summary(
     )
 
 
+# What Optuna raises reading a row it cannot decode (attribute JSON, a distribution, a parameter's value).
+UNREADABLE_ROW = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+
+
+def read_trials(
+    storage: optuna.storages.BaseStorage, name: str, states: tuple[Any, ...] | None = None
+) -> list[TrialView]:
+    """The trials of study ``name`` (of ``states``), decoded; :class:`StudyError` when a row cannot be read at all."""
+    study_id = study_id_of(storage, name)
+    try:
+        return views(storage.get_all_trials(study_id, deepcopy=False, states=states))
+    except UNREADABLE_ROW as exc:
+        raise StudyError(f"study {name!r} has a trial that cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
+
+
 def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
     try:
         return storage.get_study_id_from_name(name)
@@ -333,7 +379,10 @@ def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
 
 def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
     """The stored definition of study ``name``, or :class:`StudyError` saying why there is none."""
-    attrs = storage.get_study_user_attrs(study_id_of(storage, name))
+    try:
+        attrs = storage.get_study_user_attrs(study_id_of(storage, name))
+    except UNREADABLE_ROW as exc:
+        raise StudyError(f"study {name!r} cannot be read: its attributes are not JSON ({exc})") from None
     if DEFINITION_ATTR not in attrs:
         raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
     try:

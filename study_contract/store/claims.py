@@ -10,7 +10,6 @@ the same row, or of a row with the same id in another study.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -128,33 +127,51 @@ def db_now(conn: sqlalchemy.Connection) -> datetime:
 @dataclass(frozen=True)
 class Running:
     trial_id: int
+    number: int
     started: datetime | None
     heartbeat: datetime | None
     grace_period: float
     """The owner's grace period, as it recorded with its claim (else the maintaining worker's)."""
+    worker: str | None
+    """Who trains it, recorded as training starts: None while it is still in setup."""
+    stale_retries: int
+    """Retries its configuration already got after workers that stopped sending heartbeats."""
 
 
 def _grace(value_json: str | None, default: float) -> float:
     """An owner's recorded grace period, read as untrusted: a number of seconds within (0, MAX_GRACE]."""
-    try:
-        value = json.loads(value_json) if value_json is not None else None
-    except ValueError:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return default
-    return value if 0 < value <= MAX_GRACE else default
+    value = protocol.decode_json(protocol.OWNER_GRACE, value_json, protocol.SYSTEM_ATTRS)
+    return value if value is not None and value <= MAX_GRACE else default
+
+
+def _attr(table: sqlalchemy.Table, trials: sqlalchemy.Table, key: str) -> Any:
+    return (
+        sqlalchemy.select(table.c.value_json)
+        .where(table.c.trial_id == trials.c.trial_id, table.c.key == key)
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def running_trials(conn: sqlalchemy.Connection, study_id: int, default_grace: float) -> list[Running]:
     trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
-    attrs = models.TrialSystemAttributeModel.__table__
+    system, user = models.TrialSystemAttributeModel.__table__, models.TrialUserAttributeModel.__table__
     query = (
-        sqlalchemy.select(trials.c.trial_id, trials.c.datetime_start, beats.c.heartbeat, attrs.c.value_json)
-        .select_from(
-            trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id).outerjoin(
-                attrs, (attrs.c.trial_id == trials.c.trial_id) & (attrs.c.key == protocol.OWNER_GRACE)
-            )
-        )
+        sqlalchemy.select(trials.c.trial_id, trials.c.number, trials.c.datetime_start, beats.c.heartbeat,
+                          _attr(system, trials, protocol.OWNER_GRACE), _attr(user, trials, protocol.WORKER),
+                          _attr(system, trials, protocol.STALE_RETRIES))
+        .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
         .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
-    )
-    return [Running(row[0], row[1], row[2], _grace(row[3], default_grace)) for row in conn.execute(query)]
+    )  # fmt: skip
+    return [
+        Running(row[0], row[1], row[2], row[3], _grace(row[4], default_grace),
+                protocol.decode_json(protocol.WORKER, row[5], protocol.USER_ATTRS),
+                protocol.decode_json(protocol.STALE_RETRIES, row[6], protocol.SYSTEM_ATTRS) or 0)
+        for row in conn.execute(query)
+    ]  # fmt: skip
+
+
+def trial_id_of(conn: sqlalchemy.Connection, study_id: int, number: int) -> int:
+    trials = models.TrialModel.__table__
+    query = sqlalchemy.select(trials.c.trial_id).where(trials.c.study_id == study_id, trials.c.number == number)
+    return int(conn.execute(query).scalar_one())

@@ -35,14 +35,15 @@ def study_lock(engine: sqlalchemy.engine.Engine, study_id: int, *, wait: bool = 
             finally:
                 conn.rollback()
         return
-    with _file_lock(Path(f"{engine.url.database}.lock"), wait=wait) as taken:
+    with file_lock(engine, wait=wait) as taken:
         yield taken
 
 
 @contextmanager
-def _file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+def file_lock(engine: sqlalchemy.engine.Engine, *, wait: bool) -> Iterator[bool]:
+    """The embedded database's lock: a file beside it, one for all its studies."""
     # flock, not fcntl record locks: those are per process, so two threads would both get one.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(f"{engine.url.database}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

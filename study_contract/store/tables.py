@@ -36,9 +36,17 @@ class Slot:
     user_attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def insert_study(engine: sqlalchemy.engine.Engine, name: str, slots: Sequence[Slot], attrs: Mapping[str, Any]) -> int:
+def insert_study(
+    engine: sqlalchemy.engine.Engine,
+    name: str,
+    slots: Sequence[Slot],
+    attrs: Mapping[str, Any],
+    *,
+    marks: Mapping[int, Mapping[str, Any]] | None = None,
+) -> int:
     """Write study ``name`` (maximising) with one WAITING trial per slot and the study's user ``attrs``, all in
-    one transaction; its id. :class:`optuna.exceptions.DuplicatedStudyError` if the name is taken."""
+    one transaction, with the user attributes ``marks`` sets on other studies (by id); its id.
+    :class:`optuna.exceptions.DuplicatedStudyError` if the name is taken."""
     try:
         with engine.begin() as conn:
             study_id = conn.execute(
@@ -71,6 +79,16 @@ def insert_study(engine: sqlalchemy.engine.Engine, name: str, slots: Sequence[Sl
                 sqlalchemy.insert(STUDY_USER_ATTRS),
                 [{"study_id": study_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()],
             )
+            for other, marked in (marks or {}).items():
+                for key, value in marked.items():
+                    set_study_attr(conn, other, key, value)
     except sqlalchemy.exc.IntegrityError:
         raise optuna.exceptions.DuplicatedStudyError(f"study {name!r} already exists") from None
     return int(study_id)
+
+
+def set_study_attr(conn: sqlalchemy.engine.Connection, study_id: int, key: str, value: Any) -> None:
+    """Set a study user attribute inside the caller's transaction."""
+    table = STUDY_USER_ATTRS
+    conn.execute(sqlalchemy.delete(table).where(table.c.study_id == study_id, table.c.key == key))
+    conn.execute(sqlalchemy.insert(table).values(study_id=study_id, key=key, value_json=json.dumps(value)))

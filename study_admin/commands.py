@@ -144,6 +144,8 @@ def list_studies(args: argparse.Namespace, url: str) -> int:
 def dashboard(args: argparse.Namespace, url: str) -> int:
     from study_admin.dashboard import serve
 
+    if url.startswith("sqlite"):
+        _storage(url)  # an embedded database is the user's own: its schema is created, as every command does
     try:
         serve(url, args.host, args.port, args.artifact_dir)
     except OSError as exc:  # an address that does not resolve or cannot be bound

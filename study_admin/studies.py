@@ -113,7 +113,11 @@ def trial_configuration(
     definition = load_definition(storage, name)
     trial = next((t for t in read_trials(storage, name) if t.number == number), None)
     if trial is None:
-        raise StudyError(f"study {name!r} has no trial {number}")
+        try:
+            storage.get_trial_id_from_study_id_trial_number(study_id_of(storage, name), number)
+        except KeyError:
+            raise StudyError(f"study {name!r} has no trial {number}") from None
+        raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet (WAITING)")
     if trial.hyperparams is None:
         raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state})")
     return configuration(definition, name, trial, None, None)

@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import SEED_SPACE, StudyDefinition
+from study_contract.store.cache import PlayedTrialsStorage
 from study_contract.store.catalog import TuningStudy
 from study_contract.store.claims import Claim, beat, lost_claim
 from worker.config import WorkerConfig
@@ -157,7 +158,7 @@ def _run(ctx: TrialContext) -> str:
         "loading study",
         lambda: optuna.load_study(
             study_name=ctx.study.name,
-            storage=ctx.storage,
+            storage=PlayedTrialsStorage(ctx.storage),  # never reads the budget's WAITING trials
             sampler=make_sampler(definition, number),
             pruner=make_pruner(definition),
         ),

@@ -134,7 +134,8 @@ def artifacts_in(system_attrs: dict[str, Any], *, strict: bool = True) -> dict[s
             continue  # the dashboard leaves "null" after a delete
         filename = meta.get("filename") if isinstance(meta, dict) else None
         artifact_id = meta.get("artifact_id") if isinstance(meta, dict) else None
-        if filename in FILES and isinstance(artifact_id, str) and ARTIFACT_ID.fullmatch(artifact_id):
+        if isinstance(filename, str) and filename in FILES and isinstance(artifact_id, str) \
+                and ARTIFACT_ID.fullmatch(artifact_id):  # fmt: skip
             found[filename] = artifact_id
         elif strict:
             shown = repr(filename)[:80] if isinstance(meta, dict) else "a record that is not a JSON object"

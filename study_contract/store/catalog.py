@@ -10,6 +10,7 @@ slots are accounted for.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -107,6 +108,13 @@ def _read_tuning_studies(conn: sqlalchemy.engine.Connection) -> list[TuningStudy
     return [_tuning_study(study_id, study) for study_id, study in stored.items()]
 
 
+@functools.lru_cache(maxsize=4096)
+def _definition(text: str) -> StudyDefinition:
+    """A stored definition, read once per text: a worker polls every study's definition, and checking 1,000 of them
+    took a second a poll."""
+    return StudyDefinition.from_json(text)
+
+
 def _loads(value_json: Any) -> Any:
     try:
         return json.loads(value_json)
@@ -122,7 +130,8 @@ def _tuning_study(study_id: int, stored: dict[str, Any]) -> TuningStudy:
     try:
         check_stored_name(name)
         if error is None:
-            definition = StudyDefinition.from_json(_loads(stored[DEFINITION_ATTR]))
+            text = _loads(stored[DEFINITION_ATTR])
+            definition = _definition(text) if isinstance(text, str) else StudyDefinition.from_json(text)
     except DefinitionError as exc:
         error = str(exc)
     paused = _loads(stored.get(PAUSED_ATTR))
@@ -358,13 +367,14 @@ def _summary(
 UNREADABLE_ROW = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
 
 
-def read_trials(
-    storage: optuna.storages.BaseStorage, name: str, states: tuple[Any, ...] | None = None
-) -> list[TrialView]:
-    """The trials of study ``name`` (of ``states``), decoded; :class:`StudyError` when a row cannot be read at all."""
+def read_trials(storage: optuna.storages.BaseStorage, name: str) -> list[TrialView]:
+    """The trials of study ``name`` that have started (the WAITING rest of its budget are counted, never read: a
+    study may queue 100,000), decoded; :class:`StudyError` when a row cannot be read at all."""
+    from study_contract.store.cache import PLAYED
+
     study_id = study_id_of(storage, name)
     try:
-        return views(storage.get_all_trials(study_id, deepcopy=False, states=states))
+        return views(storage.get_all_trials(study_id, deepcopy=False, states=PLAYED))
     except UNREADABLE_ROW as exc:
         raise StudyError(f"study {name!r} has a trial that cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
 

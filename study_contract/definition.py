@@ -19,7 +19,7 @@ from study_contract.options import options_of
 from study_contract.space import ParamSpec, SpaceError, check_value, check_within
 
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "successive-halving", "hyperband", "wilcoxon", "none")
 SAVE_MODELS = ("best", "all", "none")
 DEFINITION_ATTR = "definition"
 PAUSED_ATTR = "paused"
@@ -28,7 +28,7 @@ FOLLOW_UP_ATTR = "follow_up"
 """The name of the study created to follow this one (its confirmation, the next campaign stage), written in the
 transaction that creates it: a follow-up that is missing though recorded was deleted, and is not due again."""
 MAX_DEFINITION_CHARS = 1_000_000  # a stored definition longer than this is not one study_admin writes
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_SEED = 2**31 - 1
 # Derived seeds (trial, evaluation, test seeds) stay below numpy's limit of 2**32 - 1.
 SEED_SPACE = 2**32
@@ -114,7 +114,11 @@ class StudyDefinition:
         "max(10, n_trials / 10) trials random) or random.",
     )
     pruner: str = _opt(
-        "median", choices=PRUNERS, help="Optuna pruner that stops unpromising trials at their evaluations."
+        "median",
+        choices=PRUNERS,
+        help="Optuna pruner that stops unpromising trials at their evaluations: the median of the finished trials at "
+        "the same env-step; successive halving (rungs at 1, 3, 9, ... evaluations, a third promoted); Hyperband; a "
+        "Wilcoxon signed-rank test against the best trial's curve, paired by env-step (p < 0.1); or none.",
     )
     pruner_startup_trials: int = _opt(
         5, bounds=(0, 100_000), help="Median pruner: trials that finish before any pruning happens."
@@ -345,4 +349,6 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
     if version < 4:
         data["max_compute"] = 0.0  # no cap on training compute
         data["schema_version"] = 4
+    if version < 5:
+        data["schema_version"] = 5  # schema 5 adds pruners and defaults; a stored study keeps the ones it has
     return data

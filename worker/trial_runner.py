@@ -116,9 +116,16 @@ def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
             n_startup_trials=definition.pruner_startup_trials,
             n_warmup_steps=int(definition.pruner_warmup * definition.timesteps),
         )
+    if definition.pruner == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=definition.eval_every, reduction_factor=3)
     if definition.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=definition.eval_every, max_resource=definition.timesteps)
+    if definition.pruner == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P)
     return optuna.pruners.NopPruner()
+
+
+WILCOXON_P = 0.1  # Optuna's default: prune once a trial's curve is worse than the best's with p < 0.1
 
 
 def failure_reason(exc: BaseException) -> str:

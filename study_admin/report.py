@@ -66,7 +66,7 @@ def plot_importances(storage: optuna.storages.BaseStorage, name: str, path: Path
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if len(complete) < 3 or not any(t.params for t in complete):
             return False
-        importances = optuna.importance.get_param_importances(study)
+        importances = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
     except (*UNREADABLE_ROW, RuntimeError):
         return False  # too few distinct values to rank anything, or parameters that cannot be read
     if not importances:

@@ -21,6 +21,9 @@ from study_contract.space import ParamSpec, SpaceError, check_value, check_withi
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive-halving", "hyperband", "wilcoxon", "none")
 SAVE_MODELS = ("best", "all", "none")
+RETURN, RETURN_AND_COMPUTE = "return", "return-and-compute"
+OBJECTIVES = (RETURN, RETURN_AND_COMPUTE)
+METRIC_NAMES = {RETURN: ["mean evaluation return"], RETURN_AND_COMPUTE: ["mean evaluation return", "relative compute"]}
 DEFINITION_ATTR = "definition"
 PAUSED_ATTR = "paused"
 PAUSED_REASON_ATTR = "paused_reason"
@@ -169,6 +172,13 @@ class StudyDefinition:
         "cap). A sampled configuration above it is not trained: pruned at once, an infeasible trial that "
         "Optuna's constrained TPE learns to avoid.",
     )
+    objective: str = _opt(
+        RETURN,
+        choices=OBJECTIVES,
+        help="What the sampler optimises: the final evaluation's mean return; or that and the training compute per "
+        "env-step together (two objectives: multi-objective TPE searches the Pareto front of return against cost; "
+        "Optuna prunes no multi-objective trial, so --pruner does not apply).",
+    )
     save_models: str = _opt(
         "best",
         choices=SAVE_MODELS,
@@ -267,6 +277,11 @@ class StudyDefinition:
         except SpaceError as exc:
             raise DefinitionError(f"hyperparams: {exc}") from None
 
+    @property
+    def two_objectives(self) -> bool:
+        """Whether trials report return and compute together (and cannot be pruned or report a curve to Optuna)."""
+        return self.objective == RETURN_AND_COMPUTE
+
     def trial_seed(self, number: int) -> int:
         """The training seed of tuning trial ``number`` (a retry keeps the seed of the trial it replaces)."""
         return derive_seed(self.seed, number)
@@ -350,5 +365,6 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
         data["max_compute"] = 0.0  # no cap on training compute
         data["schema_version"] = 4
     if version < 5:
-        data["schema_version"] = 5  # schema 5 adds pruners and defaults; a stored study keeps the ones it has
+        data["objective"] = RETURN
+        data["schema_version"] = 5  # schema 5 adds pruners, objectives and defaults; a stored study keeps its own
     return data

@@ -34,7 +34,9 @@ SAVED_MODEL = "saved_model"
 VIDEO_FRAMES = "video_frames"
 VIDEO_ERROR = "video_error"
 ARTIFACT_ERROR = "artifact_error"
-# The learning curve is the trial's intermediate values (each evaluation, reported to the pruner).
+# The learning curve is the trial's intermediate values (each evaluation, reported to the pruner); a two-objective
+# trial, which Optuna does not let report, records it as this attribute instead: [[env-step, mean return], ...].
+CURVE = "curve"
 # Written before a trial is failed: why, and whether its configuration is queued again.
 PRUNED_REASON = "pruned_reason"
 """Why a trial was pruned before training (its configuration over the study's ``max_compute``)."""
@@ -132,6 +134,14 @@ def _trial_numbers(value: Any) -> list[int] | None:
     return value
 
 
+def _curve_points(value: Any) -> list[list[float]] | None:
+    if not isinstance(value, list) or len(value) > 100_000:
+        return None
+    points = [p for p in value if isinstance(p, list) and len(p) == 2 and _count(p[0]) is not None
+              and _finite(p[1]) is not None]  # fmt: skip
+    return points if len(points) == len(value) else None
+
+
 Decoder = Callable[[Any], Any]
 USER_ATTRS: dict[str, Decoder] = {
     HYPERPARAMS: _params, SEED: _seed, WORKER: _text, PROGRESS: _progress, ENV_STEPS: _count,
@@ -139,7 +149,7 @@ USER_ATTRS: dict[str, Decoder] = {
     SECONDS_PER_KSTEP: recorded_number, COMPUTE_PER_STEP: recorded_number, RELATIVE_COMPUTE: recorded_number,
     PRUNED_REASON: _text, FAIL_REASON: _text, RETRY: _flag, HANDED_BACK: _text, BASELINE: _flag, KNOWN_GOOD: _flag,
     PREVIOUS_WINNER: _flag, CANDIDATE: _candidate, SAVED_MODEL: _flag, VIDEO_FRAMES: _count, VIDEO_ERROR: _text,
-    ARTIFACT_ERROR: _text,
+    ARTIFACT_ERROR: _text, CURVE: _curve_points,
 }  # fmt: skip
 SYSTEM_ATTRS: dict[str, Decoder] = {
     FAILED_TRIAL: _count, RETRY_HISTORY: _trial_numbers, STALE_RETRIES: _count, OWNER_GRACE: recorded_number,

@@ -119,3 +119,26 @@ def test_a_compute_cap_prunes_dear_configurations_before_training(pg_url: str, t
         assert trial.state == TrialState.PRUNED and trial.user_attrs[protocol.ENV_STEPS] == 0
         assert "exceeds max_compute=0.5" in trial.user_attrs[protocol.PRUNED_REASON] and trial.constraints
     assert all(t.state == TrialState.COMPLETE and t.user_attrs[protocol.ENV_STEPS] > 0 for t in under)
+
+
+def test_two_objectives_search_return_against_compute(storage_url: str, tmp_path: Path, tiny_space: Path) -> None:
+    """``--objective return-and-compute``: each trial tells Optuna its return and its compute, records its curve as an
+    attribute (Optuna lets no such trial report one), and everything downstream reads the return."""
+    create_tiny_study(storage_url, "front", tiny_space, 3, 256, "--objective", "return-and-compute", "--eval-every",
+                      "128", "--eval-episodes", "1", "--confirm", "--confirm-top", "1", "--test-seeds", "1")  # fmt: skip
+    run_worker_in_process(storage_url)
+    study = optuna.load_study(study_name="front", storage=storage_url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["mean evaluation return", "relative compute"]
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE and not trial.intermediate_values
+        assert trial.values[1] == pytest.approx(trial.user_attrs[protocol.RELATIVE_COMPUTE], abs=1e-3)
+        assert [step for step, _ in trial.user_attrs[protocol.CURVE]] == [128, 256]
+        assert trial.values[0] == trial.user_attrs[protocol.CURVE][-1][1]
+    confirmation = optuna.load_study(study_name="front:confirm", storage=storage_url)
+    assert len(confirmation.directions) == 1 and confirmation.trials[0].intermediate_values  # one objective again
+    best = json.loads(run_cli("study_admin", "best", "front", "--format", "json", "--storage", storage_url).stdout)
+    assert best["confirmed"] is True
+    report = run_cli("study_admin", "report", "front", "--out", str(tmp_path / "report"), "--storage", storage_url)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "report" / "curves.png").exists()  # drawn from the recorded curves

@@ -46,7 +46,8 @@ class StopOnNonFinite(BaseCallback):
 
 
 class TrialEvalCallback(EvalCallback):
-    """Deterministic periodic evaluation, reported to the Optuna trial, which may prune it.
+    """Deterministic periodic evaluation, reported to the Optuna trial, which may prune it (unless ``reports`` is
+    False: Optuna lets no two-objective trial report or be pruned; the curve is kept all the same).
 
     An evaluation due at or after ``final_step`` is left to the caller: SB3 still updates the policy
     after the last callback of a rollout, and a trial's value must be that of the model it leaves.
@@ -62,8 +63,10 @@ class TrialEvalCallback(EvalCallback):
         final_step: int,
         retry: Callable[[str, Callable[[], Any]], Any],
         pulse: Pulse,
+        reports: bool = True,
     ) -> None:
         super().__init__(eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq, deterministic=True, verbose=0)
+        self.reports = reports
         self.final_step = final_step
         self.pulse = pulse
         self.trial = trial
@@ -95,6 +98,8 @@ class TrialEvalCallback(EvalCallback):
         if self.n_calls % self.eval_freq or self.num_timesteps >= self.final_step:
             return True
         value = self.evaluate_now()
+        if not self.reports:
+            return True
         # Reporting and asking the pruner are timed with evaluation, apart from training throughput.
         started = time.perf_counter()
         try:

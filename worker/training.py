@@ -125,6 +125,7 @@ def train_trial(
             final_step=definition.timesteps,
             retry=options.retry,
             pulse=pulse,
+            reports=not definition.two_objectives,
         )
         clock = TrainingClock(evaluator, definition.timesteps)
         drain = DrainOnShutdown(options.shutdown, clock, options.drain_seconds)
@@ -150,12 +151,13 @@ def train_trial(
         else:
             outcome = "complete"
             value = evaluator.evaluate_now()  # the value of a trial: the final model's evaluation
-            options.retry("reporting", lambda: trial.report(value, step=model.num_timesteps))
+            if evaluator.reports:
+                options.retry("reporting", lambda: trial.report(value, step=model.num_timesteps))
             progress.report()
         wall_seconds = time.perf_counter() - started
-        extra = {}
+        extra: dict[str, Any] = {protocol.CURVE: evaluator.curve} if not evaluator.reports else {}
         if options.artifacts is not None:
-            extra = options.artifacts.save(model, train_env, evaluator.curve, outcome, evaluator.last_value, pulse)
+            extra |= options.artifacts.save(model, train_env, evaluator.curve, outcome, evaluator.last_value, pulse)
         return TrainingResult(
             outcome=outcome,
             value=evaluator.last_value,

@@ -216,7 +216,8 @@ def _run(ctx: TrialContext) -> str:
         return "handed back"
     if result.outcome == "pruned":
         return _finish(ctx, study, trial, "pruned", attrs, state=TrialState.PRUNED)
-    return _finish(ctx, study, trial, "complete", attrs, value=result.value)
+    values = [result.value, result.relative_compute] if definition.two_objectives else result.value
+    return _finish(ctx, study, trial, "complete", attrs, value=values)
 
 
 def _gone_if_missing(fn: Callable[[], T]) -> T:
@@ -230,7 +231,7 @@ def _gone_if_missing(fn: Callable[[], T]) -> T:
 
 
 def _tell(
-    ctx: TrialContext, study: optuna.Study, trial: optuna.Trial, value: float | None, state: TrialState | None
+    ctx: TrialContext, study: optuna.Study, trial: optuna.Trial, value: Any, state: TrialState | None
 ) -> None:
     try:
         study.tell(trial, value, state=state)
@@ -287,12 +288,12 @@ def _finish(
     attrs: dict[str, Any],
     *,
     state: TrialState | None = None,
-    value: float | None = None,
+    value: Any = None,
 ) -> str:
     _record(ctx, trial, attrs)
     crash_point("finish")
     ctx.guarded("telling", lambda: _tell(ctx, study, trial, value, state))
     log.info(
-        "trial %d of %s %s%s", trial.number, ctx.study.name, outcome, "" if value is None else f" (value {value:.2f})"
+        "trial %d of %s %s%s", trial.number, ctx.study.name, outcome, "" if value is None else f" (value {value})"
     )
     return outcome

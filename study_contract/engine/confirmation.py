@@ -19,7 +19,7 @@ import optuna
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import DefinitionError, StudyDefinition, StudyError
+from study_contract.definition import RETURN, DefinitionError, StudyDefinition, StudyError
 from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.space import ParamSpec
 from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores
@@ -125,6 +125,7 @@ def plan(
         confirm_top=top,
         test_seeds=seeds or definition.test_seeds,
         pruner="none",
+        objective=RETURN,  # fresh-seed returns of configurations already chosen
         max_compute=0.0,  # the chosen configurations are re-trained whatever they cost
         # Each candidate keeps the models of its runs that were its best when they finished: the winner's best run
         # has one, whichever candidate wins, and a candidate keeps about ln(seeds) + 1 of them, not one per seed.

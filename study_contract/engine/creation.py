@@ -16,7 +16,14 @@ import optuna
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import DEFINITION_ATTR, FOLLOW_UP_ATTR, PAUSED_ATTR, StudyDefinition, StudyError
+from study_contract.definition import (
+    DEFINITION_ATTR,
+    FOLLOW_UP_ATTR,
+    METRIC_NAMES,
+    PAUSED_ATTR,
+    StudyDefinition,
+    StudyError,
+)
 from study_contract.space import optuna_params
 from study_contract.store.tables import Slot, insert_study
 
@@ -68,7 +75,7 @@ def create_study(
     while True:
         study_name = name or unique_name(storage, f"{definition.algo}-{definition.env_id}")
         try:
-            insert_study(storage.engine, study_name, rows, attrs,
+            insert_study(storage.engine, study_name, rows, attrs, metric_names=METRIC_NAMES[definition.objective],
                          marks={follows: {FOLLOW_UP_ATTR: study_name}} if follows is not None else None)  # fmt: skip
             return study_name
         except optuna.exceptions.DuplicatedStudyError:

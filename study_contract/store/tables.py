@@ -23,6 +23,8 @@ FIXED_PARAMS = "fixed_params"  # the system attribute Optuna's enqueue_trial wri
 STUDIES = models.StudyModel.__table__
 DIRECTIONS = models.StudyDirectionModel.__table__
 STUDY_USER_ATTRS = models.StudyUserAttributeModel.__table__
+STUDY_SYSTEM_ATTRS = models.StudySystemAttributeModel.__table__
+METRIC_NAMES_ATTR = "study:metric_names"  # what Study.set_metric_names writes
 TRIALS = models.TrialModel.__table__
 TRIAL_SYSTEM_ATTRS = models.TrialSystemAttributeModel.__table__
 TRIAL_USER_ATTRS = models.TrialUserAttributeModel.__table__
@@ -42,19 +44,23 @@ def insert_study(
     slots: Sequence[Slot],
     attrs: Mapping[str, Any],
     *,
+    metric_names: Sequence[str] = ("value",),
     marks: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> int:
-    """Write study ``name`` (maximising) with one WAITING trial per slot and the study's user ``attrs``, all in
-    one transaction, with the user attributes ``marks`` sets on other studies (by id); its id.
+    """Write study ``name`` with one WAITING trial per slot and the study's user ``attrs``, all in one transaction,
+    with the user attributes ``marks`` sets on other studies (by id); its id. The first objective is maximised,
+    a second one minimised; ``metric_names`` name them (the dashboard shows them).
     :class:`optuna.exceptions.DuplicatedStudyError` if the name is taken."""
     try:
         with engine.begin() as conn:
             study_id = conn.execute(
                 sqlalchemy.insert(STUDIES).values(study_name=name).returning(STUDIES.c.study_id)
             ).scalar_one()
-            conn.execute(
-                sqlalchemy.insert(DIRECTIONS).values(study_id=study_id, objective=0, direction=StudyDirection.MAXIMIZE)
-            )
+            directions = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE][: len(metric_names)]
+            conn.execute(sqlalchemy.insert(DIRECTIONS), [{"study_id": study_id, "objective": n, "direction": d}
+                                                         for n, d in enumerate(directions)])  # fmt: skip
+            conn.execute(sqlalchemy.insert(STUDY_SYSTEM_ATTRS).values(study_id=study_id, key=METRIC_NAMES_ATTR,
+                                                                      value_json=json.dumps(list(metric_names))))
             rows = [{"study_id": study_id, "number": n, "state": TrialState.WAITING} for n in range(len(slots))]
             conn.execute(sqlalchemy.insert(TRIALS), rows)
             ids: dict[int, int] = dict(

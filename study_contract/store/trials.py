@@ -42,12 +42,14 @@ class TrialView:
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialView:
-        curve = sorted((step, float(v)) for step, v in trial.intermediate_values.items() if _finite(v) is not None)
+        recorded = protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS).get(protocol.CURVE, [])
+        reported = list(trial.intermediate_values.items()) or [(step, value) for step, value in recorded]
+        curve = sorted((step, float(v)) for step, v in reported if _finite(v) is not None)
         return cls(
             trial_id=trial._trial_id,
             number=trial.number,
             state=trial.state.name,
-            value=_finite(trial.value) if len(trial.values or ()) == 1 else None,
+            value=_finite(trial.values[0]) if trial.values else None,
             attrs=protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS),
             system=protocol.decode_attrs(trial.system_attrs, protocol.SYSTEM_ATTRS),
             curve=curve,

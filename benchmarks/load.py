@@ -3,7 +3,8 @@ memory, for studies of growing budgets and a database of many studies; prints nu
 
 python benchmarks/load.py [--sizes 100 10000 100000] [--trials 20] [--studies 1000] [--postgres]
 
-Per study size N (a fresh PPO study of N WAITING trials): a worker loop in this process runs ``--trials`` trials with
+Per study size N (a fresh PPO study of N WAITING trials, each size in a process of its own so that memory figures
+compare): a worker loop in that process runs ``--trials`` trials with
 training replaced by its database work (five evaluations reported, each with a pruning check, the best-so-far
 check that decides whether a model is kept, and the result told), timing each trial from claim to finish and
 reading this process's memory after each; then ``study_admin list`` and ``show`` run as a user runs them (wall
@@ -132,18 +133,35 @@ def report(label: str, url: str, name: str, trials: int, env: dict[str, str]) ->
           flush=True)  # fmt: skip
 
 
+def measure(url: str, size: int, trials: int, studies: int, env: dict[str, str]) -> None:
+    """One line of figures for one database: a study of ``size`` trials, or (``size`` 0) ``studies`` small ones."""
+    started = time.perf_counter()
+    if size:
+        create(url, "big", size, env)
+        report(f"a study of {size} trials (created in {time.perf_counter() - started:.1f} s)", url, "big", trials, env)
+    else:
+        create_many(url, studies)
+        label = f"{studies} studies of 10 trials (created in {time.perf_counter() - started:.0f} s)"
+        report(label, url, f"s{studies - 1}", trials, env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000, 100_000])
     parser.add_argument("--trials", type=int, default=20, help="trials the worker runs per study size")
     parser.add_argument("--studies", type=int, default=1000, help="studies in the many-studies database")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster instead of SQLite")
+    parser.add_argument("--url", help=argparse.SUPPRESS)  # one measurement, in a process of its own
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import logging
     import os
 
     logging.basicConfig(level=logging.WARNING)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TUNER_DATA_DIR")}
+    if args.url:
+        measure(args.url, args.size, args.trials, args.studies, env)
+        return
     cluster = None
     if args.postgres:
         from tests.pg import PostgresCluster
@@ -158,15 +176,8 @@ def main() -> None:
                     url = cluster.url(f"load{index}")
                 else:
                     url = f"sqlite:///{Path(work) / f'load{index}.sqlite3'}"
-                started = time.perf_counter()
-                if size:
-                    create(url, "big", size, env)
-                    label = f"a study of {size} trials (created in {time.perf_counter() - started:.1f} s)"
-                    report(label, url, "big", args.trials, env)
-                    continue
-                create_many(url, args.studies)
-                label = f"{args.studies} studies of 10 trials (created in {time.perf_counter() - started:.0f} s)"
-                report(label, url, f"s{args.studies - 1}", args.trials, env)
+                subprocess.run([sys.executable, __file__, "--url", url, "--size", str(size), "--trials",
+                                str(args.trials), "--studies", str(args.studies)], check=True)  # fmt: skip
     finally:
         if cluster is not None:
             cluster.stop()

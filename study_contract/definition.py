@@ -163,7 +163,8 @@ class StudyDefinition:
         BACKENDS[0],
         choices=BACKENDS,
         help="Training library: Stable-Baselines3 (PyTorch), or SBX (JAX; pip install '.[sbx]'), which trains the "
-        "off-policy algorithms about twice as fast on a CPU core.",
+        "off-policy algorithms about twice as fast on a CPU core but learned worse with the same hyperparameters "
+        "where measured (docs/tuning.md).",
     )
     max_compute: float = _opt(
         0.0,

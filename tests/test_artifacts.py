@@ -118,7 +118,7 @@ def test_a_study_artifact_uploaded_again_replaces_the_old_one(storage_url: str, 
     study = optuna.create_study(study_name="plotted", storage=storage, direction="maximize")
     study_id = storage.get_study_id_from_name("plotted")
     store = open_store(str(tmp_path / "store"))
-    plot, other = tmp_path / "confirmation.png", tmp_path / "notes.txt"
+    plot, other = tmp_path / "confirmation.png", tmp_path / "learning_curve.csv"
     plot.write_bytes(b"one")
     other.write_text("kept")
     upload_artifact(artifact_store=store, file_path=str(other), study_or_trial=study)
@@ -126,7 +126,7 @@ def test_a_study_artifact_uploaded_again_replaces_the_old_one(storage_url: str, 
         retire_study_artifact(store, storage, study_id, "confirmation.png")
         upload_artifact(artifact_store=store, file_path=str(plot), study_or_trial=study, mimetype="image/png")
     live = artifacts_in(storage.get_study_system_attrs(study_id))
-    assert sorted(live) == ["confirmation.png", "notes.txt"]  # the other artifact is left alone
+    assert sorted(live) == ["confirmation.png", "learning_curve.csv"]  # the other artifact is left alone
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted(live.values())
 
 

@@ -121,11 +121,14 @@ def test_a_compute_cap_prunes_dear_configurations_before_training(pg_url: str, t
     assert all(t.state == TrialState.COMPLETE and t.user_attrs[protocol.ENV_STEPS] > 0 for t in under)
 
 
-def test_two_objectives_search_return_against_compute(storage_url: str, tmp_path: Path, tiny_space: Path) -> None:
+def test_two_objectives_search_return_against_compute(tmp_path: Path, tiny_space: Path) -> None:
     """``--objective return-and-compute``: each trial tells Optuna its return and its compute, records its curve as an
-    attribute (Optuna lets no such trial report one), and everything downstream reads the return."""
+    attribute (Optuna lets no such trial report one), and everything downstream reads the return. On the embedded
+    storage: the storages differ in nothing it adds."""
+    storage_url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     create_tiny_study(storage_url, "front", tiny_space, 3, 256, "--objective", "return-and-compute", "--eval-every",
-                      "128", "--eval-episodes", "1", "--confirm", "--confirm-top", "1", "--test-seeds", "1")  # fmt: skip
+                      "128", "--eval-episodes", "1", "--confirm", "--confirm-top", "1", "--test-seeds",
+                      "1")  # fmt: skip
     run_worker_in_process(storage_url)
     study = optuna.load_study(study_name="front", storage=storage_url)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]

@@ -46,7 +46,7 @@ from tests.test_trust import PARAMS
 
 pytestmark = pytest.mark.slow
 SEED = int(os.environ.get("POISON_SEED") or random.SystemRandom().randrange(2**32))
-EXAMPLES = int(os.environ.get("POISON_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("POISON_EXAMPLES", "12"))
 MARKER = "/tmp/poison-ran-code"
 CODE = f"__import__('os').system('touch {MARKER}')"
 ARTIFACT_ID = "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"

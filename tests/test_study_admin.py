@@ -359,3 +359,28 @@ def test_best_is_reported_as_sb3_keyword_arguments(pg_url: str, tiny_space: Path
     assert best["learning_rate_schedule"] == "linear"
     assert best["learning_rate_formula"] == "progress_remaining * 0.001"
     assert best["normalize_observations"] is True
+
+
+def test_choosing_sbx_says_where_it_learned_worse(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    args = [
+        "create",
+        "--storage",
+        url,
+        "--algo",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "--n-trials",
+        "2",
+        "--timesteps",
+        "500",
+    ]
+    plain = run_cli("study_admin", *args)
+    assert plain.returncode == 0 and plain.stderr == ""  # positive control: SB3 needs no note
+    jax = run_cli("study_admin", *args, "--backend", "sbx")
+    assert (
+        jax.returncode == 0
+        and jax.stderr.startswith("note: SBX trains about twice as fast")
+        and "learned worse" in jax.stderr
+    )

@@ -30,8 +30,8 @@ from tests.test_trust import PARAMS, _tamper_definition
 ARTIFACT_ID = "0b7c3f4e-9d3c-4a7e-8f0e-1d2c3b4a5f60"
 
 
-def _one_line_refusal(result: Any, message: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
+def _one_line_refusal(result: Any, message: str, code: int = 2) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
@@ -83,27 +83,29 @@ POISONED_DEFINITIONS = {
 }
 
 
-@pytest.mark.parametrize("poison", list(POISONED_DEFINITIONS))
-def test_one_unreadable_definition_is_that_studys_error_never_the_fleets(
-    storage_url: str, tiny_space: Path, poison: str
-) -> None:
+def test_one_unreadable_definition_is_that_studys_error_never_the_fleets(storage_url: str, tiny_space: Path) -> None:
     """Findings 3 and 11: one such study made list and show of every study fail and every worker exit 1."""
-    create_tiny_study(storage_url, "bad", tiny_space, 1, 256, "--no-baseline")
     create_tiny_study(storage_url, "fine", tiny_space, 1, 256, "--no-baseline")
     storage = open_storage(storage_url)
-    study_id = storage.get_study_id_from_name("bad")
-    stored = json.loads(storage.get_study_user_attrs(study_id)[DEFINITION_ATTR])
-    storage.set_study_user_attr(study_id, DEFINITION_ATTR, POISONED_DEFINITIONS[poison](stored))
+    for n, poison in enumerate(POISONED_DEFINITIONS.values()):
+        create_tiny_study(storage_url, f"bad{n}", tiny_space, 1, 256, "--no-baseline")
+        study_id = storage.get_study_id_from_name(f"bad{n}")
+        stored = json.loads(storage.get_study_user_attrs(study_id)[DEFINITION_ATTR])
+        storage.set_study_user_attr(study_id, DEFINITION_ATTR, poison(stored))
 
     listed = run_cli("study_admin", "list", "--format", "json", "--storage", storage_url)
     assert listed.returncode == 0, listed.stderr
     states = {s["name"]: s["state"] for s in json.loads(listed.stdout)}
-    assert states == {"bad": "unreadable", "fine": "waiting"}
+    assert states == {"fine": "waiting", **{f"bad{n}": "unreadable" for n in range(len(POISONED_DEFINITIONS))}}
     assert run_cli("study_admin", "show", "fine", "--storage", storage_url).returncode == 0
-    _one_line_refusal(run_cli("study_admin", "show", "bad", "--storage", storage_url), "study 'bad' cannot be read")
+    for n in range(len(POISONED_DEFINITIONS)):
+        shown = run_cli("study_admin", "show", f"bad{n}", "--storage", storage_url)
+        _one_line_refusal(shown, f"study 'bad{n}' cannot be read")
     worker = run_worker_in_process(storage_url)
-    assert worker.outcomes == ["complete"]  # the sound study is served; the other waits, untouched
-    assert [t.state for t in trials_of(storage_url, "bad")] == [TrialState.WAITING]
+    assert worker.outcomes == ["complete"]  # the sound study is served; the others wait, untouched
+    assert {t.state for n in range(len(POISONED_DEFINITIONS)) for t in trials_of(storage_url, f"bad{n}")} == {
+        TrialState.WAITING
+    }
 
 
 def test_a_lock_holder_that_stalls_past_the_servers_timeout_writes_nothing(
@@ -328,15 +330,17 @@ def test_command_line_edges_are_one_line_refusals(tmp_path: Path, args: list[str
     assert summarise(open_engine(url)) == []
 
 
-def test_an_s3_store_without_boto3_is_a_one_line_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_s3_store_without_boto3_is_a_one_line_refusal(tmp_path: Path) -> None:
+    import subprocess
     import sys
 
-    from study_contract.store.artifacts import open_store
-    from study_contract.store.storage import StorageError
-
-    monkeypatch.setitem(sys.modules, "boto3", None)  # as on a machine without the s3 extra
-    with pytest.raises(StorageError, match=r"needs boto3: pip install 'locomotion-tuner\[s3\]'"):
-        open_store("s3://bucket")
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    program = ("import sys; sys.modules['boto3'] = None  # as on a machine without the s3 extra\n"
+               "from study_admin.cli import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", program, "dashboard", "--storage", url, "--artifact-dir",
+                             "s3://bucket", "--port", "18091"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    # exit 1, as for any store or database this machine cannot use
+    _one_line_refusal(result, "artifact store 's3://bucket' needs boto3: pip install 'locomotion-tuner[s3]'", code=1)
 
 
 def test_the_help_names_no_empty_default() -> None:

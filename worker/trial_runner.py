@@ -230,9 +230,7 @@ def _gone_if_missing(fn: Callable[[], T]) -> T:
                         deleted=False) from None  # fmt: skip
 
 
-def _tell(
-    ctx: TrialContext, study: optuna.Study, trial: optuna.Trial, value: Any, state: TrialState | None
-) -> None:
+def _tell(ctx: TrialContext, study: optuna.Study, trial: optuna.Trial, value: Any, state: TrialState | None) -> None:
     try:
         study.tell(trial, value, state=state)
     except ValueError:  # Optuna refuses to tell a finished trial: another worker failed it as stale
@@ -293,7 +291,5 @@ def _finish(
     _record(ctx, trial, attrs)
     crash_point("finish")
     ctx.guarded("telling", lambda: _tell(ctx, study, trial, value, state))
-    log.info(
-        "trial %d of %s %s%s", trial.number, ctx.study.name, outcome, "" if value is None else f" (value {value})"
-    )
+    log.info("trial %d of %s %s%s", trial.number, ctx.study.name, outcome, "" if value is None else f" (value {value})")
     return outcome

@@ -59,8 +59,11 @@ def insert_study(
             directions = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE][: len(metric_names)]
             conn.execute(sqlalchemy.insert(DIRECTIONS), [{"study_id": study_id, "objective": n, "direction": d}
                                                          for n, d in enumerate(directions)])  # fmt: skip
-            conn.execute(sqlalchemy.insert(STUDY_SYSTEM_ATTRS).values(study_id=study_id, key=METRIC_NAMES_ATTR,
-                                                                      value_json=json.dumps(list(metric_names))))
+            conn.execute(
+                sqlalchemy.insert(STUDY_SYSTEM_ATTRS).values(
+                    study_id=study_id, key=METRIC_NAMES_ATTR, value_json=json.dumps(list(metric_names))
+                )
+            )
             rows = [{"study_id": study_id, "number": n, "state": TrialState.WAITING} for n in range(len(slots))]
             conn.execute(sqlalchemy.insert(TRIALS), rows)
             ids: dict[int, int] = dict(

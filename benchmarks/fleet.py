@@ -34,25 +34,28 @@ HEARTBEAT, GRACE = 2, 8  # seconds: a dead worker's trial is reclaimed within ab
 
 
 def simulated_training(seconds: float) -> Any:
-    """A stand-in for ``worker.training.train_trial``: waits, reports evaluations, may be pruned or handed back."""
-    from worker.training import TrainingResult
+    """A trainer that waits, reports evaluations, and may be pruned or handed back."""
+    from worker.outcomes import Outcome, TrainingResult
 
-    def train_trial(definition: Any, params: dict[str, Any], seed: int, trial: Any, options: Any) -> Any:
+    def train_trial(session: Any, trial: Any, params: dict[str, Any], seed: int) -> Any:
+        definition = session.definition
         rng = random.Random(seed)
         quality = -abs(params.get("learning_rate", 1e-3) - 1e-3) * 1e4 + rng.gauss(0, 1)
         evaluations = max(definition.timesteps // definition.eval_every, 1)
         curve: list[list[float]] = []
         started = time.perf_counter()
         for index in range(1, evaluations + 1):
-            if options.shutdown.event.wait(seconds / evaluations):
-                return TrainingResult("handed back", None, index, time.perf_counter() - started, 0.0, curve)
+            if session.shutdown.event.wait(seconds / evaluations):
+                return TrainingResult(Outcome.HANDED_BACK, None, index, time.perf_counter() - started, 0.0, curve)
             value = quality * index / evaluations
             step = index * definition.eval_every
             curve.append([step, value])
-            options.retry("reporting", lambda v=value, s=step: trial.report(v, step=s))
-            if options.retry("pruning check", trial.should_prune):
-                return TrainingResult("pruned", value, step, time.perf_counter() - started, 0.0, curve)
-        return TrainingResult("complete", curve[-1][1], definition.timesteps, time.perf_counter() - started, 0.0, curve)
+            session.guarded("reporting", lambda v=value, s=step: trial.report(v, step=s))
+            if session.guarded("pruning check", trial.should_prune):
+                return TrainingResult(Outcome.PRUNED, value, step, time.perf_counter() - started, 0.0, curve)
+        return TrainingResult(
+            Outcome.COMPLETE, curve[-1][1], definition.timesteps, time.perf_counter() - started, 0.0, curve
+        )
 
     return train_trial
 
@@ -63,13 +66,12 @@ def run_process(url: str, workers: int, seconds: float, events: Path) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     import worker.loop
-    import worker.training
     from study_contract.store.claims import Claim
     from worker.config import WorkerConfig
     from worker.db import Retrier
     from worker.shutdown import ShutdownFlag
 
-    worker.training.train_trial = simulated_training(seconds)
+    train = simulated_training(seconds)
     real_claim = worker.loop.claim
     lock = threading.Lock()
     out = events.open("a", buffering=1)
@@ -91,7 +93,7 @@ def run_process(url: str, workers: int, seconds: float, events: Path) -> None:
 
     def one() -> None:
         storage = worker.loop.connect(config, Retrier(max_wait=5, deadline=120, stop=shutdown.event))
-        worker.loop.Worker(config, storage, shutdown).run()
+        worker.loop.Worker(config, storage, shutdown, train=train).run()
 
     threads = [threading.Thread(target=one, daemon=True) for _ in range(workers)]
     for thread in threads:

@@ -36,22 +36,23 @@ def rss_mb() -> float:
     return pages * 4096 / 2**20
 
 
-def database_work_only(definition: Any, params: dict[str, Any], seed: int, trial: Any, options: Any) -> Any:
+def database_work_only(session: Any, trial: Any, params: dict[str, Any], seed: int) -> Any:
     """A trainer that does all of a trial's database work and no training."""
     from optuna.trial import TrialState
 
-    from worker.training import TrainingResult
+    from worker.outcomes import Outcome, TrainingResult
 
+    definition = session.definition
     curve = []
     for index in range(1, 6):
         step = index * max(definition.timesteps // 5, 1)
         value = -100.0 + seed % 97 + index
         curve.append([step, value])
-        options.retry("reporting", lambda v=value, s=step: trial.report(v, step=s))
-        options.retry("pruning check", trial.should_prune)
+        session.guarded("reporting", lambda v=value, s=step: trial.report(v, step=s))
+        session.guarded("pruning check", trial.should_prune)
     complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # the best-so-far check
     max((t.value for t in complete if t.value is not None), default=None)
-    return TrainingResult("complete", curve[-1][1], definition.timesteps, 0.0, 0.0, curve)
+    return TrainingResult(Outcome.COMPLETE, curve[-1][1], definition.timesteps, 0.0, 0.0, curve)
 
 
 def timed_command(*args: str, env: dict[str, str]) -> tuple[float, float]:
@@ -98,16 +99,15 @@ def create_many(url: str, studies: int) -> None:
 
 def worker_trials(url: str, trials: int) -> tuple[list[float], list[float]]:
     """Seconds per trial (claim to finish) and memory after each, for ``trials`` trials of a worker in this process."""
-    import worker.training
     from worker.config import WorkerConfig
     from worker.db import Retrier
     from worker.loop import Worker, connect
     from worker.shutdown import ShutdownFlag
 
-    worker.training.train_trial = database_work_only
     config = WorkerConfig(storage=url, heartbeat_interval=30, grace_period=120, poll_interval=0.1)
     shutdown = ShutdownFlag()
-    loop = Worker(config, connect(config, Retrier(max_wait=1, deadline=30, stop=shutdown.event)), shutdown)
+    storage = connect(config, Retrier(max_wait=1, deadline=30, stop=shutdown.event))
+    loop = Worker(config, storage, shutdown, train=database_work_only)
     seconds, memory = [], []
     for _ in range(trials):
         started = time.perf_counter()

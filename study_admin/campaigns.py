@@ -10,11 +10,11 @@ from study_admin.models import CampaignReport, CampaignWinner, StageRow
 from study_admin.studies import load_definition, summary_of
 from study_contract import protocol
 from study_contract.campaign import RULES, CampaignPlan
-from study_contract.definition import StudyError
+from study_contract.definition import Stage, StudyError
 from study_contract.engine.confirmation import ConfirmationReport, confirmation_report
 from study_contract.engine.creation import study_exists
 from study_contract.engine.stages import decide, stage_outcome
-from study_contract.store.catalog import read_trials, tuning_studies
+from study_contract.store.catalog import StudyState, read_trials, tuning_studies
 
 
 def _plans(storage: optuna.storages.RDBStorage) -> dict[str, CampaignPlan]:
@@ -22,7 +22,7 @@ def _plans(storage: optuna.storages.RDBStorage) -> dict[str, CampaignPlan]:
     plans: dict[str, CampaignPlan] = {}
     for study in tuning_studies(storage.engine):
         campaign = study.definition.campaign if study.definition else None
-        if campaign is not None and study.definition is not None and study.definition.stage != "confirmation":
+        if campaign is not None and study.definition is not None and study.definition.stage != Stage.CONFIRMATION:
             plans.setdefault(campaign["name"], CampaignPlan.from_dict(campaign))
     return plans
 
@@ -56,15 +56,15 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignR
         definition = load_definition(storage, study)
         trials = read_trials(storage, study)
         outcome = stage_outcome(storage, study)
-        if outcome is None and summary.state == "finished" and any(t.complete for t in trials):
+        if outcome is None and summary.state == StudyState.FINISHED and any(t.complete for t in trials):
             outcome = decide(storage, study, definition)
         searched = RULES[step.name].searched(definition.algo)
-        if step.name == "baseline" and outcome is not None:
+        if step.name == Stage.BASELINE and outcome is not None:
             baseline_iqm = outcome.winner_value
         full = step.timesteps == max(s.timesteps for s in plan.stages)
         gain = (
             summary.best_value - baseline_iqm
-            if full and step.name != "baseline" and summary.best_value is not None and baseline_iqm is not None
+            if full and step.name != Stage.BASELINE and summary.best_value is not None and baseline_iqm is not None
             else None
         )
         stages.append(

@@ -57,6 +57,15 @@ def _command(
     return sub
 
 
+def _warm_start(text: str) -> str:
+    from study_contract.engine.warm_start import parse_sources  # Optuna: only when a study is created
+
+    try:
+        return parse_sources(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _pick_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pick",
@@ -108,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--space", metavar="FILE", help="YAML file narrowing, widening or fixing parameters of the preset"
     )
     create.add_argument("--n-evaluations", type=_positive, help="evaluations per trial, instead of --eval-every")
+    create.add_argument("--warm-start", type=_warm_start, default="auto", metavar="auto|off|STUDY[,STUDY...]",
+                        help="first try the winners of finished studies of the same algorithm (auto: the same task "
+                             "first), after the baseline and known-good points (default: auto)")  # fmt: skip
 
     init = _command(subcommands, "init", "create the schema once, and the worker and dashboard roles", commands.init)
     for kind, text in (
@@ -137,14 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
         commands.list_studies,
         formats=("table", "json"),
     )
-    _command(
+    show = _command(
         subcommands,
         "show",
-        "progress, ETA, best trial, top trials and failures",
+        "progress, ETA, best trial, top trials and failures; or one trial with what produced it",
         commands.show,
         formats=("table", "yaml", "json"),
         study=True,
     )
+    show.add_argument("--trial", type=_trial_number, help="one trial: its configuration, curve, cost and provenance")
     best = _command(
         subcommands,
         "best",
@@ -178,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     _pick_option(download)
     download.add_argument("--out", required=True, help="directory to write the files into")
     _artifact_option(download, "the workers' artifact store")
+    again = "train one complete trial again on this machine; compare its value, curve and recorded versions"
+    reproduce = _command(subcommands, "reproduce", again, commands.reproduce, study=True)
+    reproduce.add_argument("--trial", type=_trial_number, required=True, help="trial number")
     report = _command(subcommands, "report", "write a Markdown report with plots", commands.report, study=True)
     report.add_argument("--out", required=True, help="directory to write report.md and its PNG plots into")
     _artifact_option(report, "attach the confirmation plot to the study in this artifact store")

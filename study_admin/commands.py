@@ -11,7 +11,7 @@ import difflib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,12 +162,22 @@ def dashboard(args: argparse.Namespace, url: str) -> int:
 
 def create(args: argparse.Namespace, url: str) -> int:
     from study_contract.engine.creation import create_study
+    from study_contract.engine.warm_start import describe, warm_start_points
 
     if args.name is not None:
         check_study_name(args.name)
     definition = build_definition(collect(args, CREATE_OPTIONS), space_file=args.space,
                                   n_evaluations=args.n_evaluations)  # fmt: skip
-    print(create_study(_storage(url), definition, args.name))
+    storage = _storage(url)
+    chosen: list[Any] = []
+
+    def warm(taken: list[dict[str, Any]]) -> list[Any]:
+        chosen.extend(warm_start_points(storage, definition, args.warm_start, taken))
+        return chosen
+
+    print(create_study(storage, definition, args.name, warm=warm))
+    for point in chosen:
+        print(f"warm start: {describe(point)}", file=sys.stderr)
     if definition.backend == SBX:
         print(SBX_NOTE, file=sys.stderr)
     return 0
@@ -218,6 +228,11 @@ def init(args: argparse.Namespace, url: str) -> int:
 def show(args: argparse.Namespace, url: str) -> int:
     from study_admin import display, studies
 
+    if args.trial is not None:
+        definition, trial = studies.one_trial(_storage(url), args.name, args.trial)
+        _print(display.trial(args.name, definition, trial) if args.format == "table"
+               else display.dump(asdict(trial), args.format))  # fmt: skip
+        return 0
     details = studies.study_details(_storage(url), args.name)
     _print(display.show(details) if args.format == "table" else display.dump(details.to_dict(), args.format))
     return 0
@@ -230,6 +245,19 @@ def best(args: argparse.Namespace, url: str) -> int:
     config = studies.best_configuration(_storage(url), args.name, args.pick)
     _print(to_python(config) if args.format == "python" else display.dump(config.to_dict(), args.format))
     return 0
+
+
+def reproduce(args: argparse.Namespace, url: str) -> int:
+    """The worker's ``worker/reproduce.py`` in a child process: training needs torch and SB3, which study_admin
+    never imports. Its exit code: 0 the same value, 3 a different one."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("stable_baselines3") is None or importlib.util.find_spec("worker") is None:
+        raise InputError("reproduce trains the trial again: it needs the worker's training packages "
+                         "(pip install 'locomotion-tuner[train]')")  # fmt: skip
+    child = [sys.executable, "-m", "worker.reproduce", args.name, str(args.trial)]
+    return subprocess.run(child, env={**os.environ, "DATABASE_URL": url}, check=False).returncode
 
 
 def confirm(args: argparse.Namespace, url: str) -> int:

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from study_admin.models import CampaignReport, Cost, StudyDetails
+from study_admin.models import CampaignReport, Cost, StudyDetails, TrialRecord
 from study_contract.algorithms import ALGORITHMS
-from study_contract.formatting import format_duration, format_value, printable
+from study_contract.formatting import describe_origin, format_duration, format_value, printable
 from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import Summary
 
 if TYPE_CHECKING:
+    from study_contract.definition import StudyDefinition
     from study_contract.engine.confirmation import ConfirmationReport
 
 EXAMPLE_ALGO = next(iter(ALGORITHMS))
@@ -113,6 +114,8 @@ def show(details: StudyDetails) -> str:
     if best:
         cost = describe_cost(best.cost)
         lines.append(f"best      trial {best.number}: {format_value(best.value)} (seed {best.seed}){cost}")
+        if best.warm_start:
+            lines.append(f"            warm start {describe_origin(best.warm_start)}")
         lines.extend(f"            {printable(name)} = {format_param(value)}"
                      for name, value in (best.hyperparams or {}).items())  # fmt: skip
     else:
@@ -121,9 +124,11 @@ def show(details: StudyDetails) -> str:
     if top:
         first = top[0].hyperparams or {}
         varying = [n for n in first if len({repr((t.hyperparams or {}).get(n)) for t in top}) > 1]
-        rows = [["TRIAL", "VALUE", "SEED", "MINUTES", "COMPUTE", "S/1K STEPS", *varying]] + [
+        origin = ["FROM"] if any(t.warm_start for t in top) else []
+        rows = [["TRIAL", "VALUE", "SEED", "MINUTES", "COMPUTE", "S/1K STEPS", *origin, *varying]] + [
             [str(t.number), format_value(t.value), str(t.seed), f"{(t.wall_seconds or 0) / 60:.1f}",
              _times(t.cost.relative_compute), format_value(t.cost.seconds_per_kstep),
+             *[f"{t.warm_start['study']} #{t.warm_start['trial']}" if t.warm_start else "-" for _ in origin],
              *[format_param((t.hyperparams or {}).get(n)) for n in varying]]
             for t in top
         ]  # fmt: skip
@@ -134,6 +139,46 @@ def show(details: StudyDetails) -> str:
         lines.extend(f"  trial {f.number}: {printable(f.fail_reason)}" for f in details.failures)
     lines.extend(confirmation(details.confirmation))
     return "\n".join(lines) + "\n"
+
+
+def trial(name: str, definition: StudyDefinition, t: TrialRecord) -> str:
+    """``study_admin show NAME --trial N`` for people: the trial, its curve, cost and what produced its value."""
+    value = "" if t.value is None else f", value {format_value(t.value)}"
+    lines = [f"trial {t.number} of {printable(name)}: {definition.algo.upper()} on {definition.env_id}, {t.state}"
+             f"{value} (seed {t.seed})"]  # fmt: skip
+    if t.fail_reason:
+        lines.append(f"  failed: {printable(t.fail_reason)}")
+    lines.append("configuration")
+    lines.extend(f"  {printable(n)} = {format_param(v)}" for n, v in (t.hyperparams or {}).items())
+    if t.curve:
+        points = ", ".join(f"{step}: {format_value(v)}" for step, v in t.curve)
+        lines.append(f"curve     {points}")
+    if t.env_steps is not None:
+        lines.append(f"training  {t.env_steps} env-steps in {format_duration(t.wall_seconds)} on "
+                     f"{printable(t.worker or '-')}{describe_cost(t.cost)}")  # fmt: skip
+    if t.warm_start:
+        lines.append(f"warm start {describe_origin(t.warm_start)}")
+    lines.extend(provenance(t.provenance))
+    return "\n".join(lines) + "\n"
+
+
+def provenance(recorded: dict[str, Any] | None) -> list[str]:
+    if not recorded:
+        return ["provenance not recorded (a worker release before provenance ran this trial)"]
+    lines = ["provenance"]
+    versions = recorded.get("versions") or {}
+    if versions:
+        lines.append("  versions  " + ", ".join(f"{printable(k)} {printable(v)}" for k, v in sorted(versions.items())))
+    env = recorded.get("env") or {}
+    if env:
+        lines.append(f"  task      {printable(env.get('id') or '-')}, at most {env.get('max_episode_steps')} steps an "
+                     f"episode, keyword arguments {printable(json.dumps(env.get('kwargs') or {}, sort_keys=True))}")
+    seeds = recorded.get("seeds") or {}
+    if seeds:
+        lines.append(f"  seeds     training {seeds.get('training')}, evaluation {seeds.get('evaluation')}")
+    if "host" in recorded or "threads" in recorded:
+        lines.append(f"  worker    {printable(recorded.get('host') or '-')}, {recorded.get('threads')} torch threads")
+    return lines
 
 
 def campaign_list(reports: list[CampaignReport]) -> str:

@@ -22,6 +22,7 @@ import yaml
 
 from study_admin.models import Configuration
 from study_contract.algorithms import ACTIVATION_CLASSES, Recipe, algorithm
+from study_contract.protocol import VERSION_TEXT
 from study_contract.schedules import SCHEDULES, ZOO_PREFIXES, source
 
 
@@ -32,6 +33,19 @@ def _policy_kwargs(recipe: Recipe, module: str, activation: str) -> str:
     return f"dict(net_arch={layers!r}, activation_fn={module}.{activation}{extras})"
 
 
+def provenance_note(config: Configuration) -> str:
+    """A comment naming the versions the trial was trained with (each checked against ``VERSION_TEXT`` when read,
+    and again here: it is pasted into code)."""
+    recorded = config.provenance or {}
+    versions = {k: v for k, v in (recorded.get("versions") or {}).items()
+                if VERSION_TEXT.fullmatch(k) and VERSION_TEXT.fullmatch(v)}  # fmt: skip
+    if not versions:
+        return "# Its worker recorded no versions (a release before provenance)."
+    threads = recorded.get("threads")
+    on = f" on {int(threads)} torch thread{'s' if threads != 1 else ''}" if isinstance(threads, int) else ""
+    return f"# Trained with {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}{on}."
+
+
 def to_zoo(config: Configuration) -> str:
     """An RL Zoo hyperparameter file (``--conf-file``) for ``config``."""
     recipe = config.recipe
@@ -39,6 +53,7 @@ def to_zoo(config: Configuration) -> str:
     notes = [
         f"# Exported by locomotion-tuner from study {config.study!r}, trial {int(config.trial)}.",
         f"# Run: python -m rl_zoo3.train --algo {config.algo!r} --env {config.env_id!r} --conf-file THIS_FILE",
+        provenance_note(config),
     ]
     if recipe.library != algorithm(config.algo).library:
         notes.append(f"# Tuned with {recipe.library}; RL Zoo trains these hyperparameters with Stable-Baselines3.")
@@ -67,6 +82,7 @@ plain {library} keyword arguments; needs only {library} and gymnasium (plus MuJo
     from {module_name} import ALGORITHM, POLICY, kwargs, make_env
     model = ALGORITHM(POLICY, make_env(), **kwargs)
 """
+{provenance_note}
 
 import functools
 import math  # noqa: F401 - used by some learning-rate schedules
@@ -141,6 +157,7 @@ def to_python(config: Configuration, *, module_name: str = "best") -> str:
                    f"sigma={float(recipe.noise_std or 0.0)!r} * np.ones(n_actions)),\n")  # fmt: skip
     return CONFIGURATION_TEMPLATE.format(
         module_name=module_name,
+        provenance_note=provenance_note(config),
         library=recipe.library,
         class_name=recipe.class_name,
         trial=int(config.trial),

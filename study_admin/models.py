@@ -48,6 +48,11 @@ class TrialRecord:
     retry_of: int | None
     progress: dict[str, Any] | None
     cost: Cost = field(default_factory=Cost)
+    provenance: dict[str, Any] | None = None
+    """What produced the value (``protocol.PROVENANCE``); None for trials of earlier releases."""
+    warm_start: dict[str, Any] | None = None
+    """The finished study's winner this trial tried (``protocol.WARM_START``)."""
+    curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,8 @@ class Configuration:
     confirmation: ConfirmationReport | None = None
     pick: Pick | None = None
     cost: Cost = field(default_factory=Cost)
+    provenance: dict[str, Any] | None = None
+    warm_start: dict[str, Any] | None = None
 
     @property
     def learning_rate_formula(self) -> str:

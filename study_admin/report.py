@@ -20,9 +20,11 @@ from study_admin.display import (
     describe_cost,
     format_param,
 )
+from study_admin.export import provenance_note
 from study_admin.models import Configuration, StudyDetails
 from study_admin.studies import best_configuration, study_details
 from study_contract.engine.confirmation import ConfirmationReport
+from study_contract.formatting import describe_origin
 from study_contract.store.catalog import UNREADABLE_ROW, read_trials
 from study_contract.store.trials import by_value
 
@@ -129,6 +131,9 @@ def markdown(details: StudyDetails, best: Configuration | None, images: dict[str
             lines += [f"Training cost: {describe_cost(best.cost).removeprefix(', ')}.", ""]
         if best.pick is not None:
             lines += [f"Recommended by the rule `{best.pick.rule}`: {best.pick.statement}.", ""]
+        if best.warm_start:
+            lines += [f"A warm start: its configuration comes {describe_origin(best.warm_start)}.", ""]
+        lines += [provenance_note(best).removeprefix("# "), ""]
     confirmation = details.confirmation
     if confirmation is not None:
         lines += [f"## Fresh-seed confirmation ({confirmation.done}/{confirmation.budget} runs)", ""]

@@ -6,6 +6,7 @@ Creating studies lives in ``study_contract/engine/creation.py``, which workers u
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -17,6 +18,7 @@ from study_contract.definition import (
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
     DefinitionError,
+    Stage,
     StudyDefinition,
     StudyError,
 )
@@ -57,7 +59,18 @@ def trial_record(trial: TrialView) -> TrialRecord:
         retry_of=trial.system.get(protocol.FAILED_TRIAL),
         progress=trial.get(protocol.PROGRESS),
         cost=trial_cost(trial),
+        provenance=trial.get(protocol.PROVENANCE),
+        warm_start=trial.get(protocol.WARM_START),
     )
+
+
+def one_trial(storage: optuna.storages.RDBStorage, name: str, number: int) -> tuple[StudyDefinition, TrialRecord]:
+    """``show NAME --trial N``: the trial with its learning curve and provenance."""
+    definition = load_definition(storage, name)
+    found = [t for t in read_trials(storage, name) if t.number == number]
+    if not found:
+        raise StudyError(f"study {name!r} has no trial {number} that has started")
+    return definition, replace(trial_record(found[0]), curve=found[0].curve)
 
 
 def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) -> StudyDetails:
@@ -78,7 +91,7 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
         failures=[trial_record(t) for t in failed[:top]],
         mean_train_steps_per_second=sum(rates) / len(rates) if rates else None,
         env_steps_total=sum(t.get(protocol.ENV_STEPS, 0) for t in finished),
-        confirmation=confirmation_report(storage, name) if definition.stage == "tuning" else None,
+        confirmation=confirmation_report(storage, name) if definition.stage == Stage.TUNING else None,
     )
 
 
@@ -94,7 +107,7 @@ def best_configuration(storage: optuna.storages.BaseStorage, name: str, pick: st
     ranked = by_value(trials)
     if not ranked:
         raise StudyError(f"study {name!r} has no completed trial yet")
-    report = confirmation_report(storage, name) if definition.stage == "tuning" else None
+    report = confirmation_report(storage, name) if definition.stage == Stage.TUNING else None
     chosen = report.pick(pick) if report is not None and report.confirmed else None
     if chosen is None:
         return configuration(definition, name, ranked[0], report, None)
@@ -168,6 +181,8 @@ def configuration(
         confirmation=report,
         pick=pick,
         cost=trial_cost(trial),
+        provenance=trial.get(protocol.PROVENANCE),
+        warm_start=trial.get(protocol.WARM_START),
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from study_contract.algorithms import AROUND, PRESET, algorithm
-from study_contract.definition import STUDY_NAME, DefinitionError, StudyError
+from study_contract.definition import STUDY_NAME, DefinitionError, Stage, StudyError
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,9 @@ class StageRule:
 # more in the same order as full runs do, while trying four times the configurations for the same
 # env-steps; Hyperband then stops the worst of them after a fraction of even that.
 STAGE_RULES: tuple[StageRule, ...] = (
-    StageRule("baseline", "1. Baseline: run with default parameters (lr=3e-4)", 0.10, 1.0, {}, pruner="none"),
+    StageRule(Stage.BASELINE, "1. Baseline: run with default parameters (lr=3e-4)", 0.10, 1.0, {}, pruner="none"),
     StageRule(
-        "coarse",
+        Stage.COARSE,
         "2. Coarse search: learning_rate and the size knobs on a shorter run",
         0.40,
         0.25,
@@ -51,14 +51,14 @@ STAGE_RULES: tuple[StageRule, ...] = (
         pruner="hyperband",
     ),
     StageRule(
-        "schedule",
+        Stage.SCHEDULE,
         "3. Scheduling: a linear or cosine decay starting from the learning rate found",
         0.20,
         1.0,
         {"learning_rate": AROUND, "lr_schedule": PRESET},
     ),
     StageRule(
-        "finetune",
+        Stage.FINETUNE,
         "4. Fine-tuning: batch_size and the algorithm's finer knobs (entropy, epochs, target updates)",
         0.30,
         1.0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from study_contract.algorithms import ALGORITHMS, BACKENDS, algorithm
@@ -47,7 +48,21 @@ MIN_MAX_COMPUTE = 0.1
 POLICIES = ("MlpPolicy",)
 DEFAULT_ENV = "Ant-v5"
 DEFAULT_EVALUATIONS = 10
-STAGES = ("tuning", "confirmation", "baseline", "coarse", "schedule", "finetune")
+
+
+class Stage(StrEnum):
+    """What a study is: sampled trials, a confirmation of a tuning study's winners, or one of the guide's four
+    campaign steps (``study_contract/campaign.py`` holds their rules)."""
+
+    TUNING = "tuning"
+    CONFIRMATION = "confirmation"
+    BASELINE = "baseline"
+    COARSE = "coarse"
+    SCHEDULE = "schedule"
+    FINETUNE = "finetune"
+
+
+STAGES = tuple(Stage)
 
 
 class DefinitionError(ValueError):
@@ -196,7 +211,7 @@ class StudyDefinition:
     """The resolved search space (the preset plus the ``--space`` file)."""
     policy: str = _opt("MlpPolicy", cli=False)
     """SB3 policy name."""
-    stage: str = _opt("tuning", cli=False)
+    stage: str = _opt(Stage.TUNING.value, cli=False)
     """``tuning`` (sampled trials), ``confirmation`` (fixed configurations on test seeds) or a campaign stage."""
     parent: str | None = _opt(None, cli=False)
     """The study this one follows (a confirmation's tuning study, a campaign stage's previous stage)."""
@@ -222,7 +237,7 @@ class StudyDefinition:
             except ValueError as exc:
                 raise DefinitionError(str(exc)) from None
         if self.stage not in STAGES:
-            raise DefinitionError(f"stage={self.stage!r} is not one of {list(STAGES)}")
+            raise DefinitionError(f"stage={self.stage!r} is not one of {[s.value for s in STAGES]}")
         if not ENV_ID.fullmatch(self.env_id):
             raise DefinitionError(
                 f"env_id={self.env_id!r} is not a Gymnasium task id ([namespace/]name[-vN] in letters, digits, "
@@ -260,7 +275,7 @@ class StudyDefinition:
                 check_within(name, spec, reference[name])
         except SpaceError as exc:
             raise DefinitionError(str(exc)) from None
-        if self.stage == "confirmation":
+        if self.stage == Stage.CONFIRMATION:
             return  # a confirmation's configurations come from studies that checked them
         try:
             entry.check(self.space, self.n_envs, self.timesteps)

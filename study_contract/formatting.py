@@ -25,6 +25,13 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
+def describe_origin(origin: dict) -> str:
+    """Where a warm-started trial's configuration comes from (``protocol.WARM_START``, decoded), in one line."""
+    what = "confirmed IQM" if origin["confirmed"] else "value"
+    return (f"from {printable(origin['study'])} trial {origin['trial']} ({printable(origin['env_id'])}, {what} "
+            f"{format_value(origin['value'])})")  # fmt: skip
+
+
 def printable(value: object) -> str:
     """Text read from the database as one line that cannot drive a terminal: control and other unprintable
     characters (a newline, an escape sequence) are written escaped, as ``repr`` writes them."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 # Written by the worker that trains the trial, as training starts.
 HYPERPARAMS = "hyperparams"
@@ -19,6 +21,10 @@ SEED = "seed"
 WORKER = "worker"
 """``host:pid`` of the worker training the trial; its absence means training never started."""
 PROGRESS = "progress"
+PROVENANCE = "provenance"
+"""What produces the trial's value, written when training starts: the versions of the libraries that train
+and simulate, the task's spec, the training and evaluation seeds, the worker's host and threads. Trials
+of releases before it have none."""
 # Written when training ends.
 ENV_STEPS = "env_steps"
 WALL_SECONDS = "wall_seconds"
@@ -65,13 +71,27 @@ PREVIOUS_WINNER = "previous_winner"
 """A campaign stage's re-run of the winner so far."""
 CANDIDATE = "candidate"
 """A confirmation run: the tuning trial number it confirms, or ``baseline``."""
-ROLES = (BASELINE, KNOWN_GOOD, PREVIOUS_WINNER, CANDIDATE)
+WARM_START = "warm_start"
+"""The winner of a finished study this slot tries: {study, env_id, trial, value, confirmed}."""
+ROLES = (BASELINE, KNOWN_GOOD, PREVIOUS_WINNER, CANDIDATE, WARM_START)
 
 INHERITED = (SEED, HYPERPARAMS, *ROLES)
 """What a retry takes over from the trial it replaces: the same configuration, seed and role. Nothing
 else: not the dead run's results, progress or artifacts."""
 
-FailureKind = Literal["final", "retried", "lost"]
+
+
+class FailureKind(StrEnum):
+    """What a FAIL trial is for the budget (:func:`failure_kind`)."""
+
+    FINAL = "final"
+    """Its slot is used up."""
+    RETRIED = "retried"
+    """A later trial took its slot."""
+    LOST = "lost"
+    """Meant for a retry that was never queued: a worker restores it."""
+
+
 MAX_SEED_VALUE = 2**32 - 1  # numpy's largest seed
 MAX_TEXT = 2000  # a reason or a worker id longer than this is not one a worker writes
 
@@ -124,6 +144,62 @@ def _progress(value: Any) -> dict[str, Any] | None:
     return {key: decode(value.get(key)) for key, decode in PROGRESS_FIELDS.items()}
 
 
+MAX_PROVENANCE_NAMES = 50
+MAX_NAME = 100
+VERSION_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}")
+"""A distribution's name or version (PEP 440 and local versions such as ``2.13.0+cpu``): safe in a comment."""
+
+
+def _versions(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict) or len(value) > MAX_PROVENANCE_NAMES:
+        return None
+    versions = {k: v for k, v in value.items() if isinstance(k, str) and VERSION_TEXT.fullmatch(k)
+                and isinstance(v, str) and VERSION_TEXT.fullmatch(v)}  # fmt: skip
+    return versions if len(versions) == len(value) else None
+
+
+def plain_data(value: Any, depth: int = 0) -> bool:
+    """Plain JSON data (as Gymnasium's registered keyword arguments are), shallow and small."""
+    if value is None or isinstance(value, (bool, str, int)) or _finite(value) is not None:
+        return not isinstance(value, str) or len(value) <= MAX_TEXT
+    if depth >= 4:
+        return False
+    if isinstance(value, list):
+        return len(value) <= MAX_PROVENANCE_NAMES and all(plain_data(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= MAX_PROVENANCE_NAMES and all(
+            isinstance(k, str) and len(k) <= MAX_NAME and plain_data(v, depth + 1) for k, v in value.items()
+        )
+    return False
+
+
+ENV_SPEC_FIELDS = {"id": _text, "max_episode_steps": _count,
+                   "kwargs": lambda v: v if isinstance(v, dict) and plain_data(v) else None}  # fmt: skip
+PROVENANCE_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "versions": _versions,
+    "env": lambda v: {k: d(v.get(k)) for k, d in ENV_SPEC_FIELDS.items()} if isinstance(v, dict) else None,
+    "seeds": lambda v: {k: _seed(v.get(k)) for k in ("training", "evaluation")} if isinstance(v, dict) else None,
+    "host": _text,
+    "threads": _count,
+}
+
+
+def _provenance(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    decoded = {key: decode(value.get(key)) for key, decode in PROVENANCE_FIELDS.items()}
+    return {key: part for key, part in decoded.items() if part is not None}
+
+
+def _origin(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    origin = {"study": _text(value.get("study")), "env_id": _text(value.get("env_id")),
+              "trial": _count(value.get("trial")), "value": _finite(value.get("value")),
+              "confirmed": _flag(value.get("confirmed"))}  # fmt: skip
+    return origin if None not in origin.values() else None
+
+
 def _candidate(value: Any) -> int | str | None:
     return BASELINE if value == BASELINE else _count(value)
 
@@ -144,12 +220,12 @@ def _curve_points(value: Any) -> list[list[float]] | None:
 
 Decoder = Callable[[Any], Any]
 USER_ATTRS: dict[str, Decoder] = {
-    HYPERPARAMS: _params, SEED: _seed, WORKER: _text, PROGRESS: _progress, ENV_STEPS: _count,
+    HYPERPARAMS: _params, SEED: _seed, WORKER: _text, PROGRESS: _progress, PROVENANCE: _provenance, ENV_STEPS: _count,
     WALL_SECONDS: recorded_number, EVAL_SECONDS: recorded_number, TRAIN_STEPS_PER_SECOND: recorded_number,
     SECONDS_PER_KSTEP: recorded_number, COMPUTE_PER_STEP: recorded_number, RELATIVE_COMPUTE: recorded_number,
     PRUNED_REASON: _text, FAIL_REASON: _text, RETRY: _flag, HANDED_BACK: _text, BASELINE: _flag, KNOWN_GOOD: _flag,
-    PREVIOUS_WINNER: _flag, CANDIDATE: _candidate, SAVED_MODEL: _flag, VIDEO_FRAMES: _count, VIDEO_ERROR: _text,
-    ARTIFACT_ERROR: _text, CURVE: _curve_points,
+    PREVIOUS_WINNER: _flag, CANDIDATE: _candidate, WARM_START: _origin, SAVED_MODEL: _flag, VIDEO_FRAMES: _count,
+    VIDEO_ERROR: _text, ARTIFACT_ERROR: _text, CURVE: _curve_points,
 }  # fmt: skip
 SYSTEM_ATTRS: dict[str, Decoder] = {
     FAILED_TRIAL: _count, RETRY_HISTORY: _trial_numbers, STALE_RETRIES: _count, OWNER_GRACE: recorded_number,
@@ -177,23 +253,24 @@ def decode_json(key: str, value_json: Any, decoders: Mapping[str, Decoder]) -> A
 
 
 def failure_kind(user_attrs: Mapping[str, Any], *, retried: bool) -> FailureKind:
-    """What a FAIL trial is for the budget: ``final`` (its slot is used up), ``retried`` (a later trial
-    took its slot) or ``lost`` (meant for a retry that was never queued: a worker restores it).
+    """What a FAIL trial is for the budget.
 
     ``user_attrs`` are decoded (:func:`decode_attrs`); ``retried`` says whether a later trial names it in its
     retry history. Trials failed by schema-1 workers carry no ``retry`` attribute: a failure with a reason
     that was not a hand-back was final.
     """
     if retried:
-        return "retried"
+        return FailureKind.RETRIED
     if RETRY in user_attrs:
-        return "lost" if user_attrs[RETRY] else "final"
-    return "final" if FAIL_REASON in user_attrs and HANDED_BACK not in user_attrs else "lost"
+        return FailureKind.LOST if user_attrs[RETRY] else FailureKind.FINAL
+    if FAIL_REASON in user_attrs and HANDED_BACK not in user_attrs:
+        return FailureKind.FINAL
+    return FailureKind.LOST
 
 
 def is_final_failure(user_attrs: Mapping[str, Any]) -> bool:
     """Whether a FAIL trial with these (decoded) user attributes used up its slot (no retry is owed for it)."""
-    return failure_kind(user_attrs, retried=False) == "final"
+    return failure_kind(user_attrs, retried=False) == FailureKind.FINAL
 
 
 def inherited(user_attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # as the worker sets it: rollout vide
 
 if TYPE_CHECKING:
     from worker.loop import Worker
+    from worker.trial_runner import Trainer
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -71,12 +72,20 @@ def tiny_space(tmp_path: Path) -> Path:
 
 def create_tiny_study(url: str, name: str, space: Path, n_trials: int, timesteps: int, *extra: str) -> None:
     """A PPO study on Pendulum-v1, created through study_admin's own entry point (no confirmation unless
-    ``--confirm`` is among ``extra``)."""
+    ``--confirm`` is among ``extra``), evaluated twice on two episodes unless ``extra`` says otherwise (the
+    defaults, ten evaluations of ten episodes, would cost 80 times the 256 env-steps a tiny trial trains), and
+    not warm-started from the database's other studies unless ``extra`` asks."""
     from study_admin.cli import main as admin
 
-    confirm = [] if "--confirm" in extra else ["--no-confirm"]
+    settings = [] if "--confirm" in extra else ["--no-confirm"]
+    if "--eval-every" not in extra and "--n-evaluations" not in extra:
+        settings += ["--n-evaluations", "2"]
+    if "--eval-episodes" not in extra:
+        settings += ["--eval-episodes", "2"]
+    if "--warm-start" not in extra:  # each test's studies stand alone unless it says otherwise
+        settings += ["--warm-start", "off"]
     argv = ["create", "--storage", url, "--name", name, "--algo", "ppo", "--env", "Pendulum-v1",
-            "--n-trials", str(n_trials), "--timesteps", str(timesteps), "--space", str(space), *confirm,
+            "--n-trials", str(n_trials), "--timesteps", str(timesteps), "--space", str(space), *settings,
             *extra]  # fmt: skip
     assert admin(argv) == 0
 
@@ -153,12 +162,14 @@ def assert_budget_accounted(url: str, name: str, budget: int) -> list[optuna.tri
     return trials
 
 
-def run_worker_in_process(url: str, **overrides: Any) -> Worker:
-    """A worker loop in this process (the test's registered envs and fakes apply), run until idle."""
+def run_worker_in_process(url: str, *, train: Trainer | None = None, **overrides: Any) -> Worker:
+    """A worker loop in this process (the test's registered envs and fakes apply), run until idle; ``train``
+    stands in for SB3 training."""
     from worker.config import WorkerConfig
     from worker.db import Retrier
     from worker.loop import Worker, connect
     from worker.shutdown import ShutdownFlag
+    from worker.trial_runner import train_with_sb3
 
     settings: dict[str, Any] = {
         "storage": url,
@@ -170,6 +181,6 @@ def run_worker_in_process(url: str, **overrides: Any) -> Worker:
     config = WorkerConfig(**{**settings, **overrides})
     shutdown = ShutdownFlag()
     storage = connect(config, Retrier(max_wait=1, deadline=30, stop=shutdown.event))
-    worker = Worker(config, storage, shutdown)
+    worker = Worker(config, storage, shutdown, train=train or train_with_sb3)
     worker.run()
     return worker

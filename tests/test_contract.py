@@ -111,3 +111,30 @@ def test_the_packages_depend_one_way() -> None:
     assert not (TRAINING | DATABASE) & _imports(*pure)
     assert not DATABASE & _imports(builder)
     assert not TRAINING & _imports(*(contract / "store").glob("*.py"), *(contract / "engine").glob("*.py"))
+
+
+def _worker_imports() -> dict[str, set[str]]:
+    """worker module -> the worker modules it imports anywhere (lazy imports included)."""
+    modules = {f"worker.{p.stem}": p for p in (REPO / "worker").glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = found & modules.keys() - {name}
+    return graph
+
+
+def test_running_a_trial_imports_one_way() -> None:
+    """No worker module imports, even lazily, a module that imports it back: a trial is read top down (loop,
+    trial runner, training, artifacts, trial session) and each module can be changed without its callers'."""
+    graph = _worker_imports()
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph[start])
+
+    assert graph["worker.loop"] >= {"worker.trial_runner"}  # positive control: the graph holds the real imports
+    assert [name for name in sorted(graph) if reaches(name, name, set())] == []

@@ -230,6 +230,9 @@ def _check_commands(url: str, store: Path, work: Path) -> None:
         ("download", "victim", "--out", str(work / "download"), "--artifact-dir", str(store)),
         ("report", "victim", "--out", str(work / "report")), ("campaign", "list"), ("campaign", "show", "victim"),
         ("show", "victim:confirm"), ("delete", "victim:confirm", "--yes", "--force", "--artifact-dir", str(store)),
+        ("show", "victim", "--trial", "1"), ("show", "victim", "--trial", "1", "--format", "json"),
+        ("create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps", "256", "--no-confirm",
+         "--warm-start", "victim"),
     ]  # fmt: skip
     for args in commands:
         code, out, err = _run(*args, "--storage", url, cwd=work)

@@ -141,7 +141,8 @@ def test_a_late_worker_never_writes_into_the_study_that_took_its_ids(tiny_space:
     from worker.config import WorkerConfig
     from worker.db import Retrier
     from worker.shutdown import ShutdownFlag
-    from worker.trial_runner import TrialContext, run_trial
+    from worker.trial_runner import run_trial
+    from worker.trial_session import TrialSession
 
     url = _old_embedded_database(tmp_path / "studies.sqlite3")
     create_tiny_study(url, "a", tiny_space, 1, 256, "--no-baseline")
@@ -157,9 +158,9 @@ def test_a_late_worker_never_writes_into_the_study_that_took_its_ids(tiny_space:
 
     assert lost_claim(storage.engine, mine) == "deleted" and beat(storage.engine, mine) is False
     config = WorkerConfig(storage=url, heartbeat_interval=1, grace_period=8)
-    context = TrialContext(storage=storage, study=study_a, claim=mine, config=config, shutdown=ShutdownFlag(),
+    session = TrialSession(storage=storage, study=study_a, claim=mine, config=config, shutdown=ShutdownFlag(),
                            retry=Retrier(max_wait=1, deadline=10))  # fmt: skip
-    assert run_trial(context) == "dropped"
+    assert run_trial(session) == "dropped"
     (untouched,) = trials_of(url, "b")
     assert untouched.state == TrialState.WAITING and untouched.user_attrs == {} and untouched.params == {}
 
@@ -286,10 +287,10 @@ def test_deleting_a_campaigns_earlier_stage_does_not_stall_it(pg_url: str, caplo
 
 
 def test_delete_removes_the_studys_artifacts_and_a_late_worker_its_uploads(
-    storage_url: str, tiny_space: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage_url: str, tiny_space: Path, tmp_path: Path
 ) -> None:
-    import worker.training
     from tests.conftest import run_worker_in_process
+    from worker.trial_runner import train_with_sb3
 
     store = tmp_path / "store"
     create_tiny_study(storage_url, "kept", tiny_space, 1, 256, "--no-baseline")
@@ -298,16 +299,14 @@ def test_delete_removes_the_studys_artifacts_and_a_late_worker_its_uploads(
     deleted = run_cli("study_admin", "delete", "kept", "--yes", "--storage", storage_url, "--artifact-dir", str(store))
     assert deleted.returncode == 0 and list(store.iterdir()) == []
 
-    real = worker.training.train_trial
-
-    def deleted_while_training(definition: Any, params: Any, seed: int, trial: Any, options: Any) -> Any:
-        result = real(definition, params, seed, trial, options)  # uploads the trial's files
+    def deleted_while_training(session: Any, trial: Any, params: Any, seed: int) -> Any:
+        result = train_with_sb3(session, trial, params, seed)  # uploads the trial's files
         assert run_cli("study_admin", "delete", "late", "--yes", "--force", "--storage", storage_url).returncode == 0
         return result
 
-    monkeypatch.setattr(worker.training, "train_trial", deleted_while_training)
     create_tiny_study(storage_url, "late", tiny_space, 1, 256, "--no-baseline")
-    assert run_worker_in_process(storage_url, artifact_dir=str(tmp_path / "store2")).outcomes == ["dropped"]
+    worker = run_worker_in_process(storage_url, artifact_dir=str(tmp_path / "store2"), train=deleted_while_training)
+    assert worker.outcomes == ["dropped"]
     assert list((tmp_path / "store2").iterdir()) == []
 
 

@@ -13,55 +13,42 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from study_contract import protocol
+from study_contract.definition import Stage
 from study_contract.store.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
 from study_contract.store.storage import describe_first_line
 from study_contract.store.trials import views
 from worker.health import Pulse
-from worker.trial_runner import TrialGone
+from worker.outcomes import Outcome
+from worker.trial_session import TrialGone, TrialSession
 
 log = logging.getLogger(__name__)
 
 
 class TrialArtifacts:
-    """Saves one trial's files; :meth:`save` returns the attributes to record on the trial."""
+    """Saves one trial's files through its session; :meth:`save` returns the attributes to record on the trial."""
 
-    def __init__(
-        self,
-        store: Any,
-        trial: optuna.Trial,
-        *,
-        save_models: str,
-        env_id: str,
-        seed: int,
-        rivals: tuple[str, Any] | None = None,
-        check: Callable[[], None] = lambda: None,
-        uploaded: list[str] | None = None,
-    ) -> None:
-        """``check`` raises unless the trial is still this worker's (before each upload); the ids of the
-        artifacts uploaded are appended to ``uploaded``."""
-        self.store = store
+    def __init__(self, session: TrialSession, trial: optuna.Trial, seed: int) -> None:
+        definition = session.definition
+        self.session = session
         self.trial = trial
-        self.save_models = save_models
-        self.rivals = rivals
-        self.env_id = env_id
         self.seed = seed
-        self.check = check
-        self.uploaded = [] if uploaded is None else uploaded
+        self.save_models = definition.save_models
+        self.env_id = definition.env_id
+        self.rivals: tuple[str, Any] | None = None
+        if definition.stage == Stage.CONFIRMATION:  # a run competes with its candidate's other seeds only
+            queued = protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS)
+            self.rivals = (protocol.CANDIDATE, queued.get(protocol.CANDIDATE))
 
     def _upload(self, path: Path) -> None:
-        self.check()
-        self.uploaded.append(upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=self.trial,
-                                             mimetype=MIMETYPES[path.name]))  # fmt: skip
+        self.session.upload(self.trial, path, MIMETYPES[path.name])
 
     def _best_so_far(self, value: float | None) -> bool:
         """Better than every completed trial, or, with ``rivals`` = (attribute, value), every completed trial
@@ -76,7 +63,13 @@ class TrialArtifacts:
         return value is not None and (best is None or value > best)
 
     def save(
-        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None, pulse: Pulse
+        self,
+        model: Any,
+        train_env: VecEnv,
+        curve: list[list[float]],
+        outcome: Outcome,
+        value: float | None,
+        pulse: Pulse,
     ) -> dict[str, Any]:
         try:
             return self._save(model, train_env, curve, outcome, value, pulse)
@@ -88,7 +81,13 @@ class TrialArtifacts:
             return {protocol.ARTIFACT_ERROR: reason[:500]}
 
     def _save(
-        self, model: Any, train_env: VecEnv, curve: list[list[float]], outcome: str, value: float | None, pulse: Pulse
+        self,
+        model: Any,
+        train_env: VecEnv,
+        curve: list[list[float]],
+        outcome: Outcome,
+        value: float | None,
+        pulse: Pulse,
     ) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="trial-artifacts-") as work:
@@ -96,7 +95,7 @@ class TrialArtifacts:
             with (folder / CURVE).open("w", newline="") as out:
                 csv.writer(out).writerows([["env_steps", "mean_return"], *curve])
             self._upload(folder / CURVE)
-            if outcome != "complete" or self.save_models == "none":
+            if outcome != Outcome.COMPLETE or self.save_models == "none":
                 return attrs
             best = self._best_so_far(value)
             if self.save_models == "all" or best:

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,9 @@ class StopOnNonFinite(BaseCallback):
 
 
 class TrialEvalCallback(EvalCallback):
-    """Deterministic periodic evaluation, reported to the Optuna trial, which may prune it (unless ``reports`` is
-    False: Optuna lets no two-objective trial report or be pruned; the curve is kept all the same).
+    """Deterministic periodic evaluation, reported to the Optuna trial, which may prune it (unless ``trial`` is
+    None: Optuna lets no two-objective trial report or be pruned, and a reproduction reports to no one; the
+    curve is kept all the same).
 
     An evaluation due at or after ``final_step`` is left to the caller: SB3 still updates the policy
     after the last callback of a rollout, and a trial's value must be that of the model it leaves.
@@ -56,17 +58,15 @@ class TrialEvalCallback(EvalCallback):
     def __init__(
         self,
         eval_env: Any,
-        trial: optuna.Trial,
+        trial: optuna.Trial | None,
         *,
         n_eval_episodes: int,
         eval_freq: int,
         final_step: int,
         retry: Callable[[str, Callable[[], Any]], Any],
         pulse: Pulse,
-        reports: bool = True,
     ) -> None:
         super().__init__(eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq, deterministic=True, verbose=0)
-        self.reports = reports
         self.final_step = final_step
         self.pulse = pulse
         self.trial = trial
@@ -98,17 +98,22 @@ class TrialEvalCallback(EvalCallback):
         if self.n_calls % self.eval_freq or self.num_timesteps >= self.final_step:
             return True
         value = self.evaluate_now()
-        if not self.reports:
+        trial = self.trial
+        if trial is None:
             return True
         # Reporting and asking the pruner are timed with evaluation, apart from training throughput.
         started = time.perf_counter()
         try:
-            self.retry("reporting", lambda: self.trial.report(value, step=self.num_timesteps))
-            self.pruned = self.retry("pruning check", self.trial.should_prune)
+            self.retry("reporting", lambda: trial.report(value, step=self.num_timesteps))
+            self.pruned = self.retry("pruning check", trial.should_prune)
         finally:
             self.eval_seconds += time.perf_counter() - started
         crash_point("evaluation")
         return not self.pruned
+
+    @property
+    def reports(self) -> bool:
+        return self.trial is not None
 
     @property
     def last_value(self) -> float | None:
@@ -152,6 +157,11 @@ class TrainingClock(BaseCallback):
         return steps_left / self.steps_per_second + evals_left * self.evaluator.eval_seconds / n_evals
 
 
+class DrainDecision(StrEnum):
+    FINISH = "finish"
+    HAND_BACK = "hand back"
+
+
 class DrainOnShutdown(BaseCallback):
     """On the first shutdown signal, decide once: finish the trial within ``drain_seconds``, or stop.
 
@@ -166,23 +176,23 @@ class DrainOnShutdown(BaseCallback):
         self.flag = flag
         self.clock = clock
         self.drain_seconds = drain_seconds
-        self.decision: str | None = None
+        self.decision: DrainDecision | None = None
 
     def _on_step(self) -> bool:
         if not self.flag.requested or self.decision is not None:
-            return self.decision != "hand back"
+            return self.decision != DrainDecision.HAND_BACK
         measuring = self.clock.seconds < self.MEASURE_SECONDS
         if measuring and self.flag.seconds_since_request() < self.MEASURE_SECONDS:
             return True
         estimate = self.clock.seconds_left()
-        self.decision = "finish" if estimate <= self.drain_seconds else "hand back"
+        self.decision = DrainDecision.FINISH if estimate <= self.drain_seconds else DrainDecision.HAND_BACK
         log.info(
             "shutdown: trial needs ~%.0f s more, drain budget %.0f s -> %s",
             estimate,
             self.drain_seconds,
             self.decision,
         )
-        return self.decision == "finish"
+        return self.decision == DrainDecision.FINISH
 
 
 class TrialProgress(BaseCallback):

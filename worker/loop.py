@@ -18,7 +18,7 @@ from typing import TypeVar
 import optuna
 import sqlalchemy.exc
 
-from study_contract.definition import FOLLOW_UP_ATTR, StudyError
+from study_contract.definition import FOLLOW_UP_ATTR, Stage, StudyError
 from study_contract.engine.confirmation import StudyBusy, confirmation_due, confirmation_name, create_confirmation
 from study_contract.engine.creation import study_created
 from study_contract.engine.stages import advance, follow_up_name
@@ -31,9 +31,11 @@ from worker.config import WorkerConfig
 from worker.db import Retrier
 from worker.faults import crash_point
 from worker.health import touch
+from worker.outcomes import Outcome
 from worker.shutdown import ShutdownFlag
 from worker.slots import maintain
-from worker.trial_runner import TrialContext, run_trial
+from worker.trial_runner import Trainer, run_trial, train_with_sb3
+from worker.trial_session import TrialSession
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,13 +69,15 @@ class Worker:
         shutdown: ShutdownFlag,
         *,
         clock: Callable[[], float] = time.monotonic,
+        train: Trainer = train_with_sb3,
     ) -> None:
         self.config = config
         self.storage = storage
         self.shutdown = shutdown
         self.clock = clock
+        self.train = train
         self.retry = Retrier(max_wait=config.db_retry_max_wait, deadline=config.db_retry_deadline, stop=shutdown.event)
-        self.outcomes: list[str] = []
+        self.outcomes: list[Outcome] = []
         where = artifact_location(config.artifact_dir, storage.url)
         self.artifact_store = open_store(where, writable=True) if where else None
         # What the worker remembers of a study is keyed by its id and name, and forgotten once the study is gone:
@@ -158,7 +162,7 @@ class Worker:
         assert definition is not None
         if _key(study) in self._followed:
             return False
-        if definition.campaign is not None and definition.stage != "confirmation":
+        if definition.campaign is not None and definition.stage != Stage.CONFIRMATION:
             expected, create = follow_up_name(definition, study.name), functools.partial(advance, wait=False)
         elif confirmation_due(definition):
             expected, create = confirmation_name(study.name), functools.partial(create_confirmation, wait=False)
@@ -212,7 +216,7 @@ class Worker:
             if claimed is None:
                 continue
             crash_point("claim")
-            context = TrialContext(
+            session = TrialSession(
                 storage=self.storage,
                 study=study,
                 claim=claimed,
@@ -221,7 +225,7 @@ class Worker:
                 retry=self.retry,
                 artifact_store=self.artifact_store,
             )
-            self.outcomes.append(run_trial(context))
+            self.outcomes.append(run_trial(session, self.train))
             return True
         finished = [s for s in studies if s.study_id not in live and not s.paused]
         for study in finished:

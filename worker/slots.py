@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study_contract import protocol
+from study_contract.protocol import FailureKind
 from study_contract.store.catalog import failures
 from study_contract.store.claims import Running, db_now, running_trials, trial_id_of
 from study_contract.store.slot_writes import fail_trial, locked_writes, queue_retry, release_trial
@@ -67,7 +68,7 @@ def maintain(
             done.skipped = True
             return done
         now, running = db_now(conn), running_trials(conn, study_id, grace_period)
-        lost = [n for n, kind in failures(conn, study_id).get(study_id, {}).items() if kind == "lost"]
+        lost = [n for n, kind in failures(conn, study_id).get(study_id, {}).items() if kind == FailureKind.LOST]
         for trial in running:
             cutoff = timedelta(seconds=trial.grace_period)
             if trial.heartbeat is not None and now - trial.heartbeat > cutoff:

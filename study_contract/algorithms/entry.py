@@ -166,18 +166,18 @@ class Algorithm:
 
     def baseline(self, space: Space, n_envs: int) -> dict[str, Any]:
         """SB3's defaults, moved inside ``space`` where it excludes them."""
-        return self._inside(space, {}, n_envs)
+        return self.moved_inside(space, {}, n_envs)
 
     def starting_points(self, space: Space, n_envs: int) -> list[dict[str, Any]]:
         """The known-good configurations moved inside ``space`` like the baseline, each once, none the baseline."""
         points = [self.baseline(space, n_envs)]
         for point in self.known_good:
-            moved = self._inside(space, point.params, n_envs)
+            moved = self.moved_inside(space, point.params, n_envs)
             if moved not in points:
                 points.append(moved)
         return points[1:]
 
-    def _inside(self, space: Space, params: dict[str, Any], n_envs: int) -> dict[str, Any]:
+    def moved_inside(self, space: Space, params: dict[str, Any], n_envs: int) -> dict[str, Any]:
         """``params`` (SB3's defaults for the rest) moved inside ``space`` and its constraints."""
         merged = {**self.defaults, **params}
         return self.constrain({name: clamp(spec, merged[name]) for name, spec in space.items()}, n_envs)

@@ -19,8 +19,9 @@ import optuna
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import RETURN, DefinitionError, StudyDefinition, StudyError
+from study_contract.definition import RETURN, DefinitionError, Stage, StudyDefinition, StudyError
 from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
+from study_contract.protocol import FailureKind
 from study_contract.space import ParamSpec
 from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores
 from study_contract.store.catalog import count_trials, failures, load_definition, read_trials
@@ -95,7 +96,7 @@ def plan(
     """
     parent_id = storage.get_study_id_from_name(parent)
     definition = load_definition(storage, parent)
-    if definition.stage == "confirmation":
+    if definition.stage == Stage.CONFIRMATION:
         raise StudyError(f"study {parent!r} is a confirmation; confirm the study it follows")
     trials = read_trials(storage, parent)
     busy = trials_to_run(storage, parent_id)
@@ -117,7 +118,7 @@ def plan(
     confirmation = replace(
         definition,
         n_trials=(len(picks) + 1) * (seeds or definition.test_seeds),
-        stage="confirmation",
+        stage=Stage.CONFIRMATION,
         parent=parent,
         baseline=False,
         known_good=False,
@@ -156,7 +157,7 @@ class StudyBusy(StudyError):
 def trials_to_run(storage: optuna.storages.RDBStorage, study_id: int) -> int:
     """WAITING and RUNNING trials, and failed ones still owed a retry (lost slots a worker will restore)."""
     with storage.engine.connect() as conn:
-        lost = list(failures(conn, study_id).get(study_id, {}).values()).count("lost")
+        lost = list(failures(conn, study_id).get(study_id, {}).values()).count(FailureKind.LOST)
     return count_trials(storage.engine, study_id, "WAITING", "RUNNING") + lost
 
 
@@ -179,7 +180,7 @@ def create_confirmation(
 
 def confirmation_due(definition: StudyDefinition) -> bool:
     """Whether a tuning study asks workers to confirm it once its budget is done."""
-    return definition.stage == "tuning" and definition.confirm
+    return definition.stage == Stage.TUNING and definition.confirm
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ trials, never create them (retries aside), so racing workers cannot overshoot a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +53,12 @@ def create_study(
     *,
     fixed: Sequence[FixedTrial] = (),
     follows: int | None = None,
+    warm: Callable[[list[dict[str, Any]]], list[FixedTrial]] | None = None,
 ) -> str:
     """Write the study and return its name; ``fixed`` slots first, then the baseline and the known-good
-    configurations, then open ones. The study, its budget and its definition are written in one
-    transaction: no worker ever sees a half-created study. A study that ``follows`` another (a confirmation,
+    configurations, then what ``warm`` adds given the configurations taken so far (a warm start), then open
+    ones. The study, its budget and its definition are written in one transaction: no worker ever sees a
+    half-created study. A study that ``follows`` another (a confirmation,
     a campaign stage) is recorded on it in the same transaction (:data:`FOLLOW_UP_ATTR`).
     """
     slots = list(fixed)
@@ -67,6 +69,8 @@ def create_study(
         points = entry.starting_points(definition.space, definition.n_envs)
         room = max(definition.n_trials - len(slots), 0)  # a small budget keeps the baseline first
         slots.extend(FixedTrial(point, {protocol.KNOWN_GOOD: True}) for point in points[:room])
+    if warm is not None:
+        slots.extend(warm([s.params for s in slots]))
     if len(slots) > definition.n_trials:
         raise StudyError(f"{len(slots)} fixed trials do not fit a budget of n_trials={definition.n_trials}")
     rows = [Slot(optuna_params(definition.space, s.params), s.user_attrs) for s in slots]

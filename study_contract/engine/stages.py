@@ -18,7 +18,7 @@ import optuna
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.campaign import RULES, CampaignPlan
-from study_contract.definition import DefinitionError, StudyDefinition, StudyError
+from study_contract.definition import DefinitionError, Stage, StudyDefinition, StudyError
 from study_contract.engine.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
 from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
 from study_contract.engine.spaces import resolve_space
@@ -64,8 +64,8 @@ def stage_definition(
 def create_campaign(storage: optuna.storages.RDBStorage, base: StudyDefinition, plan: CampaignPlan) -> str:
     """Create the first stage (the baseline: SB3's defaults, one trial per seed); its study name."""
     defaults = algorithm(base.algo).baseline(base.space, base.n_envs)
-    name = plan.study_name("baseline")
-    definition = stage_definition(base, plan, "baseline", defaults, None)
+    name = plan.study_name(Stage.BASELINE)
+    definition = stage_definition(base, plan, Stage.BASELINE, defaults, None)
     return create_study(storage, definition, name)
 
 
@@ -126,7 +126,7 @@ def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDe
     complete = [t for t in trials if t.complete and t.hyperparams is not None]
     if not complete:
         raise StudyError(f"stage {study!r} finished without a completed trial; the campaign cannot go on")
-    if definition.stage == "baseline":
+    if definition.stage == Stage.BASELINE:
         values = [t.value or 0.0 for t in complete]
         return StageOutcome(study, complete[0].number, iqm(values), _checked(definition, study, complete[0]), False,
                             f"SB3's defaults on {len(values)} seeds: IQM {iqm(values):.2f}, "
@@ -191,7 +191,7 @@ def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = Tru
             outcome = decide(storage, study, definition)
             storage.set_study_user_attr(study_id, OUTCOME_ATTR, asdict(outcome))
         if following is None:
-            baseline = stage_outcome(storage, plan.study_name("baseline"))
+            baseline = stage_outcome(storage, plan.study_name(Stage.BASELINE))
             confirm = plan.confirm
         else:
             return _create_stage(storage, plan, definition, following, outcome, study)

@@ -15,6 +15,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy
@@ -30,6 +31,7 @@ from study_contract.definition import (
     StudyError,
     check_stored_name,
 )
+from study_contract.protocol import FailureKind
 from study_contract.store.trials import TrialView, views
 
 if TYPE_CHECKING:
@@ -183,7 +185,7 @@ def live_counts(engine: sqlalchemy.engine.Engine) -> dict[int, Live]:
     return {study_id: Live(**states) for study_id, states in counts.items()}
 
 
-def failures(conn: sqlalchemy.engine.Connection, study_id: int | None = None) -> dict[int, dict[int, str]]:
+def failures(conn: sqlalchemy.engine.Connection, study_id: int | None = None) -> dict[int, dict[int, FailureKind]]:
     """study id -> {FAIL trial number -> its :func:`protocol.failure_kind`}, for every study or just ``study_id``."""
     where = "" if study_id is None else _ONE_STUDY
     params = {"retry": protocol.RETRY, "reason": protocol.FAIL_REASON, "handed_back": protocol.HANDED_BACK,
@@ -234,12 +236,24 @@ class Eta:
         return (running + self.waiting * per_trial) / self.workers
 
 
+class StudyState(StrEnum):
+    """Where a study stands, as ``list`` and ``show`` print it."""
+
+    FINISHED = "finished"
+    PAUSED = "paused"
+    RUNNING = "running"
+    WAITING = "waiting"
+    UNREADABLE = "unreadable"
+    INCOMPLETE = "incomplete"
+    """Its creation was interrupted before its definition was written."""
+
+
 @dataclass(frozen=True)
 class Summary:
     name: str
     algo: str | None
     env_id: str | None
-    state: str
+    state: StudyState
     n_trials: int
     complete: int
     pruned: int
@@ -318,7 +332,7 @@ def _summary(
     study: TuningStudy,
     counts: dict[tuple[int, str], int],
     best: dict[int, float],
-    failed: dict[int, str],
+    failed: dict[int, FailureKind],
     live: dict[int, dict[str, Any]],
     durations: dict[int, list[float]],
 ) -> Summary:
@@ -327,19 +341,19 @@ def _summary(
     definition = study.definition
     workers = len({attrs[protocol.WORKER] for attrs in live.values() if protocol.WORKER in attrs})
     if definition is None:
-        state, eta = ("incomplete" if study.incomplete else "unreadable"), None
+        state, eta = (StudyState.INCOMPLETE if study.incomplete else StudyState.UNREADABLE), None
     else:
-        if n["WAITING"] == 0 and n["RUNNING"] == 0 and not kinds["lost"]:
-            state = "finished"
+        if n["WAITING"] == 0 and n["RUNNING"] == 0 and not kinds[FailureKind.LOST]:
+            state = StudyState.FINISHED
         elif study.paused:
-            state = "paused"
+            state = StudyState.PAUSED
         else:
-            state = "running" if n["RUNNING"] else "waiting"
+            state = StudyState.RUNNING if n["RUNNING"] else StudyState.WAITING
         recent = durations.get(study.study_id)
         eta = Eta(
             trial_seconds=sum(recent) / len(recent) if recent else None,
             running_seconds_left=[_running_left(definition, attrs.get(protocol.PROGRESS)) for attrs in live.values()],
-            waiting=0 if state == "paused" else n["WAITING"] + kinds["lost"],
+            waiting=0 if state == StudyState.PAUSED else n["WAITING"] + kinds[FailureKind.LOST],
             workers=workers,
         ).seconds
     return Summary(
@@ -350,11 +364,11 @@ def _summary(
         n_trials=definition.n_trials if definition else 0,
         complete=n["COMPLETE"],
         pruned=n["PRUNED"],
-        failed=kinds["final"],
+        failed=kinds[FailureKind.FINAL],
         running=n["RUNNING"],
         waiting=n["WAITING"],
-        retried=kinds["retried"],
-        lost=kinds["lost"],
+        retried=kinds[FailureKind.RETRIED],
+        lost=kinds[FailureKind.LOST],
         best_value=best.get(study.study_id),
         workers=workers,
         eta_seconds=eta,

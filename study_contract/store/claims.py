@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import optuna
@@ -92,15 +93,23 @@ def claim(storage: optuna.storages.RDBStorage, study_id: int, *, grace_period: f
     return Claim(row.trial_id, study_id, row.datetime_start)
 
 
-def lost_claim(engine: sqlalchemy.engine.Engine, mine: Claim) -> str | None:
-    """None while ``mine`` is still a RUNNING trial of this worker's claim; else why not: ``deleted`` (the row
-    is gone, or now belongs to another study or claim) or ``finished`` (another worker failed it as stale)."""
+class LostClaim(StrEnum):
+    """Why a claim is no longer this worker's."""
+
+    DELETED = "deleted"
+    """The row is gone, or now belongs to another study or claim."""
+    FINISHED = "finished"
+    """Another worker failed it as stale."""
+
+
+def lost_claim(engine: sqlalchemy.engine.Engine, mine: Claim) -> LostClaim | None:
+    """None while ``mine`` is still a RUNNING trial of this worker's claim; else why not."""
     trials = models.TrialModel.__table__
     with engine.connect() as conn:
         state = conn.execute(sqlalchemy.select(trials.c.state).where(mine._is_it(trials))).scalar()
     if state is None:
-        return "deleted"
-    return None if state == TrialState.RUNNING else "finished"
+        return LostClaim.DELETED
+    return None if state == TrialState.RUNNING else LostClaim.FINISHED
 
 
 def beat(engine: sqlalchemy.engine.Engine, mine: Claim) -> bool:

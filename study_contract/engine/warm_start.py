@@ -1,0 +1,130 @@
+"""Warm starts: a new study's first slots try the winners of finished studies already in the database.
+
+``create --warm-start auto`` (the default) looks at every finished tuning study of the same algorithm:
+the same task first, then the others; each gives its confirmed recommendation, or its best trial when it
+was not confirmed. Each configuration is moved inside the new study's space and constraints as the
+baseline and the known-good points are, and goes after them, once; at most :data:`MAX_POINTS`, and never
+more than a quarter of the budget, so the sampler keeps most of it. Each such trial records where it came
+from (``protocol.WARM_START``). ``--warm-start STUDY,...`` takes those studies only, in that order;
+``off`` none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+
+from study_contract import protocol
+from study_contract.algorithms import algorithm
+from study_contract.definition import STORED_STUDY_NAME, DefinitionError, Stage, StudyDefinition, StudyError
+from study_contract.engine.confirmation import confirmation_report
+from study_contract.engine.creation import FixedTrial
+from study_contract.formatting import describe_origin
+from study_contract.statistics import CHEAPEST_TIED
+from study_contract.store.catalog import StudyState, TuningStudy, read_trials, summarise, tuning_studies
+from study_contract.store.trials import by_value
+
+AUTO, OFF = "auto", "off"
+MAX_POINTS = 3
+
+
+def parse_sources(text: str) -> str:
+    """``auto``, ``off`` or a comma-separated list of study names, else ValueError naming what is accepted."""
+    if text in (AUTO, OFF) or all(STORED_STUDY_NAME.fullmatch(name) for name in text.split(",")):
+        return text
+    raise ValueError(f"{text!r} is not {AUTO}, {OFF} or a comma-separated list of study names")
+
+
+def describe(point: FixedTrial) -> str:
+    """Where a warm-start slot's configuration comes from, in one line (its attribute is read back decoded)."""
+    return describe_origin(point.user_attrs[protocol.WARM_START])
+
+
+@dataclass(frozen=True)
+class Source:
+    """One finished study's recommended configuration, and what it scored."""
+
+    study: str
+    env_id: str
+    trial: int
+    params: dict
+    value: float
+    confirmed: bool
+
+    def origin(self) -> dict:
+        return {"study": self.study, "env_id": self.env_id, "trial": self.trial, "value": self.value,
+                "confirmed": self.confirmed}  # fmt: skip
+
+
+def recommended(storage: optuna.storages.RDBStorage, study: TuningStudy) -> Source | None:
+    """The study's confirmed recommendation, else its best trial; None without one whose configuration passes
+    the study's own space (it comes from the database)."""
+    definition = study.definition
+    assert definition is not None
+    trials = read_trials(storage, study.name)
+    ranked = by_value(trials)
+    if not ranked:
+        return None
+    report = confirmation_report(storage, study.name)
+    pick = report.pick(CHEAPEST_TIED) if report is not None and report.confirmed else None
+    chosen = next((t for t in trials if pick is not None and t.number == pick.trial), None)
+    iqm = None
+    if chosen is not None and report is not None:
+        iqm = next((c.fresh.iqm for c in report.candidates if c.trial == chosen.number), None)
+    best, value, confirmed = (chosen, iqm, True) if chosen is not None and iqm is not None else (ranked[0], None, False)
+    value = best.value if value is None else value
+    try:
+        params = definition.check_params(best.hyperparams or {})
+    except DefinitionError:
+        return None
+    if not params or value is None:
+        return None
+    return Source(study.name, definition.env_id, best.number, params, value, confirmed)
+
+
+def _candidates(storage: optuna.storages.RDBStorage, definition: StudyDefinition, sources: str) -> list[TuningStudy]:
+    studies = {s.name: s for s in tuning_studies(storage.engine)}
+    if sources != AUTO:
+        chosen = []
+        for name in sources.split(","):
+            study = studies.get(name)
+            if study is None or study.definition is None:
+                raise StudyError(f"--warm-start: no readable study named {name!r}")
+            if study.definition.algo != definition.algo:
+                raise StudyError(f"--warm-start: study {name!r} tuned {study.definition.algo}, not {definition.algo}")
+            chosen.append(study)
+        return chosen
+    finished = {s.name for s in summarise(storage.engine) if s.state == StudyState.FINISHED}
+    usable = [s for s in studies.values() if s.name in finished and s.definition is not None
+              and s.definition.algo == definition.algo and s.definition.stage == Stage.TUNING]  # fmt: skip
+    # The same task first; then the newest studies (higher ids) first.
+    return sorted(usable, key=lambda s: (s.definition.env_id != definition.env_id, -s.study_id))  # type: ignore[union-attr]
+
+
+def warm_start_points(
+    storage: optuna.storages.RDBStorage, definition: StudyDefinition, sources: str, taken: list[dict]
+) -> list[FixedTrial]:
+    """The warm-start slots of a new study; ``taken`` are the fixed configurations it already has (a
+    configuration already among them is not tried twice)."""
+    if sources == OFF:
+        return []
+    entry = algorithm(definition.algo)
+    room = min(MAX_POINTS, definition.n_trials // 4, definition.n_trials - len(taken))
+    points: list[FixedTrial] = []
+    seen = list(taken)
+    for study in _candidates(storage, definition, sources):
+        if len(points) >= room:
+            break
+        source = recommended(storage, study)
+        if source is None:
+            continue
+        try:
+            moved = entry.moved_inside(definition.space, source.params, definition.n_envs)
+        except (KeyError, TypeError, ValueError):  # a stored configuration this release cannot read
+            continue
+        if moved in seen:
+            continue
+        seen.append(moved)
+        points.append(FixedTrial(moved, {protocol.WARM_START: source.origin()}))
+    return points

@@ -1,0 +1,55 @@
+"""A new study first tries the winners of the finished studies already in the database, and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from study_contract import protocol
+from study_contract.store.catalog import read_trials
+from study_contract.store.storage import open_storage
+from tests.conftest import create_tiny_study, run_cli, run_worker_in_process, trials_of
+
+
+def _warm(url: str, name: str) -> list[dict]:
+    return [t.user_attrs[protocol.WARM_START] for t in trials_of(url, name) if protocol.WARM_START in t.user_attrs]
+
+
+def test_a_new_study_tries_the_winner_of_a_finished_one_without_a_flag(tiny_space: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    create_tiny_study(url, "first", tiny_space, 2, 256, "--no-baseline")
+    run_worker_in_process(url)
+    winner = max((t for t in read_trials(open_storage(url), "first") if t.complete), key=lambda t: t.value or 0)
+
+    argv = ["create", "--storage", url, "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
+            "256", "--space", str(tiny_space), "--no-confirm", "--no-baseline", "--n-evaluations", "2"]  # fmt: skip
+    created = run_cli("study_admin", *argv, "--name", "second")
+    assert created.returncode == 0, created.stderr
+    origin = {"study": "first", "env_id": "Pendulum-v1", "trial": winner.number, "value": winner.value,
+              "confirmed": False}  # fmt: skip
+    assert _warm(url, "second") == [origin]
+    (slot,) = [t.number for t in trials_of(url, "second") if protocol.WARM_START in t.user_attrs]
+    assert f"warm start: from first trial {winner.number} (Pendulum-v1, value " in created.stderr
+
+    run_worker_in_process(url, study="second")
+    tried = trials_of(url, "second")[slot]
+    assert tried.user_attrs[protocol.HYPERPARAMS] == winner.hyperparams  # the same space: the same configuration
+    shown = run_cli("study_admin", "show", "second", "--trial", str(slot), "--storage", url)
+    assert f"warm start from first trial {winner.number} (Pendulum-v1, value" in shown.stdout
+
+    cold = run_cli("study_admin", *argv, "--name", "cold", "--warm-start", "off")
+    assert cold.returncode == 0 and _warm(url, "cold") == [] and "warm start" not in cold.stderr
+
+
+def test_warm_start_from_a_named_study_must_exist_and_tune_the_same_algorithm(tiny_space: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    create_tiny_study(url, "first", tiny_space, 1, 256, "--no-baseline")
+    argv = ["create", "--storage", url, "--algo", "sac", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
+            "256", "--no-confirm"]  # fmt: skip
+    other = run_cli("study_admin", *argv, "--warm-start", "first")
+    assert other.returncode == 2 and other.stderr == "study_admin: error: --warm-start: study 'first' tuned ppo, not sac\n"
+    missing = run_cli("study_admin", *argv, "--warm-start", "nosuch")
+    assert missing.returncode == 2
+    assert missing.stderr == "study_admin: error: --warm-start: no readable study named 'nosuch'\n"
+    bad = run_cli("study_admin", *argv, "--warm-start", "a b")
+    assert bad.returncode == 2 and "'a b' is not auto, off or a comma-separated list of study names" in bad.stderr
+    assert run_cli("study_admin", *argv, "--warm-start", "off").returncode == 0  # positive control

@@ -46,7 +46,8 @@ def test_warm_start_from_a_named_study_must_exist_and_tune_the_same_algorithm(ti
     argv = ["create", "--storage", url, "--algo", "sac", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
             "256", "--no-confirm"]  # fmt: skip
     other = run_cli("study_admin", *argv, "--warm-start", "first")
-    assert other.returncode == 2 and other.stderr == "study_admin: error: --warm-start: study 'first' tuned ppo, not sac\n"
+    assert other.returncode == 2
+    assert other.stderr == "study_admin: error: --warm-start: study 'first' tuned ppo, not sac\n"
     missing = run_cli("study_admin", *argv, "--warm-start", "nosuch")
     assert missing.returncode == 2
     assert missing.stderr == "study_admin: error: --warm-start: no readable study named 'nosuch'\n"

@@ -2,7 +2,8 @@
 
 Every command reads the storage from ``--storage`` or ``DATABASE_URL``; with neither, it uses the
 embedded SQLite file under ``--data-dir`` / ``TUNER_DATA_DIR``. Exit codes: 0 success, 1 database
-unusable, 2 bad input. The commands themselves are in ``study_admin/commands.py``.
+unusable, 2 bad input; ``reproduce`` also 3 (a different value) and 4 (training failed). The commands
+themselves are in ``study_admin/commands.py``.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from study_contract.algorithms import ALGORITHMS, SBX, algorithm
 from study_contract.definition import DEFAULT_ENV, StudyDefinition, StudyError, check_study_name
+from study_contract.formatting import printable
 from study_contract.options import Option, collect, options_of
 from study_contract.space import read_space_file
 from study_contract.store.storage import StorageError
@@ -161,23 +162,30 @@ def dashboard(args: argparse.Namespace, url: str) -> int:
 
 
 def create(args: argparse.Namespace, url: str) -> int:
+    from study_contract.engine import warm_start
     from study_contract.engine.creation import create_study
-    from study_contract.engine.warm_start import describe, warm_start_points
 
     if args.name is not None:
         check_study_name(args.name)
     definition = build_definition(collect(args, CREATE_OPTIONS), space_file=args.space,
                                   n_evaluations=args.n_evaluations)  # fmt: skip
     storage = _storage(url)
+    plan = warm_start.plan(storage, definition, args.warm_start)
     chosen: list[Any] = []
 
     def warm(taken: list[dict[str, Any]]) -> list[Any]:
-        chosen.extend(warm_start_points(storage, definition, args.warm_start, taken))
+        chosen.extend(plan.points(definition, taken))
         return chosen
 
     print(create_study(storage, definition, args.name, warm=warm))
     for point in chosen:
-        print(f"warm start: {describe(point)}", file=sys.stderr)
+        print(f"warm start: {warm_start.describe(point)}", file=sys.stderr)
+    for line in plan.skipped:
+        print(f"warm start: passed over {printable(line)}", file=sys.stderr)
+    if plan.sources and not chosen:
+        print(f"warm start: none of {len(plan.sources)} found added: a budget of {definition.n_trials} trials spares "
+              "them at most a quarter, after the baseline and the known-good points, which none may repeat",
+              file=sys.stderr)  # fmt: skip
     if definition.backend == SBX:
         print(SBX_NOTE, file=sys.stderr)
     return 0
@@ -249,14 +257,19 @@ def best(args: argparse.Namespace, url: str) -> int:
 
 def reproduce(args: argparse.Namespace, url: str) -> int:
     """The worker's ``worker/reproduce.py`` in a child process: training needs torch and SB3, which study_admin
-    never imports. Its exit code: 0 the same value, 3 a different one."""
+    never imports, and the child pins the trial's threads before anything starts a thread pool. Its exit code:
+    0 the same value, 3 a different one, 4 training failed."""
     import importlib.util
     import subprocess
 
+    from study_contract.store.catalog import recorded_threads, trial_to_reproduce
+
+    _, trial = trial_to_reproduce(_storage(url), args.name, args.trial)  # refused here, before torch loads
     if importlib.util.find_spec("stable_baselines3") is None or importlib.util.find_spec("worker") is None:
         raise InputError("reproduce trains the trial again: it needs the worker's training packages "
                          "(pip install 'locomotion-tuner[train]')")  # fmt: skip
-    child = [sys.executable, "-m", "worker.reproduce", args.name, str(args.trial)]
+    # -P: the worker package installed beside study_admin, never a folder of that name where the user stands.
+    child = [sys.executable, "-P", "-m", "worker.reproduce", args.name, str(args.trial), str(recorded_threads(trial))]
     return subprocess.run(child, env={**os.environ, "DATABASE_URL": url}, check=False).returncode
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -28,6 +29,10 @@ EXAMPLE_ALGO = next(iter(ALGORITHMS))
 class _NoAliases(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+# States and stages are StrEnums: YAML writes their stored text, as JSON does.
+_NoAliases.add_multi_representer(StrEnum, lambda dumper, value: dumper.represent_str(value.value))
 
 
 def dump(data: Any, fmt: str) -> str:
@@ -170,13 +175,13 @@ def provenance(recorded: dict[str, Any] | None) -> list[str]:
     if versions:
         lines.append("  versions  " + ", ".join(f"{printable(k)} {printable(v)}" for k, v in sorted(versions.items())))
     env = recorded.get("env") or {}
-    if env:
+    if env.get("id"):
         lines.append(f"  task      {printable(env.get('id') or '-')}, at most {env.get('max_episode_steps')} steps an "
                      f"episode, keyword arguments {printable(json.dumps(env.get('kwargs') or {}, sort_keys=True))}")
     seeds = recorded.get("seeds") or {}
     if seeds:
         lines.append(f"  seeds     training {seeds.get('training')}, evaluation {seeds.get('evaluation')}")
-    if "host" in recorded or "threads" in recorded:
+    if recorded.get("host") or recorded.get("threads"):
         lines.append(f"  worker    {printable(recorded.get('host') or '-')}, {recorded.get('threads')} torch threads")
     return lines
 

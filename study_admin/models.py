@@ -52,7 +52,8 @@ class TrialRecord:
     """What produced the value (``protocol.PROVENANCE``); None for trials of earlier releases."""
     warm_start: dict[str, Any] | None = None
     """The finished study's winner this trial tried (``protocol.WARM_START``)."""
-    curve: list[tuple[int, float]] = field(default_factory=list)
+    curve: list[tuple[int, float]] | None = None
+    """Only for one trial shown alone (``show --trial``)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ when an artifact store is configured, so the dashboard shows it where users look
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from study_admin.models import Configuration, StudyDetails
 from study_admin.studies import best_configuration, study_details
 from study_contract.engine.confirmation import ConfirmationReport
 from study_contract.formatting import describe_origin
+from study_contract.space import ParamSpec, readable_names
 from study_contract.store.catalog import UNREADABLE_ROW, read_trials
 from study_contract.store.trials import by_value
 
@@ -58,11 +60,9 @@ def plot_curves(storage: optuna.storages.BaseStorage, name: str, path: Path) -> 
     return True
 
 
-def readable_name(optuna_name: str) -> str:
-    return optuna_name.removeprefix("log2_").removeprefix("one_minus_")
-
-
-def plot_importances(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
+def plot_importances(
+    storage: optuna.storages.BaseStorage, name: str, space: Mapping[str, ParamSpec], path: Path
+) -> bool:
     study = optuna.load_study(study_name=name, storage=storage)
     try:
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -74,7 +74,8 @@ def plot_importances(storage: optuna.storages.BaseStorage, name: str, path: Path
     if not importances:
         return False
     plt = _pyplot()
-    names = [readable_name(n) for n in importances][::-1]
+    readable = readable_names(space)
+    names = [readable.get(n, n) for n in importances][::-1]
     figure, axes = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
     axes.barh(names, list(importances.values())[::-1])
     axes.set(xlabel="importance (PED-ANOVA)", title=f"{name}: parameter importances")
@@ -156,7 +157,7 @@ def write_report(storage: optuna.storages.RDBStorage, name: str, out: str | Path
     directory.mkdir(parents=True, exist_ok=True)
     images = {
         "curves.png": plot_curves(storage, name, directory / "curves.png"),
-        "importances.png": plot_importances(storage, name, directory / "importances.png"),
+        "importances.png": plot_importances(storage, name, details.definition.space, directory / "importances.png"),
     }
     confirmation = details.confirmation
     if confirmation is not None:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
+from study_contract.definition import ENV_ID, STORED_STUDY_NAME
+
 # Written by the worker that trains the trial, as training starts.
 HYPERPARAMS = "hyperparams"
 """The readable parameter values the trial trains with (``n_steps: 2048``, not Optuna's encoding)."""
@@ -115,15 +117,19 @@ def _seed(value: Any) -> int | None:
     return count if count is not None and count <= MAX_SEED_VALUE else None
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def finite(value: Any) -> float | None:
+    """A finite number as a float, else None (a bool, text, NaN, infinity, or an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        return float(value) if math.isfinite(value) else None
+    except OverflowError:
+        return None
 
 
 def recorded_number(value: Any) -> float | None:
     """A number a worker recorded (a cost, a speed), read as untrusted: None unless finite and positive."""
-    number = _finite(value)
+    number = finite(value)
     return number if number is not None and number > 0 else None
 
 
@@ -134,8 +140,8 @@ def _params(value: Any) -> dict[str, Any] | None:
     return value
 
 
-PROGRESS_FIELDS = {"env_steps": _count, "total": _count, "steps_per_second": recorded_number, "last_eval": _finite,
-                   "eta_seconds": _finite}  # fmt: skip
+PROGRESS_FIELDS = {"env_steps": _count, "total": _count, "steps_per_second": recorded_number, "last_eval": finite,
+                   "eta_seconds": finite}  # fmt: skip
 
 
 def _progress(value: Any) -> dict[str, Any] | None:
@@ -160,7 +166,7 @@ def _versions(value: Any) -> dict[str, str] | None:
 
 def plain_data(value: Any, depth: int = 0) -> bool:
     """Plain JSON data (as Gymnasium's registered keyword arguments are), shallow and small."""
-    if value is None or isinstance(value, (bool, str, int)) or _finite(value) is not None:
+    if value is None or isinstance(value, (bool, str, int)) or finite(value) is not None:
         return not isinstance(value, str) or len(value) <= MAX_TEXT
     if depth >= 4:
         return False
@@ -194,8 +200,10 @@ def _provenance(value: Any) -> dict[str, Any] | None:
 def _origin(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
-    origin = {"study": _text(value.get("study")), "env_id": _text(value.get("env_id")),
-              "trial": _count(value.get("trial")), "value": _finite(value.get("value")),
+    study, env_id = value.get("study"), value.get("env_id")
+    origin = {"study": study if isinstance(study, str) and STORED_STUDY_NAME.fullmatch(study) else None,
+              "env_id": env_id if isinstance(env_id, str) and ENV_ID.fullmatch(env_id) else None,
+              "trial": _count(value.get("trial")), "value": finite(value.get("value")),
               "confirmed": _flag(value.get("confirmed"))}  # fmt: skip
     return origin if None not in origin.values() else None
 
@@ -214,7 +222,7 @@ def _curve_points(value: Any) -> list[list[float]] | None:
     if not isinstance(value, list) or len(value) > 100_000:
         return None
     points = [p for p in value if isinstance(p, list) and len(p) == 2 and _count(p[0]) is not None
-              and _finite(p[1]) is not None]  # fmt: skip
+              and finite(p[1]) is not None]  # fmt: skip
     return points if len(points) == len(value) else None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -135,6 +136,11 @@ def optuna_name(name: str, spec: ParamSpec) -> str:
     if spec.kind == "pow2" and spec.exponent:
         return f"log2_{name}"
     return f"one_minus_{name}" if spec.kind == "discount" else name
+
+
+def readable_names(space: Mapping[str, ParamSpec]) -> dict[str, str]:
+    """Optuna parameter name -> the readable name it stands for: the inverse of :func:`optuna_name`."""
+    return {optuna_name(name, spec): name for name, spec in space.items()}
 
 
 def to_optuna_value(spec: ParamSpec, value: Any) -> Any:

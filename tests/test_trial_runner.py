@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from study_contract import protocol
@@ -106,10 +107,17 @@ def test_a_shutdown_before_training_releases_the_trial_untrained(session: TrialS
     assert called == [] and [t.state for t in _trials(session)] == [TrialState.WAITING, TrialState.WAITING]
 
 
-def test_a_study_deleted_during_training_takes_nothing_from_the_trainer(session: TrialSession) -> None:
-    def train(session: TrialSession, *_: Any) -> TrainingResult:
+def test_a_study_deleted_while_training_takes_nothing_and_keeps_no_file(session: TrialSession, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    session.artifact_store = FileSystemArtifactStore(str(store))
+    (tmp_path / "learning_curve.csv").write_text("env_steps,mean_return\n")
+
+    def train(session: TrialSession, trial: optuna.Trial, *_: Any) -> TrainingResult:
+        session.upload(trial, tmp_path / "learning_curve.csv", "text/csv")
+        assert len(list(store.iterdir())) == 1  # positive control: the upload reached the store
         optuna.delete_study(study_name="s", storage=session.storage)
         return TrainingResult(Outcome.COMPLETE, 1.0, 256, 1.0, 0.0, CURVE)
 
     assert run_trial(session, train) == Outcome.DROPPED
-    assert optuna.get_all_study_names(session.storage) == []
+    assert optuna.get_all_study_names(session.storage) == [] and list(store.iterdir()) == []

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy
+
 from study_contract import protocol
 from study_contract.store.catalog import read_trials
-from study_contract.store.storage import open_storage
+from study_contract.store.storage import open_engine, open_storage
 from tests.conftest import create_tiny_study, run_cli, run_worker_in_process, trials_of
 
 
@@ -38,6 +40,26 @@ def test_a_new_study_tries_the_winner_of_a_finished_one_without_a_flag(tiny_spac
 
     cold = run_cli("study_admin", *argv, "--name", "cold", "--warm-start", "off")
     assert cold.returncode == 0 and _warm(url, "cold") == [] and "warm start" not in cold.stderr
+
+
+def test_auto_passes_over_a_study_it_cannot_read(tiny_space: Path, tmp_path: Path) -> None:
+    """One finished study whose trial rows Optuna cannot read must not stop every create."""
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    create_tiny_study(url, "good", tiny_space, 1, 256, "--no-baseline")
+    create_tiny_study(url, "broken", tiny_space, 1, 256, "--no-baseline")
+    run_worker_in_process(url)
+    broken = trials_of(url, "broken")[0]._trial_id
+    with open_engine(url).begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE trial_params SET distribution_json = 'not json' WHERE trial_id = :id"),
+                     {"id": broken})  # fmt: skip
+    argv = ["create", "--storage", url, "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
+            "256", "--space", str(tiny_space), "--no-confirm", "--no-baseline", "--name", "next"]  # fmt: skip
+    created = run_cli("study_admin", *argv)
+    assert created.returncode == 0, created.stderr
+    assert "warm start: passed over broken: " in created.stderr
+    assert [origin["study"] for origin in _warm(url, "next")] == ["good"]  # the newer, broken one first, passed over
+    named = run_cli("study_admin", *argv[:-1], "again", "--warm-start", "broken")
+    assert named.returncode == 2 and named.stderr.startswith("study_admin: error: ") and "broken" in named.stderr
 
 
 def test_warm_start_from_a_named_study_must_exist_and_tune_the_same_algorithm(tiny_space: Path, tmp_path: Path) -> None:

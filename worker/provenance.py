@@ -33,8 +33,10 @@ def env_spec(env_id: str) -> dict[str, Any]:
     import gymnasium
 
     spec = gymnasium.spec(env_id)
-    kwargs = {key: value for key, value in spec.kwargs.items() if protocol.plain_data(value)}
-    return {"id": spec.id, "max_episode_steps": spec.max_episode_steps, "kwargs": kwargs}
+    kwargs = {key: value for key, value in spec.kwargs.items() if protocol.plain_data(value, depth=1)}
+    # What the decoder reads back: a keyword argument that is not plain, shallow data is left out.
+    return {"id": spec.id, "max_episode_steps": spec.max_episode_steps,
+            "kwargs": kwargs if protocol.plain_data(kwargs) else {}}  # fmt: skip
 
 
 def provenance(definition: StudyDefinition, seed: int) -> dict[str, Any]:

@@ -6,8 +6,10 @@ value and learning curve are compared with the stored ones, and each recorded ve
 differs from this machine's is named. SB3 on CPU with the same versions, seed and threads gives the
 same value.
 
-python -m worker.reproduce NAME N   (the database URL in DATABASE_URL, so that it never shows in ``ps``)
-Exit codes: 0 the stored value again, 3 a different value, 1 database unusable, 2 nothing to re-run.
+python -m worker.reproduce NAME N THREADS   (the database URL in DATABASE_URL, so that it never shows in ``ps``)
+Exit codes: 0 the stored value again, 1 database unusable, 2 nothing to re-run, 3 a different value, 4 training
+failed. Only the thread pinning is imported at the top: the threads must be set before numpy, torch or JAX
+start their pools, and Optuna imports numpy.
 """
 
 from __future__ import annotations
@@ -15,18 +17,15 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
+from worker.threads import pin_threads
 
-from study_contract import protocol
-from study_contract.definition import DefinitionError, StudyDefinition, StudyError
-from study_contract.formatting import format_value, printable
-from study_contract.store.catalog import load_definition, read_trials
-from study_contract.store.storage import StorageError, open_storage
-from study_contract.store.trials import TrialView
+if TYPE_CHECKING:
+    from study_contract.definition import StudyDefinition
+    from study_contract.store.trials import TrialView
 
-EXIT_SAME, EXIT_DB, EXIT_INPUT, EXIT_DIFFERENT = 0, 1, 2, 3
+EXIT_SAME, EXIT_DB, EXIT_INPUT, EXIT_DIFFERENT, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,8 @@ class Reproduction:
         return self.value == self.trial.value
 
     def report(self, name: str) -> str:
+        from study_contract.formatting import format_value, printable
+
         t, d = self.trial, self.definition
         stored = [(int(step), value) for step, value in t.curve]
         lines = [
@@ -66,22 +67,6 @@ class Reproduction:
         return "\n".join(lines) + "\n"
 
 
-def trial_to_reproduce(
-    storage: optuna.storages.RDBStorage, name: str, number: int
-) -> tuple[StudyDefinition, TrialView]:
-    """The study's definition and its complete trial ``number``, with a configuration and seed to re-run."""
-    definition = load_definition(storage, name)
-    found = [t for t in read_trials(storage, name) if t.number == number]
-    if not found:
-        raise StudyError(f"study {name!r} has no trial {number} that has started")
-    trial = found[0]
-    if not trial.complete:
-        raise StudyError(f"trial {number} of {name!r} is {trial.state}: only a complete trial has a value to reproduce")
-    if trial.hyperparams is None or trial.seed is None:
-        raise StudyError(f"trial {number} of {name!r} records no readable configuration or seed: nothing to re-run")
-    return definition, trial
-
-
 def train_again(definition: StudyDefinition, params: dict[str, Any], seed: int) -> list[tuple[int, float]]:
     """The learning curve of the configuration trained again, its last point the final evaluation."""
     from stable_baselines3.common.callbacks import CallbackList
@@ -90,7 +75,7 @@ def train_again(definition: StudyDefinition, params: dict[str, Any], seed: int) 
     from worker.health import Pulse
     from worker.training import build_model, make_envs, make_evaluator
 
-    train_env, eval_env = make_envs(definition, bool(params.get("normalize", False)), seed)
+    train_env, eval_env = make_envs(definition, params, seed)
     try:
         model = build_model(definition, params, train_env, seed)
         evaluator = make_evaluator(definition, eval_env, None, retry=lambda _what, fn: fn(), pulse=Pulse(None))
@@ -102,34 +87,41 @@ def train_again(definition: StudyDefinition, params: dict[str, Any], seed: int) 
         eval_env.close()
 
 
-def reproduce(storage: optuna.storages.RDBStorage, name: str, number: int) -> Reproduction:
-    definition, trial = trial_to_reproduce(storage, name, number)
-    params = definition.check_params(trial.hyperparams or {})
-    recorded = trial.get(protocol.PROVENANCE) or {}
-    from worker.threads import pin_threads
-
-    pin_threads(recorded.get("threads") or 1)  # threads change the order of sums, and so the value
+def reproduce(url: str, name: str, number: int) -> Reproduction:
+    from study_contract import protocol
+    from study_contract.store.catalog import trial_to_reproduce
+    from study_contract.store.storage import open_storage
     from worker.provenance import differences
 
+    definition, trial = trial_to_reproduce(open_storage(url), name, number)
     assert trial.seed is not None  # trial_to_reproduce checked it
+    params = definition.check_params(trial.hyperparams)
     curve = train_again(definition, params, trial.seed)
+    recorded = trial.get(protocol.PROVENANCE) or {}
     return Reproduction(trial, definition, curve[-1][1], curve, differences(recorded, definition))
 
 
-def main(argv: list[str] | None = None) -> int:
-    name, number = (argv if argv is not None else sys.argv[1:])[:2]
+def main(argv: list[str]) -> int:
+    name, number, threads = argv[0], int(argv[1]), int(argv[2])
+    pin_threads(threads)  # threads change the order of sums, and so the value
+    from study_contract.definition import DefinitionError, StudyError
+    from study_contract.store.storage import StorageError, describe_first_line
+
     try:
-        storage = open_storage(os.environ["DATABASE_URL"])
-        result = reproduce(storage, name, int(number))
+        result = reproduce(os.environ["DATABASE_URL"], name, number)
     except (StudyError, DefinitionError) as exc:
         print(f"study_admin: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except StorageError as exc:
         print(f"study_admin: error: {exc}", file=sys.stderr)
         return EXIT_DB
+    except Exception as exc:  # noqa: BLE001 - a task or library that will not train here: one line, not a traceback
+        print(f"study_admin: error: training trial {number} of {name!r} again failed: {type(exc).__name__}: "
+              f"{describe_first_line(exc)}", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     sys.stdout.write(result.report(name))
     return EXIT_SAME if result.same else EXIT_DIFFERENT
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -41,8 +41,9 @@ from worker.trial_session import TrialSession
 COMPUTE_CONSTRAINT = "compute_over_max"  # Optuna constraint: relative compute minus the study's max_compute
 
 
-def make_envs(definition: StudyDefinition, normalize: bool, seed: int) -> tuple[VecEnv, VecEnv]:
-    """Training envs and a separate, differently seeded evaluation env."""
+def make_envs(definition: StudyDefinition, params: dict[str, Any], seed: int) -> tuple[VecEnv, VecEnv]:
+    """Training envs and a separate, differently seeded evaluation env, wrapped as the configuration's recipe says."""
+    normalize = algorithm(definition.algo).recipe(params, definition.backend).normalize
     train_env: VecEnv = make_vec_env(definition.env_id, n_envs=definition.n_envs, seed=seed)
     eval_env: VecEnv = make_vec_env(definition.env_id, n_envs=1, seed=derive_seed(seed, EVAL_SEED_OFFSET))
     if normalize:
@@ -102,7 +103,7 @@ def train_trial(session: TrialSession, trial: optuna.Trial, params: dict[str, An
     and finish it (final evaluation, artifacts)."""
     definition = session.definition
     session.record({protocol.PROVENANCE: provenance(definition, seed)})
-    train_env, eval_env = make_envs(definition, bool(params.get("normalize", False)), seed)
+    train_env, eval_env = make_envs(definition, params, seed)
     try:
         entry, sizes = algorithm(definition.algo), space_sizes(train_env)
         compute, relative = entry.cost(params, *sizes), entry.relative_cost(params, *sizes)

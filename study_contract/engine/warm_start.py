@@ -5,13 +5,14 @@ the same task first, then the others; each gives its confirmed recommendation, o
 was not confirmed. Each configuration is moved inside the new study's space and constraints as the
 baseline and the known-good points are, and goes after them, once; at most :data:`MAX_POINTS`, and never
 more than a quarter of the budget, so the sampler keeps most of it. Each such trial records where it came
-from (``protocol.WARM_START``). ``--warm-start STUDY,...`` takes those studies only, in that order;
-``off`` none.
+from (``protocol.WARM_START``). ``--warm-start STUDY,...`` takes those studies only, in that order, finished
+or not; ``off`` none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -37,7 +38,7 @@ def parse_sources(text: str) -> str:
 
 
 def describe(point: FixedTrial) -> str:
-    """Where a warm-start slot's configuration comes from, in one line (its attribute is read back decoded)."""
+    """Where a warm-start slot's configuration comes from, in one line."""
     return describe_origin(point.user_attrs[protocol.WARM_START])
 
 
@@ -48,11 +49,11 @@ class Source:
     study: str
     env_id: str
     trial: int
-    params: dict
+    params: dict[str, Any]
     value: float
     confirmed: bool
 
-    def origin(self) -> dict:
+    def origin(self) -> dict[str, Any]:
         return {"study": self.study, "env_id": self.env_id, "trial": self.trial, "value": self.value,
                 "confirmed": self.confirmed}  # fmt: skip
 
@@ -68,6 +69,7 @@ def recommended(storage: optuna.storages.RDBStorage, study: TuningStudy) -> Sour
         return None
     report = confirmation_report(storage, study.name)
     pick = report.pick(CHEAPEST_TIED) if report is not None and report.confirmed else None
+    # A confirmation that recommends SB3's defaults (its baseline) leaves the best tuning trial to try.
     chosen = next((t for t in trials if pick is not None and t.number == pick.trial), None)
     iqm = None
     if chosen is not None and report is not None:
@@ -96,35 +98,55 @@ def _candidates(storage: optuna.storages.RDBStorage, definition: StudyDefinition
             chosen.append(study)
         return chosen
     finished = {s.name for s in summarise(storage.engine) if s.state == StudyState.FINISHED}
-    usable = [s for s in studies.values() if s.name in finished and s.definition is not None
-              and s.definition.algo == definition.algo and s.definition.stage == Stage.TUNING]  # fmt: skip
+    usable = [(s, s.definition) for s in studies.values() if s.name in finished and s.definition is not None]
+    same_algo = [(s, d) for s, d in usable if d.algo == definition.algo and d.stage == Stage.TUNING]
     # The same task first; then the newest studies (higher ids) first.
-    return sorted(usable, key=lambda s: (s.definition.env_id != definition.env_id, -s.study_id))  # type: ignore[union-attr]
+    return [s for s, d in sorted(same_algo, key=lambda sd: (sd[1].env_id != definition.env_id, -sd[0].study_id))]
 
 
-def warm_start_points(
-    storage: optuna.storages.RDBStorage, definition: StudyDefinition, sources: str, taken: list[dict]
-) -> list[FixedTrial]:
-    """The warm-start slots of a new study; ``taken`` are the fixed configurations it already has (a
-    configuration already among them is not tried twice)."""
-    if sources == OFF:
-        return []
-    entry = algorithm(definition.algo)
-    room = min(MAX_POINTS, definition.n_trials // 4, definition.n_trials - len(taken))
-    points: list[FixedTrial] = []
-    seen = list(taken)
-    for study in _candidates(storage, definition, sources):
-        if len(points) >= room:
-            break
-        source = recommended(storage, study)
-        if source is None:
-            continue
-        try:
+@dataclass(frozen=True)
+class WarmStart:
+    """The finished studies' recommendations a new study may try, best source first, and the studies passed over."""
+
+    sources: list[Source]
+    skipped: list[str]
+    """One line per study passed over: ``name: why``."""
+
+    def points(self, definition: StudyDefinition, taken: list[dict[str, Any]]) -> list[FixedTrial]:
+        """The warm-start slots, moved inside the new study's space; ``taken`` are the fixed configurations it
+        already has (none is tried twice). At most :data:`MAX_POINTS` and a quarter of the budget."""
+        entry = algorithm(definition.algo)
+        room = min(MAX_POINTS, definition.n_trials // 4, definition.n_trials - len(taken))
+        points: list[FixedTrial] = []
+        seen = list(taken)
+        for source in self.sources[: max(room, 0)]:
             moved = entry.moved_inside(definition.space, source.params, definition.n_envs)
-        except (KeyError, TypeError, ValueError):  # a stored configuration this release cannot read
+            if moved not in seen:
+                seen.append(moved)
+                points.append(FixedTrial(moved, {protocol.WARM_START: source.origin()}))
+        return points
+
+
+def plan(storage: optuna.storages.RDBStorage, definition: StudyDefinition, sources: str) -> WarmStart:
+    """What ``--warm-start`` takes from the database. With ``auto``, a study that cannot be read (its trials, its
+    confirmation) is passed over, never an error: one bad study must not stop every ``create``; a study named
+    explicitly must be readable."""
+    if sources == OFF:
+        return WarmStart([], [])
+    found: list[Source] = []
+    skipped: list[str] = []
+    for study in _candidates(storage, definition, sources):
+        if len(found) >= MAX_POINTS:
+            break
+        try:
+            source = recommended(storage, study)
+        except StudyError as exc:
+            if sources != AUTO:
+                raise
+            skipped.append(f"{study.name}: {exc}")
             continue
-        if moved in seen:
-            continue
-        seen.append(moved)
-        points.append(FixedTrial(moved, {protocol.WARM_START: source.origin()}))
-    return points
+        if source is None:
+            skipped.append(f"{study.name}: no complete trial with a configuration of its space")
+        else:
+            found.append(source)
+    return WarmStart(found, skipped)

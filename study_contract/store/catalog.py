@@ -413,3 +413,30 @@ def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDef
         return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
     except DefinitionError as exc:
         raise StudyError(f"study {name!r} cannot be read: {exc}") from None
+
+
+MAX_THREADS = 1024  # the most --threads a worker accepts
+
+
+def trial_to_reproduce(
+    storage: optuna.storages.BaseStorage, name: str, number: int
+) -> tuple[StudyDefinition, TrialView]:
+    """The definition of study ``name`` and its complete trial ``number``, which records a configuration and seed
+    to train again; else :class:`StudyError` saying why not."""
+    definition = load_definition(storage, name)
+    found = [t for t in read_trials(storage, name) if t.number == number]
+    if not found:
+        raise StudyError(f"study {name!r} has no trial {number} that has started")
+    trial = found[0]
+    if not trial.complete:
+        raise StudyError(f"trial {number} of {name!r} is {trial.state}: only a complete trial has a value to reproduce")
+    if trial.hyperparams is None or trial.seed is None:
+        raise StudyError(f"trial {number} of {name!r} records no readable configuration or seed: nothing to re-run")
+    return definition, trial
+
+
+def recorded_threads(trial: TrialView) -> int:
+    """The torch threads the trial trained with (1, a worker's default, when it recorded none that a worker could
+    have had)."""
+    threads = (trial.get(protocol.PROVENANCE) or {}).get("threads")
+    return threads if isinstance(threads, int) and 1 <= threads <= MAX_THREADS else 1

@@ -7,7 +7,6 @@ finite numbers, and what fails a check counts as absent. Everything that reads t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,12 +15,6 @@ from study_contract import protocol
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -44,12 +37,12 @@ class TrialView:
     def of(cls, trial: FrozenTrial) -> TrialView:
         recorded = protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS).get(protocol.CURVE, [])
         reported = list(trial.intermediate_values.items()) or [(step, value) for step, value in recorded]
-        curve = sorted((step, float(v)) for step, v in reported if _finite(v) is not None)
+        curve = sorted((step, float(v)) for step, v in reported if protocol.finite(v) is not None)
         return cls(
             trial_id=trial._trial_id,
             number=trial.number,
             state=trial.state.name,
-            value=_finite(trial.values[0]) if trial.values else None,
+            value=protocol.finite(trial.values[0]) if trial.values else None,
             attrs=protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS),
             system=protocol.decode_attrs(trial.system_attrs, protocol.SYSTEM_ATTRS),
             curve=curve,
@@ -92,8 +85,3 @@ def views(trials: list[FrozenTrial]) -> list[TrialView]:
 def by_value(trials: list[TrialView]) -> list[TrialView]:
     """The completed trials, best value first (the study maximises), ties by number: the one best-trial rule."""
     return sorted((t for t in trials if t.complete), key=lambda t: (-(t.value or 0.0), t.number))
-
-
-def best(trials: list[TrialView]) -> TrialView | None:
-    ranked = by_value(trials)
-    return ranked[0] if ranked else None

@@ -89,6 +89,11 @@ def _tables(conn: sqlalchemy.Connection) -> list[str]:
     return list(conn.execute(sqlalchemy.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars())
 
 
+def _tables_not_owned_by(conn: sqlalchemy.Connection, owner: str) -> list[str]:
+    query = sqlalchemy.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tableowner <> :owner")
+    return list(conn.execute(query, {"owner": owner}).scalars())
+
+
 def prepare_roles(engine: sqlalchemy.engine.Engine, roles: list[Role]) -> None:
     """Create or update the roles (before the schema exists) and let the owner create it."""
     if engine.dialect.name != "postgresql":
@@ -117,7 +122,9 @@ def grant_rights(engine: sqlalchemy.engine.Engine, roles: list[Role]) -> None:
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROLE_LOCK})
         if owner is not None:
-            for table in _tables(conn):  # tables created before there was an owner role (older deployments)
+            # Tables created before there was an owner role (older deployments). Only those: ALTER TABLE locks the
+            # table exclusively, and on a database that workers use, init run again deadlocked with their claims.
+            for table in _tables_not_owned_by(conn, owner.name):
                 _execute(
                     conn,
                     sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(owner.name)),

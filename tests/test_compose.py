@@ -77,7 +77,11 @@ class Stack:
     env: dict[str, str]
 
     def sh(self, *args: str, timeout: float = 300, check: bool = True) -> str:
-        return _sh(*self.compose, *args, env=self.env, timeout=timeout, check=check)
+        try:
+            return _sh(*self.compose, *args, env=self.env, timeout=timeout, check=check)
+        except AssertionError as exc:  # what the services said, before the stack is torn down
+            logs = _sh(*self.compose, "logs", "--no-color", "--tail", "40", env=self.env, check=False)
+            raise AssertionError(f"{exc}\nthe services' last lines:\n{logs}") from None
 
     def url(self, role: str) -> str:
         """The published database as ``role`` (admin, worker), quoted as a URL needs."""

@@ -111,7 +111,9 @@ def test_workers_confirm_a_finished_study_by_themselves(pg_url: str, tiny_space:
     assert len(live) == 1 and (store / artifacts_in(attrs)["confirmation.png"]).exists()
 
 
-def test_confirm_runs_on_an_older_study(storage_url: str, tiny_space: Path) -> None:
+def test_confirm_runs_on_an_older_study(tmp_path: Path) -> None:
+    """What an old definition means does not depend on the storage: the embedded one is enough."""
+    storage_url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     fixture = Path(__file__).parent / "fixtures" / "definitions" / "v1_ppo_custom_space.json"
     study = optuna.create_study(study_name="old", storage=storage_url, direction="maximize")
     for _ in range(3):

@@ -31,12 +31,14 @@ def _url(postgres: PostgresCluster, database: str, user: str, password: str) -> 
     ).render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def roles(postgres: PostgresCluster, pg_url: str) -> dict[str, str]:
-    """``init`` as the superuser with three roles of this test's own; their URLs by kind."""
+def _role_names(pg_url: str) -> dict[str, str]:
     database = pg_url.rsplit("/", 1)[1]
-    names = {kind: f"{kind}_{database}" for kind in PASSWORDS}
-    env = {
+    return {kind: f"{kind}_{database}" for kind in PASSWORDS}
+
+
+def _init_env(pg_url: str) -> dict[str, str]:
+    names = _role_names(pg_url)
+    return {
         "ADMIN_DB_USER": names["owner"],
         "ADMIN_DB_PASSWORD": PASSWORDS["owner"],
         "WORKER_DB_USER": names["worker"],
@@ -44,6 +46,13 @@ def roles(postgres: PostgresCluster, pg_url: str) -> dict[str, str]:
         "DASHBOARD_DB_USER": names["dashboard"],
         "DASHBOARD_DB_PASSWORD": PASSWORDS["dashboard"],
     }
+
+
+@pytest.fixture
+def roles(postgres: PostgresCluster, pg_url: str) -> dict[str, str]:
+    """``init`` as the superuser with three roles of this test's own; their URLs by kind."""
+    database = pg_url.rsplit("/", 1)[1]
+    names, env = _role_names(pg_url), _init_env(pg_url)
     for _ in range(2):  # init twice: it is idempotent
         result = run_cli("study_admin", "init", "--storage", pg_url, env=env)
         assert result.returncode == 0, result.stderr
@@ -74,6 +83,18 @@ def test_the_worker_role_trains_but_cannot_change_the_schema(
     assert "permission denied to create role" in _refused(roles["worker"], "CREATE ROLE intruder")
     assert "permission denied for schema public" in _refused(roles["worker"], "CREATE TABLE mine (x int)")
     assert "must be owner of table trials" in _refused(roles["worker"], "ALTER TABLE trials ADD COLUMN x int")
+
+
+def test_init_again_waits_on_no_workers_transaction(roles: dict[str, str], pg_url: str) -> None:
+    """Compose runs init again at every ``up`` while workers hold transactions on the tables: it must take no table
+    lock that waits on them (``ALTER TABLE ... OWNER`` on tables the owner already owned did, and deadlocked)."""
+    worker = sqlalchemy.create_engine(roles["worker"])
+    with worker.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT trial_id FROM trials FOR UPDATE"))  # a claim's transaction, still open
+        again = run_cli("study_admin", "init", "--storage", pg_url, env=_init_env(pg_url), timeout=30)
+        assert again.returncode == 0, again.stderr
+        conn.rollback()
+    worker.dispose()
 
 
 def test_the_server_ends_a_worker_session_left_idle_in_a_transaction(roles: dict[str, str]) -> None:

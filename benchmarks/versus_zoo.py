@@ -42,6 +42,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.tasks import split_of  # noqa: E402 - the repository root is on the path only now
+from study_contract.algorithms import algorithm  # noqa: E402
 
 FRESH_SEED_BASE = 900_000  # disjoint from both tools' tuning seeds
 EVAL_SEED_BASE = 700_000
@@ -207,8 +208,8 @@ def retrain(tool: str, tuned: Tuned, args: argparse.Namespace, seed: int) -> tup
             stats = folder / "model_vecnormalize.pkl"
         else:
             (run,) = Path(folder, args.algo).glob(f"{args.env}_*")
-            zoo_library = "sb3_contrib" if args.algo == "tqc" else "stable_baselines3"
-            model = _load(zoo_library, args.algo.upper(), run / f"{args.env}.zip")
+            entry = algorithm(args.algo)  # the Zoo trains with SB3's (PyTorch) class
+            model = _load(entry.library, entry.class_name, run / f"{args.env}.zip")
             stats = run / args.env / "vecnormalize.pkl"
         return _evaluate(model, args, seed, stats), round(seconds, 2), round(cpu_seconds, 2)
 

@@ -14,6 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from study_contract.algorithms import algorithm
+from study_contract.algorithms.building import materialise
 from study_contract.store.artifacts import VIDEO, trial_artifacts
 from tests.conftest import assert_budget_accounted, run_cli, run_worker_in_process, trials_of
 from tests.test_registry import ALGOS
@@ -76,7 +77,7 @@ def test_an_exploration_noise_reaches_the_model_and_both_exports(pg_url: str, tm
     baseline, known = trials_of(pg_url, "noisy")
     assert baseline.user_attrs["hyperparams"]["action_noise"] == "none"
     assert known.user_attrs["known_good"] and known.user_attrs["hyperparams"]["action_noise"] == "normal"
-    cls, kwargs = algorithm("td3").build(known.user_attrs["hyperparams"], _pendulum_actions())
+    cls, kwargs = materialise(algorithm("td3").recipe(known.user_attrs["hyperparams"]), _pendulum_actions())
     assert type(kwargs["action_noise"]).__name__ == "NormalActionNoise" and kwargs["action_noise"]._sigma[0] == 0.1
     python = run_cli("study_admin", "export", "noisy", "--trial", "1", "--format", "python", "--storage", pg_url)
     assert "action_noise=noise.NormalActionNoise(mean=np.zeros(n_actions), sigma=0.1 * np.ones(n_actions))" in (

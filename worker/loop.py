@@ -18,10 +18,10 @@ from typing import TypeVar
 import optuna
 import sqlalchemy.exc
 
-from study_contract.definition import FOLLOW_UP_ATTR, Stage, StudyError
-from study_contract.engine.confirmation import StudyBusy, confirmation_due, confirmation_name, create_confirmation
+from study_contract.definition import FOLLOW_UP_ATTR, StudyError
+from study_contract.engine.confirmation import StudyBusy
 from study_contract.engine.creation import study_created
-from study_contract.engine.stages import advance, follow_up_name
+from study_contract.engine.follow_ups import follow_up_of
 from study_contract.store.artifacts import location as artifact_location
 from study_contract.store.artifacts import open_store
 from study_contract.store.catalog import TuningStudy, live_counts, tuning_studies
@@ -162,15 +162,11 @@ class Worker:
         assert definition is not None
         if _key(study) in self._followed:
             return False
-        if definition.campaign is not None and definition.stage != Stage.CONFIRMATION:
-            expected, create = follow_up_name(definition, study.name), functools.partial(advance, wait=False)
-        elif confirmation_due(definition):
-            expected, create = confirmation_name(study.name), functools.partial(create_confirmation, wait=False)
-        else:
-            expected = None
-        if expected is None:
+        follow = follow_up_of(definition, study.name)
+        if follow is None or follow.name is None:
             self._followed.add(_key(study))
             return False
+        expected, create = follow.name, follow.create
         if self.retry("looking for a follow-up", lambda: study_created(self.storage, expected)):
             if study.followed_up != expected:  # created by a release that did not record it
                 record = functools.partial(self.storage.set_study_user_attr, study.study_id, FOLLOW_UP_ATTR, expected)

@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from study_contract import protocol
 from study_contract.algorithms import SBX, algorithm
+from study_contract.algorithms.building import materialise
 from study_contract.definition import EVAL_SEED_OFFSET, StudyDefinition, derive_seed
 from worker.artifacts import TrialArtifacts
 from worker.callbacks import (
@@ -58,7 +59,8 @@ def space_sizes(env: VecEnv) -> tuple[int, int]:
 
 
 def build_model(definition: StudyDefinition, params: dict[str, Any], env: VecEnv, seed: int) -> BaseAlgorithm:
-    model_class, kwargs = algorithm(definition.algo).build(params, env.action_space, definition.backend)
+    recipe = algorithm(definition.algo).recipe(params, definition.backend)
+    model_class, kwargs = materialise(recipe, env.action_space)
     model: BaseAlgorithm = model_class(definition.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
     return model
 

@@ -5,7 +5,7 @@ checks them against ``inspect.signature`` of the class and its policy), its name
 constraints a space must satisfy, the pure ``trial -> params`` sampler, how each campaign stage
 searches it, its known-good configurations, and :meth:`Algorithm.recipe`: one configuration as the
 constructor takes it, in plain data. Training builds the objects from that recipe
-(:meth:`Algorithm.build`) and the exports render it, so nothing about an algorithm is written twice.
+(``building.materialise``) and the exports render it, so nothing about an algorithm is written twice.
 """
 
 from __future__ import annotations
@@ -209,10 +209,3 @@ class Algorithm:
             noise_std=None if noise == NO_NOISE else params["noise_std"],
             normalize=bool(params.get("normalize", False)),
         )
-
-    def build(self, params: dict[str, Any], action_space: Any, backend: str = SB3) -> tuple[type, dict[str, Any]]:
-        """The class and its finished keyword arguments (schedule, activation, action noise shaped to
-        ``action_space``) for ``params`` on ``backend``; imports the training libraries, so only workers call it."""
-        from study_contract.algorithms.building import materialise
-
-        return materialise(self.recipe(params, backend), action_space)

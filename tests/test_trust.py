@@ -232,15 +232,16 @@ def test_staleness_is_judged_by_the_owners_grace_period(storage_url: str, tiny_s
 
 
 def test_a_retry_keeps_the_role_and_none_of_the_dead_runs_files(storage_url: str, tiny_space: Path) -> None:
-    from study_contract.engine.creation import FixedTrial, create_study
+    from study_contract.engine.creation import create_study
     from study_contract.store.catalog import load_definition
+    from study_contract.store.tables import Slot
     from worker.slots import hand_back
 
     create_tiny_study(storage_url, "stage", tiny_space, 1, 256, "--no-baseline")
     storage = open_storage(storage_url)
     definition = load_definition(storage, "stage")
     roles = {protocol.PREVIOUS_WINNER: True, protocol.KNOWN_GOOD: True}
-    create_study(storage, definition, "stage2", fixed=[FixedTrial(PARAMS, dict(roles))])
+    create_study(storage, definition, "stage2", fixed=[Slot(PARAMS, dict(roles))])
     mine = claim(storage, storage.get_study_id_from_name("stage2"), grace_period=120)
     assert mine is not None
     for key, value in ((protocol.SEED, 3), (protocol.HYPERPARAMS, PARAMS), (protocol.ENV_STEPS, 128)):

@@ -20,12 +20,13 @@ import optuna
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import RETURN, DefinitionError, Stage, StudyDefinition, StudyError
-from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
+from study_contract.engine.creation import create_study, discard_unfinished, study_exists
 from study_contract.protocol import FailureKind
 from study_contract.space import ParamSpec
 from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores
 from study_contract.store.catalog import count_trials, failures, load_definition, read_trials
 from study_contract.store.locks import study_lock
+from study_contract.store.tables import Slot
 from study_contract.store.trials import TrialView, by_value
 
 SUFFIX = ":confirm"
@@ -89,7 +90,7 @@ def plan(
     top: int | None = None,
     seeds: int | None = None,
     baseline: dict[str, Any] | None = None,
-) -> tuple[StudyDefinition, list[FixedTrial]]:
+) -> tuple[StudyDefinition, list[Slot]]:
     """The confirmation study of ``parent``: its definition and one fixed slot per configuration and test seed.
 
     ``baseline`` is SB3's defaults as the study saw them: its baseline trial's, unless given.
@@ -135,7 +136,7 @@ def plan(
         campaign=None,
     )
     fixed = [
-        FixedTrial(params, {protocol.CANDIDATE: key, protocol.SEED: seed})
+        Slot(params, {protocol.CANDIDATE: key, protocol.SEED: seed})
         for seed in confirmation.test_seed_list  # seed by seed: early results cover every configuration
         for key, params in [*((c.trial, c.params) for c in picks), (protocol.BASELINE, baseline)]
     ]

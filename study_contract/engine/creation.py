@@ -8,8 +8,8 @@ trials, never create them (retries aside), so racing workers cannot overshoot a 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -28,14 +28,6 @@ from study_contract.space import optuna_params
 from study_contract.store.tables import Slot, insert_study
 
 
-@dataclass(frozen=True)
-class FixedTrial:
-    """A slot whose configuration is chosen in advance: readable parameters and the trial's attributes."""
-
-    params: dict[str, Any]
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-
-
 def unique_name(storage: optuna.storages.BaseStorage, base: str, *, also_taken: Sequence[str] = ()) -> str:
     """``base``, or ``base-2``, ``base-3``, ...: the first that no study (and none of ``also_taken``) has."""
     taken = {s.study_name for s in storage.get_all_studies()} | set(also_taken)
@@ -51,9 +43,9 @@ def create_study(
     definition: StudyDefinition,
     name: str | None = None,
     *,
-    fixed: Sequence[FixedTrial] = (),
+    fixed: Sequence[Slot] = (),
     follows: int | None = None,
-    warm: Callable[[list[dict[str, Any]]], list[FixedTrial]] | None = None,
+    warm: Callable[[list[dict[str, Any]]], list[Slot]] | None = None,
 ) -> str:
     """Write the study and return its name; ``fixed`` slots first, then the baseline and the known-good
     configurations, then what ``warm`` adds given the configurations taken so far (a warm start), then open
@@ -64,22 +56,23 @@ def create_study(
     slots = list(fixed)
     entry = algorithm(definition.algo)
     if definition.baseline:
-        slots.append(FixedTrial(entry.baseline(definition.space, definition.n_envs), {protocol.BASELINE: True}))
+        slots.append(Slot(entry.baseline(definition.space, definition.n_envs), {protocol.BASELINE: True}))
     if definition.known_good:
         points = entry.starting_points(definition.space, definition.n_envs)
         room = max(definition.n_trials - len(slots), 0)  # a small budget keeps the baseline first
-        slots.extend(FixedTrial(point, {protocol.KNOWN_GOOD: True}) for point in points[:room])
+        slots.extend(Slot(point, {protocol.KNOWN_GOOD: True}) for point in points[:room])
     if warm is not None:
-        slots.extend(warm([s.params for s in slots]))
+        slots.extend(warm([s.params for s in slots if s.params is not None]))
     if len(slots) > definition.n_trials:
         raise StudyError(f"{len(slots)} fixed trials do not fit a budget of n_trials={definition.n_trials}")
-    rows = [Slot(optuna_params(definition.space, s.params), s.user_attrs) for s in slots]
-    rows += [Slot()] * (definition.n_trials - len(slots))
+    rows = [*slots, *[Slot()] * (definition.n_trials - len(slots))]
+    encode = functools.partial(optuna_params, definition.space)
     attrs = {PAUSED_ATTR: False, DEFINITION_ATTR: definition.to_json()}
     while True:
         study_name = name or unique_name(storage, f"{definition.algo}-{definition.env_id}")
         try:
-            insert_study(storage.engine, study_name, rows, attrs, metric_names=METRIC_NAMES[definition.objective],
+            insert_study(storage.engine, study_name, rows, attrs, encode=encode,
+                         metric_names=METRIC_NAMES[definition.objective],
                          marks={follows: {FOLLOW_UP_ATTR: study_name}} if follows is not None else None)  # fmt: skip
             return study_name
         except optuna.exceptions.DuplicatedStudyError:

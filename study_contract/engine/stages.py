@@ -20,12 +20,13 @@ from study_contract.algorithms import algorithm
 from study_contract.campaign import RULES, CampaignPlan
 from study_contract.definition import DefinitionError, Stage, StudyDefinition, StudyError
 from study_contract.engine.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
-from study_contract.engine.creation import FixedTrial, create_study, discard_unfinished, study_exists
+from study_contract.engine.creation import create_study, discard_unfinished, study_exists
 from study_contract.engine.spaces import resolve_space
 from study_contract.space import SpaceError
 from study_contract.statistics import iqm
 from study_contract.store.catalog import load_definition, read_trials
 from study_contract.store.locks import study_lock
+from study_contract.store.tables import Slot
 from study_contract.store.trials import TrialView, by_value
 
 log = logging.getLogger(__name__)
@@ -214,5 +215,5 @@ def _create_stage(
     if study_exists(storage, name):
         return None
     nxt = stage_definition(definition, plan, following, outcome.params, study)
-    first = FixedTrial(outcome.params, {protocol.PREVIOUS_WINNER: True})
+    first = Slot(outcome.params, {protocol.PREVIOUS_WINNER: True})
     return create_study(storage, nxt, name, fixed=[first], follows=storage.get_study_id_from_name(study))

@@ -20,10 +20,10 @@ from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import STORED_STUDY_NAME, DefinitionError, Stage, StudyDefinition, StudyError
 from study_contract.engine.confirmation import confirmation_report
-from study_contract.engine.creation import FixedTrial
 from study_contract.formatting import describe_origin
 from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import StudyState, TuningStudy, read_trials, summarise, tuning_studies
+from study_contract.store.tables import Slot
 from study_contract.store.trials import by_value
 
 AUTO, OFF = "auto", "off"
@@ -37,7 +37,7 @@ def parse_sources(text: str) -> str:
     raise ValueError(f"{text!r} is not {AUTO}, {OFF} or a comma-separated list of study names")
 
 
-def describe(point: FixedTrial) -> str:
+def describe(point: Slot) -> str:
     """Where a warm-start slot's configuration comes from, in one line."""
     return describe_origin(point.user_attrs[protocol.WARM_START])
 
@@ -112,18 +112,18 @@ class WarmStart:
     skipped: list[str]
     """One line per study passed over: ``name: why``."""
 
-    def points(self, definition: StudyDefinition, taken: list[dict[str, Any]]) -> list[FixedTrial]:
+    def points(self, definition: StudyDefinition, taken: list[dict[str, Any]]) -> list[Slot]:
         """The warm-start slots, moved inside the new study's space; ``taken`` are the fixed configurations it
         already has (none is tried twice). At most :data:`MAX_POINTS` and a quarter of the budget."""
         entry = algorithm(definition.algo)
         room = min(MAX_POINTS, definition.n_trials // 4, definition.n_trials - len(taken))
-        points: list[FixedTrial] = []
+        points: list[Slot] = []
         seen = list(taken)
         for source in self.sources[: max(room, 0)]:
             moved = entry.moved_inside(definition.space, source.params, definition.n_envs)
             if moved not in seen:
                 seen.append(moved)
-                points.append(FixedTrial(moved, {protocol.WARM_START: source.origin()}))
+                points.append(Slot(moved, {protocol.WARM_START: source.origin()}))
         return points
 
 

@@ -9,7 +9,7 @@ goes in one transaction, laid out as Optuna itself lays out an enqueued trial (a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ TRIAL_USER_ATTRS = models.TrialUserAttributeModel.__table__
 
 @dataclass(frozen=True)
 class Slot:
-    """One budget slot: the Optuna parameters it is fixed to (None: sampled), and its user attributes."""
+    """One budget slot: the readable configuration it is fixed to (None: sampled), and its user attributes."""
 
     params: dict[str, Any] | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
@@ -44,10 +44,12 @@ def insert_study(
     slots: Sequence[Slot],
     attrs: Mapping[str, Any],
     *,
+    encode: Callable[[dict[str, Any]], dict[str, Any]],
     metric_names: Sequence[str] = ("value",),
     marks: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> int:
-    """Write study ``name`` with one WAITING trial per slot and the study's user ``attrs``, all in one transaction,
+    """Write study ``name`` with one WAITING trial per slot (its configuration as the Optuna parameters ``encode``
+    gives) and the study's user ``attrs``, all in one transaction,
     with the user attributes ``marks`` sets on other studies (by id); its id. The first objective is maximised,
     a second one minimised; ``metric_names`` name them (the dashboard shows them).
     :class:`optuna.exceptions.DuplicatedStudyError` if the name is taken."""
@@ -72,7 +74,7 @@ def insert_study(
                 ).all()
             )
             system = [
-                {"trial_id": ids[n], "key": FIXED_PARAMS, "value_json": json.dumps(slot.params)}
+                {"trial_id": ids[n], "key": FIXED_PARAMS, "value_json": json.dumps(encode(slot.params))}
                 for n, slot in enumerate(slots)
                 if slot.params is not None
             ]

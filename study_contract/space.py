@@ -2,7 +2,7 @@
 
 A space maps each hyperparameter to a :class:`ParamSpec`. This module describes, validates and samples
 spaces without importing torch, SB3 or Optuna (:func:`suggest` only calls the trial it is given); the
-algorithm registry (``study_contract/algorithms.py``) holds each algorithm's spaces and constraints.
+algorithm registry (``study_contract/algorithms/``) holds each algorithm's spaces and constraints.
 """
 
 from __future__ import annotations

@@ -6,15 +6,16 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.tasks import DEVELOPMENT_TASKS, HELD_OUT_TASKS
-from study_contract.algorithms import ALGORITHMS, NET_ARCHS, algorithm
+from study_contract.algorithms import ALGORITHMS, BACKENDS, NET_ARCHS, algorithm
 from study_contract.space import ParamSpec, optuna_params
 from tests.conftest import REPO
 
@@ -138,3 +139,20 @@ def test_the_leak_check_finds_a_leak(tmp_path: Path) -> None:
     module = tmp_path / "leaky.py"
     module.write_text('"""Tunes PPO."""\nCHOICE = "sac"\n')
     assert _string_constants(module) == [(2, "sac")]
+
+
+def test_the_recipes_of_existing_studies_stay_the_same() -> None:
+    """What a worker builds for the baseline and the known-good points of every entry and backend, as the last
+    release built it (``tests/fixtures/recipes.json``): a refactor must not change what existing studies train.
+    A change meant to alter training updates the fixture in the same commit, and says why."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "recipes.json").read_text())
+    built = {}
+    for name, entry in ALGORITHMS.items():
+        for backend in BACKENDS:
+            if backend in entry.libraries:
+                space = entry.space(entry.default_space_name, 100_000, 1)
+                points = [entry.baseline(space, 1), *entry.starting_points(space, 1)]
+                built[f"{name}/{backend}"] = [asdict(entry.recipe(p, backend)) for p in points]
+    assert set(built) == set(fixture) and len(built) >= len(ALGORITHMS)  # every entry, each backend it has
+    for key, recipes in built.items():
+        assert json.loads(json.dumps(recipes)) == fixture[key], key

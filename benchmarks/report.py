@@ -332,16 +332,22 @@ def development(records: list[dict[str, Any]]) -> str:
             cpu = f"{statistics.mean(runs[s]['cpu_seconds'] for s in seeds):.0f}"
             if setting != DEFAULTS and paired:
                 mean_iqm += f" / {_fmt(statistics.mean(iqm(base[s]['fresh_seed_scores']) for s in paired))}"
-                ratio = (sum(runs[s]["cpu_seconds"] for s in paired) / sum(base[s]["cpu_seconds"] for s in paired))
+                ratio = sum(runs[s]["cpu_seconds"] for s in paired) / sum(base[s]["cpu_seconds"] for s in paired)
                 cpu = (f"{statistics.mean(runs[s]['cpu_seconds'] for s in paired):.0f} / "
                        f"{statistics.mean(base[s]['cpu_seconds'] for s in paired):.0f} ({ratio:.2f}×)")  # fmt: skip
             walls = ", ".join(f"{runs[s]['wall_seconds']:.0f}" for s in seeds)
             lines.append(f"| `{env}` | {budget} | `{setting}` | {', '.join(map(str, seeds))} | "
                          f"{', '.join(_fmt(v) for v in scores)} | {mean_iqm} | {cpu} | {walls} |")  # fmt: skip
     count = sum(len(runs) for settings in groups.values() for runs in settings.values())
-    return "\n".join([*lines, "", f"Generated from `benchmarks/results/development/settings.jsonl` ({count} runs; "
-                      "2 workers, 5 fresh seeds per winner, `--no-confirm`). A run's IQM is over its winner's 5 fresh "
-                      "seeds; CPU is both workers' tuning time, compared over the sampler seeds both settings ran."])
+    return "\n".join(
+        [
+            *lines,
+            "",
+            f"Generated from `benchmarks/results/development/settings.jsonl` ({count} runs; "
+            "2 workers, 5 fresh seeds per winner, `--no-confirm`). A run's IQM is over its winner's 5 fresh "
+            "seeds; CPU is both workers' tuning time, compared over the sampler seeds both settings ran.",
+        ]
+    )
 
 
 def _between(text: str, begin: str, end: str, content: str) -> str:

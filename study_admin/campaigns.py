@@ -10,10 +10,10 @@ from study_admin.models import CampaignReport, CampaignWinner, StageRow
 from study_admin.studies import load_definition, summary_of
 from study_contract import protocol
 from study_contract.campaign import RULES, CampaignPlan
-from study_contract.definition import Stage, StudyError
 from study_contract.engine.confirmation import ConfirmationReport, confirmation_report
 from study_contract.engine.creation import study_exists
 from study_contract.engine.stages import decide, stage_outcome
+from study_contract.names import Stage, StudyError
 from study_contract.store.catalog import StudyState, read_trials, tuning_studies
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from study_admin import commands
 from study_admin.commands import CREATE_OPTIONS, DEMO, InputError
 from study_contract.campaign import DEFAULT_BUDGET_TRIALS
-from study_contract.definition import DefinitionError, StudyError
+from study_contract.names import DefinitionError, StudyError
 from study_contract.options import HelpFormatter, OneLineParser, add_options, parse_bool, parse_number
 from study_contract.space import SpaceError
 from study_contract.statistics import PICK_RULES

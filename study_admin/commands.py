@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study_contract.algorithms import ALGORITHMS, SBX, algorithm
-from study_contract.definition import DEFAULT_ENV, StudyDefinition, StudyError, check_study_name
+from study_contract.definition import DEFAULT_ENV, StudyDefinition, check_study_name
 from study_contract.formatting import printable
+from study_contract.names import StudyError
 from study_contract.options import Option, collect, options_of
 from study_contract.space import read_space_file
 from study_contract.store.storage import StorageError

@@ -176,8 +176,10 @@ def provenance(recorded: dict[str, Any] | None) -> list[str]:
         lines.append("  versions  " + ", ".join(f"{printable(k)} {printable(v)}" for k, v in sorted(versions.items())))
     env = recorded.get("env") or {}
     if env.get("id"):
-        lines.append(f"  task      {printable(env.get('id') or '-')}, at most {env.get('max_episode_steps')} steps an "
-                     f"episode, keyword arguments {printable(json.dumps(env.get('kwargs') or {}, sort_keys=True))}")
+        lines.append(
+            f"  task      {printable(env.get('id') or '-')}, at most {env.get('max_episode_steps')} steps an "
+            f"episode, keyword arguments {printable(json.dumps(env.get('kwargs') or {}, sort_keys=True))}"
+        )
     seeds = recorded.get("seeds") or {}
     if seeds:
         lines.append(f"  seeds     training {seeds.get('training')}, evaluation {seeds.get('evaluation')}")

@@ -14,20 +14,14 @@ import optuna
 from study_admin.models import Configuration, Cost, StudyDetails, TrialRecord
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import (
-    PAUSED_ATTR,
-    PAUSED_REASON_ATTR,
-    DefinitionError,
-    Stage,
-    StudyDefinition,
-    StudyError,
-)
+from study_contract.definition import PAUSED_ATTR, PAUSED_REASON_ATTR, StudyDefinition
 from study_contract.engine.confirmation import (
     ConfirmationReport,
     Pick,
     confirmation_name,
     confirmation_report,
 )
+from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import Summary, count_trials, load_definition, read_trials, study_id_of, summarise
 from study_contract.store.trials import TrialView, by_value

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from study_contract.algorithms import AROUND, PRESET, algorithm
-from study_contract.definition import STUDY_NAME, DefinitionError, Stage, StudyError
+from study_contract.names import STUDY_NAME, DefinitionError, Stage, StudyError
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ that study instead of misreading it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
 from typing import Any
 
 from study_contract.algorithms import ALGORITHMS, BACKENDS, algorithm
+from study_contract.campaign import CampaignPlan
+from study_contract.names import ENV_ID, STORED_STUDY_NAME, STUDY_NAME, DefinitionError, Stage
 from study_contract.options import options_of
 from study_contract.space import ParamSpec, SpaceError, check_value, check_within
 
@@ -38,43 +38,17 @@ MAX_SEED = 2**31 - 1
 SEED_SPACE = 2**32
 EVAL_SEED_OFFSET = 1_000_003
 TEST_SEED_OFFSET = 1_000_000_000
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-# A stored name: a study name, then the suffixes of confirmations and campaign stages (":confirm", ":2-coarse").
-STORED_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,39}){0,4}")
-# Gymnasium's ids, [namespace/]name[-vN], in ASCII: a task id also reaches exports and file names. No ':': Gymnasium
-# reads "module:Env-v0" as an order to import the module, on every worker and in every exported script.
-ENV_ID = re.compile(r"(?:[A-Za-z0-9_-]{1,100}/)?[A-Za-z0-9_.-]{1,100}")
 MIN_MAX_COMPUTE = 0.1
 POLICIES = ("MlpPolicy",)
 DEFAULT_ENV = "Ant-v5"
 DEFAULT_EVALUATIONS = 10
 
 
-class Stage(StrEnum):
-    """What a study is: sampled trials, a confirmation of a tuning study's winners, or one of the guide's four
-    campaign steps (``study_contract/campaign.py`` holds their rules)."""
-
-    TUNING = "tuning"
-    CONFIRMATION = "confirmation"
-    BASELINE = "baseline"
-    COARSE = "coarse"
-    SCHEDULE = "schedule"
-    FINETUNE = "finetune"
-
-
 STAGES = tuple(Stage)
-
-
-class DefinitionError(ValueError):
-    """A study definition that cannot be run; the message names the value and what is accepted."""
 
 
 class DefinitionTooNew(DefinitionError):
     """A definition written by a newer ``study_admin`` than this code understands."""
-
-
-class StudyError(ValueError):
-    """A study that does not exist, already exists, or has nothing to show."""
 
 
 def check_study_name(name: str) -> str:
@@ -253,8 +227,6 @@ class StudyDefinition:
         if self.parent is not None:
             check_stored_name(self.parent)
         if self.campaign is not None:
-            from study_contract.campaign import CampaignPlan  # the plan's module reads definitions itself
-
             CampaignPlan.from_dict(self.campaign)
         if self.eval_every > self.timesteps:
             raise DefinitionError(

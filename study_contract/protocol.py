@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from study_contract.definition import ENV_ID, STORED_STUDY_NAME
+from study_contract.names import ENV_ID, STORED_STUDY_NAME
 
 # Written by the worker that trains the trial, as training starts.
 HYPERPARAMS = "hyperparams"
@@ -80,7 +80,6 @@ ROLES = (BASELINE, KNOWN_GOOD, PREVIOUS_WINNER, CANDIDATE, WARM_START)
 INHERITED = (SEED, HYPERPARAMS, *ROLES)
 """What a retry takes over from the trial it replaces: the same configuration, seed and role. Nothing
 else: not the dead run's results, progress or artifacts."""
-
 
 
 class FailureKind(StrEnum):

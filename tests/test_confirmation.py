@@ -12,8 +12,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study_contract.definition import StudyDefinition, StudyError
+from study_contract.definition import StudyDefinition
 from study_contract.engine.confirmation import create_confirmation
+from study_contract.names import StudyError
 from study_contract.statistics import bootstrap_ci, iqm, probability_of_improvement
 from study_contract.store.artifacts import artifacts_in
 from study_contract.store.storage import open_storage

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from study_contract import protocol
-from study_contract.definition import Stage
+from study_contract.names import Stage
 from study_contract.store.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
 from study_contract.store.storage import describe_first_line
 from study_contract.store.trials import views

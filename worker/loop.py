@@ -18,10 +18,11 @@ from typing import TypeVar
 import optuna
 import sqlalchemy.exc
 
-from study_contract.definition import FOLLOW_UP_ATTR, StudyError
+from study_contract.definition import FOLLOW_UP_ATTR
 from study_contract.engine.confirmation import StudyBusy
 from study_contract.engine.creation import study_created
 from study_contract.engine.follow_ups import follow_up_of
+from study_contract.names import StudyError
 from study_contract.store.artifacts import location as artifact_location
 from study_contract.store.artifacts import open_store
 from study_contract.store.catalog import TuningStudy, live_counts, tuning_studies

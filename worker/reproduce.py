@@ -104,7 +104,7 @@ def reproduce(url: str, name: str, number: int) -> Reproduction:
 def main(argv: list[str]) -> int:
     name, number, threads = argv[0], int(argv[1]), int(argv[2])
     pin_threads(threads)  # threads change the order of sums, and so the value
-    from study_contract.definition import DefinitionError, StudyError
+    from study_contract.names import DefinitionError, StudyError
     from study_contract.store.storage import StorageError, describe_first_line
 
     try:

@@ -19,8 +19,9 @@ import optuna
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import RETURN, DefinitionError, Stage, StudyDefinition, StudyError
+from study_contract.definition import RETURN, StudyDefinition
 from study_contract.engine.creation import create_study, discard_unfinished, study_exists
+from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.protocol import FailureKind
 from study_contract.space import ParamSpec
 from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores

@@ -16,14 +16,8 @@ import optuna
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import (
-    DEFINITION_ATTR,
-    FOLLOW_UP_ATTR,
-    METRIC_NAMES,
-    PAUSED_ATTR,
-    StudyDefinition,
-    StudyError,
-)
+from study_contract.definition import DEFINITION_ATTR, FOLLOW_UP_ATTR, METRIC_NAMES, PAUSED_ATTR, StudyDefinition
+from study_contract.names import StudyError
 from study_contract.space import optuna_params
 from study_contract.store.tables import Slot, insert_study
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import optuna
 
-from study_contract.definition import Stage, StudyDefinition
+from study_contract.definition import StudyDefinition
 from study_contract.engine.confirmation import confirmation_due, confirmation_name, create_confirmation
 from study_contract.engine.stages import advance, follow_up_name
+from study_contract.names import Stage
 
 
 @dataclass(frozen=True)

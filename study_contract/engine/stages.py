@@ -18,10 +18,11 @@ import optuna
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.campaign import RULES, CampaignPlan
-from study_contract.definition import DefinitionError, Stage, StudyDefinition, StudyError
+from study_contract.definition import StudyDefinition
 from study_contract.engine.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
 from study_contract.engine.creation import create_study, discard_unfinished, study_exists
 from study_contract.engine.spaces import resolve_space
+from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.space import SpaceError
 from study_contract.statistics import iqm
 from study_contract.store.catalog import load_definition, read_trials

@@ -18,9 +18,10 @@ import optuna
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import STORED_STUDY_NAME, DefinitionError, Stage, StudyDefinition, StudyError
+from study_contract.definition import StudyDefinition
 from study_contract.engine.confirmation import confirmation_report
 from study_contract.formatting import describe_origin
+from study_contract.names import STORED_STUDY_NAME, DefinitionError, Stage, StudyError
 from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import StudyState, TuningStudy, read_trials, summarise, tuning_studies
 from study_contract.store.tables import Slot

@@ -26,11 +26,10 @@ from study_contract.definition import (
     FOLLOW_UP_ATTR,
     PAUSED_ATTR,
     PAUSED_REASON_ATTR,
-    DefinitionError,
     StudyDefinition,
-    StudyError,
     check_stored_name,
 )
+from study_contract.names import DefinitionError, StudyError
 from study_contract.protocol import FailureKind
 from study_contract.store.trials import TrialView, views
 

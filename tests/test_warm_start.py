@@ -23,16 +23,18 @@ def test_a_new_study_tries_the_winner_of_a_finished_one_without_a_flag(tiny_spac
     winner = max((t for t in read_trials(open_storage(url), "first") if t.complete), key=lambda t: t.value or 0)
 
     argv = ["create", "--storage", url, "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
-            "256", "--space", str(tiny_space), "--no-confirm", "--no-baseline", "--n-evaluations", "2"]  # fmt: skip
+            "256", "--space", str(tiny_space), "--no-confirm", "--no-baseline", "--no-known-good", "--n-evaluations",
+            "2"]  # fmt: skip
     created = run_cli("study_admin", *argv, "--name", "second")
     assert created.returncode == 0, created.stderr
     origin = {"study": "first", "env_id": "Pendulum-v1", "trial": winner.number, "value": winner.value,
               "confirmed": False}  # fmt: skip
     assert _warm(url, "second") == [origin]
     (slot,) = [t.number for t in trials_of(url, "second") if protocol.WARM_START in t.user_attrs]
+    assert slot == 0  # the first slot, with neither baseline nor known-good points before it
     assert f"warm start: from first trial {winner.number} (Pendulum-v1, value " in created.stderr
 
-    run_worker_in_process(url, study="second")
+    run_worker_in_process(url, study="second", max_trials=1)
     tried = trials_of(url, "second")[slot]
     assert tried.user_attrs[protocol.HYPERPARAMS] == winner.hyperparams  # the same space: the same configuration
     shown = run_cli("study_admin", "show", "second", "--trial", str(slot), "--storage", url)

@@ -48,9 +48,10 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignR
     for index, step in enumerate(plan.stages):
         study = plan.study_name(step.name)
         row = StageRow(stage=step.name, guide=RULES[step.name].guide, study=study, budget_trials=step.trials,
-                       timesteps=step.timesteps, state="not started")  # fmt: skip
+                       timesteps=step.timesteps, state=StudyState.NOT_STARTED)  # fmt: skip
         if not existing[index]:
-            stages.append(replace(row, state="deleted" if any(existing[index + 1 :]) else "not started"))
+            later = any(existing[index + 1 :])
+            stages.append(replace(row, state=StudyState.DELETED if later else StudyState.NOT_STARTED))
             continue
         summary = summary_of(storage, study)
         definition = load_definition(storage, study)

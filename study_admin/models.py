@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from study_contract.algorithms import NOISE_MODULE, Recipe
 from study_contract.definition import StudyDefinition
 from study_contract.schedules import formula
-from study_contract.store.catalog import Summary
+from study_contract.store.catalog import StudyState, Summary
 
 if TYPE_CHECKING:  # Optuna-backed readers; `study_admin list` imports this module without Optuna
     from study_contract.engine.confirmation import ConfirmationReport, Pick
@@ -97,7 +97,7 @@ class StageRow:
     study: str
     budget_trials: int
     timesteps: int
-    state: str
+    state: StudyState
     done: int = 0
     best_value: float | None = None
     env_steps: int = 0
@@ -138,7 +138,7 @@ class CampaignReport:
     @property
     def current(self) -> StageRow:
         """The latest stage that exists."""
-        return next((s for s in reversed(self.stages) if s.state != "not started"), self.stages[0])
+        return next((s for s in reversed(self.stages) if s.state != StudyState.NOT_STARTED), self.stages[0])
 
     def to_dict(self) -> dict[str, Any]:
         return {

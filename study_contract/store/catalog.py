@@ -245,6 +245,10 @@ class StudyState(StrEnum):
     UNREADABLE = "unreadable"
     INCOMPLETE = "incomplete"
     """Its creation was interrupted before its definition was written."""
+    NOT_STARTED = "not started"
+    """A campaign stage whose study is not created yet."""
+    DELETED = "deleted"
+    """A campaign stage whose study was deleted after the next stage began."""
 
 
 @dataclass(frozen=True)

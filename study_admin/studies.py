@@ -23,7 +23,15 @@ from study_contract.engine.confirmation import (
 )
 from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.statistics import CHEAPEST_TIED
-from study_contract.store.catalog import Summary, count_trials, load_definition, read_trials, study_id_of, summarise
+from study_contract.store.catalog import (
+    Summary,
+    count_trials,
+    load_definition,
+    read_trials,
+    started_trial,
+    study_id_of,
+    summarise,
+)
 from study_contract.store.trials import TrialView, by_value
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
@@ -61,10 +69,8 @@ def trial_record(trial: TrialView) -> TrialRecord:
 def one_trial(storage: optuna.storages.RDBStorage, name: str, number: int) -> tuple[StudyDefinition, TrialRecord]:
     """``show NAME --trial N``: the trial with its learning curve and provenance."""
     definition = load_definition(storage, name)
-    found = [t for t in read_trials(storage, name) if t.number == number]
-    if not found:
-        raise StudyError(f"study {name!r} has no trial {number} that has started")
-    return definition, replace(trial_record(found[0]), curve=found[0].curve)
+    trial = started_trial(storage, name, number)
+    return definition, replace(trial_record(trial), curve=trial.curve)
 
 
 def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) -> StudyDetails:

@@ -421,16 +421,21 @@ def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDef
 MAX_THREADS = 1024  # the most --threads a worker accepts
 
 
+def started_trial(storage: optuna.storages.BaseStorage, name: str, number: int) -> TrialView:
+    """Trial ``number`` of study ``name``, decoded, once it has started; else :class:`StudyError`."""
+    found = [t for t in read_trials(storage, name) if t.number == number]
+    if not found:
+        raise StudyError(f"study {name!r} has no trial {number} that has started")
+    return found[0]
+
+
 def trial_to_reproduce(
     storage: optuna.storages.BaseStorage, name: str, number: int
 ) -> tuple[StudyDefinition, TrialView]:
     """The definition of study ``name`` and its complete trial ``number``, which records a configuration and seed
     to train again; else :class:`StudyError` saying why not."""
     definition = load_definition(storage, name)
-    found = [t for t in read_trials(storage, name) if t.number == number]
-    if not found:
-        raise StudyError(f"study {name!r} has no trial {number} that has started")
-    trial = found[0]
+    trial = started_trial(storage, name, number)
     if not trial.complete:
         raise StudyError(f"trial {number} of {name!r} is {trial.state}: only a complete trial has a value to reproduce")
     if trial.hyperparams is None or trial.seed is None:

@@ -5,6 +5,7 @@ A value can then be told apart from a changed library, and ``study_admin reprodu
 
 from __future__ import annotations
 
+import functools
 import platform
 import socket
 from importlib import metadata
@@ -19,6 +20,13 @@ DISTRIBUTIONS = ("locomotion-tuner", "stable-baselines3", "sb3-contrib", "sbx-rl
 
 
 def installed_versions() -> dict[str, str]:
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> dict[str, str]:
+    """Read once per process: installed packages do not change under a running worker, and each lookup scans
+    the environment's metadata (every trial records them)."""
     versions = {"python": platform.python_version()}
     for name in DISTRIBUTIONS:
         try:

@@ -56,16 +56,16 @@ def safe_artifacts(app: Any) -> Any:
 
 
 def make_app(url: str, artifact_dir: str | None) -> Any:
-    """The dashboard's WSGI app on a pre-pinging storage, with a database-backed ``/healthz`` and artifacts served
-    safely (:func:`safe_artifacts`)."""
-    import optuna
+    """The dashboard's WSGI app on a pre-pinging storage that leaves out the studies it cannot read, with a
+    database-backed ``/healthz`` and artifacts served safely (:func:`safe_artifacts`)."""
     import optuna_dashboard
 
+    from study_admin.readable_storage import ReadableStudies
     from study_contract.store.artifacts import location, open_store
     from study_contract.store.storage import engine_kwargs, prepare_engine
 
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True,
-                                         skip_compatibility_check=True)  # fmt: skip
+    storage = ReadableStudies(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True,
+                              skip_compatibility_check=True)  # fmt: skip
     prepare_engine(storage.engine, writes=False)
     where = location(artifact_dir, url)
     app = optuna_dashboard.wsgi(storage, artifact_store=open_store(where) if where else None)

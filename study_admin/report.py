@@ -42,7 +42,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_curves(storage: optuna.storages.BaseStorage, name: str, path: Path) -> bool:
+def plot_curves(storage: optuna.storages.RDBStorage, name: str, path: Path) -> bool:
     top = by_value(read_trials(storage, name))[:TOP_CURVES]
     curves = [(t.number, t.curve) for t in top]
     if not any(curve for _, curve in curves):
@@ -61,7 +61,7 @@ def plot_curves(storage: optuna.storages.BaseStorage, name: str, path: Path) -> 
 
 
 def plot_importances(
-    storage: optuna.storages.BaseStorage, name: str, space: Mapping[str, ParamSpec], path: Path
+    storage: optuna.storages.RDBStorage, name: str, space: Mapping[str, ParamSpec], path: Path
 ) -> bool:
     study = optuna.load_study(study_name=name, storage=storage)
     try:

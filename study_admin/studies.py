@@ -95,7 +95,7 @@ def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) 
     )
 
 
-def best_configuration(storage: optuna.storages.BaseStorage, name: str, pick: str = CHEAPEST_TIED) -> Configuration:
+def best_configuration(storage: optuna.storages.RDBStorage, name: str, pick: str = CHEAPEST_TIED) -> Configuration:
     """The recommended configuration, with its schedule spelled out.
 
     Once the study's fresh-seed confirmation is done, that is a confirmed candidate chosen by ``pick``: the
@@ -118,7 +118,7 @@ def best_configuration(storage: optuna.storages.BaseStorage, name: str, pick: st
 
 
 def trial_configuration(
-    storage: optuna.storages.BaseStorage, name: str, number: int | None, pick: str = CHEAPEST_TIED
+    storage: optuna.storages.RDBStorage, name: str, number: int | None, pick: str = CHEAPEST_TIED
 ) -> Configuration:
     """The configuration of trial ``number`` (default: the recommended one, see :func:`best_configuration`)."""
     if number is None:
@@ -136,7 +136,7 @@ def trial_configuration(
     return configuration(definition, name, trial, None, None)
 
 
-def artifact_trial(storage: optuna.storages.BaseStorage, name: str, number: int | None,
+def artifact_trial(storage: optuna.storages.RDBStorage, name: str, number: int | None,
                    pick: str = CHEAPEST_TIED) -> optuna.trial.FrozenTrial:  # fmt: skip
     """The trial whose files ``download`` fetches: trial ``number``, or the recommended one; when a confirmed
     pick kept no model of its own, its best run on the test seeds."""
@@ -192,7 +192,7 @@ def trial_cost(trial: TrialView) -> Cost:
                                              protocol.SECONDS_PER_KSTEP)))  # fmt: skip
 
 
-def set_paused(storage: optuna.storages.BaseStorage, name: str, paused: bool) -> None:
+def set_paused(storage: optuna.storages.RDBStorage, name: str, paused: bool) -> None:
     load_definition(storage, name)
     study_id = study_id_of(storage, name)
     storage.set_study_user_attr(study_id, PAUSED_ATTR, paused)

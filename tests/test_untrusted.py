@@ -276,6 +276,43 @@ def test_a_malformed_artifact_record_spoils_nothing_but_itself(
     assert list(store.iterdir()) == []  # the sound record's file went with the study
 
 
+def _dashboard_studies(url: str) -> tuple[str, list[str]]:
+    """The dashboard's study list: (HTTP status, the names it lists)."""
+    from study_admin.dashboard import make_app
+
+    environ: dict[str, Any] = {"PATH_INFO": "/api/studies"}
+    setup_testing_defaults(environ)
+    environ["wsgi.input"] = io.BytesIO()
+    answered: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        answered.update(status=status)
+
+    body = b"".join(make_app(url, None)(environ, start_response))
+    if not answered["status"].startswith("200"):
+        return answered["status"], []
+    return answered["status"], [s["study_name"] for s in json.loads(body)["study_summaries"]]
+
+
+def test_one_study_attribute_that_is_not_json_hides_no_other_study(storage_url: str, tiny_space: Path) -> None:
+    """Found by the poison test: a study attribute stored as '' (not JSON) made the dashboard answer HTTP 500 for
+    every study, and create without --name fail, since Optuna decodes every study's attributes to list names."""
+    create_tiny_study(storage_url, "fine", tiny_space, 1, 256, "--no-baseline")
+    create_tiny_study(storage_url, "odd", tiny_space, 1, 256, "--no-baseline")
+    assert _dashboard_studies(storage_url) == ("200 OK", ["fine", "odd"])  # positive control
+    with open_engine(storage_url).begin() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO study_user_attributes (study_id, key, value_json) "
+                                     "SELECT study_id, 'other', '' FROM studies WHERE study_name = 'odd'"))  # fmt: skip
+
+    assert _dashboard_studies(storage_url) == ("200 OK", ["fine"])
+    created = run_cli("study_admin", "create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "1",
+                      "--timesteps", "256", "--no-baseline", "--no-confirm", "--warm-start", "off",
+                      "--storage", storage_url)  # fmt: skip
+    assert created.returncode == 0 and created.stdout.strip() == "ppo-Pendulum-v1", created.stderr
+    _one_line_refusal(run_cli("study_admin", "show", "absent", "--storage", storage_url),
+                      "no study named 'absent'; existing studies: fine, odd, ppo-Pendulum-v1")  # fmt: skip
+
+
 def test_show_writes_names_and_values_from_the_database_escaped(storage_url: str, tiny_space: Path) -> None:
     """Finding 10: hyperparameter names and values reached the terminal as they were."""
     create_tiny_study(storage_url, "loud", tiny_space, 2, 256, "--no-baseline")

@@ -311,7 +311,7 @@ def _statement(chosen: CandidateResult, winner: CandidateResult, ratio: float | 
             f"({_interval(winner)}), tied")  # fmt: skip
 
 
-def confirmation_report(storage: optuna.storages.BaseStorage, parent: str) -> ConfirmationReport | None:
+def confirmation_report(storage: optuna.storages.RDBStorage, parent: str) -> ConfirmationReport | None:
     """The confirmation of tuning study ``parent`` as it stands; None when it has none."""
     name = confirmation_name(parent)
     if not study_exists(storage, name):

@@ -19,12 +19,13 @@ from study_contract.algorithms import algorithm
 from study_contract.definition import DEFINITION_ATTR, FOLLOW_UP_ATTR, METRIC_NAMES, PAUSED_ATTR, StudyDefinition
 from study_contract.names import StudyError
 from study_contract.space import optuna_params
+from study_contract.store.catalog import study_names
 from study_contract.store.tables import Slot, insert_study
 
 
-def unique_name(storage: optuna.storages.BaseStorage, base: str, *, also_taken: Sequence[str] = ()) -> str:
+def unique_name(storage: optuna.storages.RDBStorage, base: str, *, also_taken: Sequence[str] = ()) -> str:
     """``base``, or ``base-2``, ``base-3``, ...: the first that no study (and none of ``also_taken``) has."""
-    taken = {s.study_name for s in storage.get_all_studies()} | set(also_taken)
+    taken = set(study_names(storage.engine)) | set(also_taken)
     name, n = base, 1
     while name in taken:
         n += 1

@@ -86,7 +86,7 @@ class StageOutcome:
 OUTCOME_ATTR = "campaign_outcome"
 
 
-def stage_outcome(storage: optuna.storages.BaseStorage, study: str) -> StageOutcome | None:
+def stage_outcome(storage: optuna.storages.RDBStorage, study: str) -> StageOutcome | None:
     """The stage's decision once recorded (a finished stage records it when the next one is created); None
     before that, for a stage that was deleted, and for a record that is not one a worker writes (its
     configuration outside the stage's space, a field of the wrong type): the stage is then decided again."""
@@ -122,7 +122,7 @@ def _outcome(record: Any) -> StageOutcome:
     return StageOutcome(**record)
 
 
-def decide(storage: optuna.storages.BaseStorage, study: str, definition: StudyDefinition) -> StageOutcome:
+def decide(storage: optuna.storages.RDBStorage, study: str, definition: StudyDefinition) -> StageOutcome:
     """The winner after ``study``: its best trial, unless that was only the previous winner's re-run."""
     trials = read_trials(storage, study)
     complete = [t for t in trials if t.complete and t.hyperparams is not None]

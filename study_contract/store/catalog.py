@@ -381,10 +381,10 @@ def _summary(
 
 
 # What Optuna raises reading a row it cannot decode (attribute JSON, a distribution, a parameter's value).
-UNREADABLE_ROW = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+UNREADABLE_ROW = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError)
 
 
-def read_trials(storage: optuna.storages.BaseStorage, name: str) -> list[TrialView]:
+def read_trials(storage: optuna.storages.RDBStorage, name: str) -> list[TrialView]:
     """The trials of study ``name`` that have started (the WAITING rest of its budget are counted, never read: a
     study may queue 100,000), decoded; :class:`StudyError` when a row cannot be read at all."""
     from study_contract.store.cache import PLAYED
@@ -396,15 +396,22 @@ def read_trials(storage: optuna.storages.BaseStorage, name: str) -> list[TrialVi
         raise StudyError(f"study {name!r} has a trial that cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
 
 
-def study_id_of(storage: optuna.storages.BaseStorage, name: str) -> int:
+def study_names(engine: sqlalchemy.engine.Engine) -> list[str]:
+    """Every study's name, oldest first, read from the names alone: Optuna's ``get_all_studies`` also decodes every
+    study's attributes, so one attribute that is not JSON would hide every name."""
+    with engine.connect() as conn:
+        return list(conn.execute(sqlalchemy.text("SELECT study_name FROM studies ORDER BY study_id")).scalars())
+
+
+def study_id_of(storage: optuna.storages.RDBStorage, name: str) -> int:
     try:
         return storage.get_study_id_from_name(name)
     except KeyError:
-        known = [s.study_name for s in storage.get_all_studies()]
+        known = study_names(storage.engine)
         raise StudyError(f"no study named {name!r}; existing studies: {', '.join(known) or '(none)'}") from None
 
 
-def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDefinition:
+def load_definition(storage: optuna.storages.RDBStorage, name: str) -> StudyDefinition:
     """The stored definition of study ``name``, or :class:`StudyError` saying why there is none."""
     try:
         attrs = storage.get_study_user_attrs(study_id_of(storage, name))
@@ -421,7 +428,7 @@ def load_definition(storage: optuna.storages.BaseStorage, name: str) -> StudyDef
 MAX_THREADS = 1024  # the most --threads a worker accepts
 
 
-def started_trial(storage: optuna.storages.BaseStorage, name: str, number: int) -> TrialView:
+def started_trial(storage: optuna.storages.RDBStorage, name: str, number: int) -> TrialView:
     """Trial ``number`` of study ``name``, decoded, once it has started; else :class:`StudyError`."""
     found = [t for t in read_trials(storage, name) if t.number == number]
     if not found:
@@ -430,7 +437,7 @@ def started_trial(storage: optuna.storages.BaseStorage, name: str, number: int) 
 
 
 def trial_to_reproduce(
-    storage: optuna.storages.BaseStorage, name: str, number: int
+    storage: optuna.storages.RDBStorage, name: str, number: int
 ) -> tuple[StudyDefinition, TrialView]:
     """The definition of study ``name`` and its complete trial ``number``, which records a configuration and seed
     to train again; else :class:`StudyError` saying why not."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from study_admin import commands
+from study_admin.algorithms import DOCS_TIMESTEPS
 from study_admin.commands import CREATE_OPTIONS, DEMO, InputError
 from study_contract.campaign import DEFAULT_BUDGET_TRIALS
 from study_contract.names import DefinitionError, StudyError
@@ -233,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
         formats=("table", "json"),
         study=True,
     )
+
+    algorithms = _command(
+        subcommands,
+        "algorithms",
+        "the algorithms a study can tune: class, backends, presets, and what the default preset searches",
+        commands.algorithms,
+        formats=("table", "markdown", "json"),
+    )
+    algorithms.add_argument("--timesteps", type=_positive, default=DOCS_TIMESTEPS,
+                            help=f"env-steps per trial the ranges are for (default {DOCS_TIMESTEPS:,})")  # fmt: skip
 
     dashboard = _command(
         subcommands, "dashboard", "serve optuna-dashboard (survives database restarts)", commands.dashboard

@@ -150,6 +150,19 @@ def list_studies(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
+def algorithms(args: argparse.Namespace, url: str) -> int:
+    from study_admin import algorithms as registry
+    from study_admin import display
+
+    if args.format == "markdown":
+        _print(registry.markdown(args.timesteps))
+    elif args.format == "json":
+        _print(display.dump(registry.rows(args.timesteps), "json"))
+    else:
+        _print(registry.text(args.timesteps))
+    return 0
+
+
 def dashboard(args: argparse.Namespace, url: str) -> int:
     from study_admin.dashboard import serve
 

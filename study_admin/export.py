@@ -29,7 +29,9 @@ from study_contract.schedules import SCHEDULES, ZOO_PREFIXES, source
 def _policy_kwargs(recipe: Recipe, module: str, activation: str) -> str:
     """``policy_kwargs`` as Python source, the activation written as ``<module>.<activation>``."""
     extras = "".join(f", {name}={value!r}" for name, value in recipe.policy_extras.items())
-    layers = [int(n) for n in recipe.net_arch]
+    network = recipe.net_arch
+    layers = ({str(k): [int(n) for n in v] for k, v in network.items()} if isinstance(network, dict)
+              else [int(n) for n in network])  # fmt: skip
     return f"dict(net_arch={layers!r}, activation_fn={module}.{activation}{extras})"
 
 

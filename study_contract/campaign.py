@@ -33,7 +33,10 @@ class StageRule:
     pruner: str = "median"
 
     def searched(self, algo: str) -> dict[str, str]:
-        return {**self.search, **algorithm(algo).campaign.get(self.name, {})}
+        """What the stage searches for ``algo``: the parameters of :attr:`search` it has, and its own."""
+        entry = algorithm(algo)
+        shared = {name: how for name, how in self.search.items() if name in entry.defaults}
+        return {**shared, **entry.campaign.get(self.name, {})}
 
 
 # The guide's four steps. The coarse stage runs at a quarter of the timesteps: the guide coarse-searches

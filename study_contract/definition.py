@@ -80,7 +80,7 @@ def _opt(default: Any, **meta: Any) -> Any:
 class StudyDefinition:
     """Everything a worker needs to run any trial of one study."""
 
-    algo: str = _opt("", choices=tuple(ALGORITHMS), default_help=None, help="Stable-Baselines3 algorithm.")
+    algo: str = _opt("", choices=ALGORITHMS, default_help=None, help="Stable-Baselines3 algorithm.")
     env_id: str = _opt(
         DEFAULT_ENV,
         flag="--env",

@@ -15,7 +15,7 @@ import argparse
 import textwrap
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
@@ -55,7 +55,8 @@ class Option:
     help: str
     env: str | None = None
     bounds: tuple[float, float] | None = None
-    choices: tuple[Any, ...] | None = None
+    choices: Collection[Any] | None = None
+    """The values accepted, read when a value is checked (the algorithm registry itself for ``--algo``)."""
     default_help: str | None = None
 
     def convert(self, raw: Any, source: str) -> Any:

@@ -8,13 +8,25 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from optuna.trial import TrialState
 
-from study_contract.algorithms import algorithm
+from study_contract.algorithms import ALGORITHMS, Algorithm, Space, algorithm
 from study_contract.algorithms.building import materialise
+from study_contract.algorithms.entry import (
+    ACTIVATIONS,
+    DISCOUNT_LIMITS,
+    LR_LIMITS,
+    NET_ARCHS,
+    NETS,
+    SCHEDULE,
+    mlp_weights,
+    sample_all,
+)
+from study_contract.space import fixed, fixed_choice, rng
 from study_contract.store.artifacts import VIDEO, trial_artifacts
 from tests.conftest import assert_budget_accounted, run_cli, run_worker_in_process, trials_of
 from tests.test_registry import ALGOS
@@ -135,3 +147,53 @@ def test_the_sbx_backend_trains_films_and_exports(tmp_path: Path, algo: str) -> 
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (tmp_path / "m.zip").exists()
+
+
+def _a2c_shaped() -> Algorithm:
+    """An entry unlike the five: on-policy with no ``batch_size``, no known-good points, no campaign rules."""
+
+    def space(timesteps: int, n_envs: int) -> Space:
+        return {
+            "learning_rate": rng("float", 1e-4, 1e-3, LR_LIMITS, log=True),
+            "lr_schedule": SCHEDULE,
+            "n_steps": rng("int", 5, 32, (1, 10_000)),
+            "gamma": fixed("discount", 0.99, DISCOUNT_LIMITS),
+            "net_arch": fixed_choice("small", NETS),
+            "activation": fixed_choice("tanh", ACTIVATIONS),
+        }
+
+    def cost(params: dict[str, Any], obs_size: int, action_size: int) -> float:
+        return 2 * mlp_weights(obs_size, NET_ARCHS[params["net_arch"]], action_size)
+
+    def check(space: Space, n_envs: int, timesteps: int) -> None:
+        pass
+
+    return Algorithm(name="a2c", libraries={"sb3": "stable_baselines3"}, class_name="A2C",
+                     defaults={"learning_rate": 7e-4, "lr_schedule": "constant", "n_steps": 5, "gamma": 0.99,
+                               "net_arch": "small", "activation": "tanh"},
+                     spaces={"budget": space}, sample=lambda trial, s, n_envs: sample_all(trial, s), cost=cost,
+                     check=check, constructor_params=frozenset(("n_steps", "gamma")))  # fmt: skip
+
+
+def test_an_entry_without_a_batch_size_is_created_trained_and_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry takes an algorithm shaped like none of its entries (A2C: no ``batch_size``) as one entry: a
+    study is created, trained by a worker, confirmed, exported to a script that trains, and planned as a campaign."""
+    from study_admin.cli import main as admin
+
+    monkeypatch.setitem(ALGORITHMS, "a2c", _a2c_shaped())
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    assert admin(["create", "--storage", url, "--name", "a2c", "--algo", "a2c", "--env", "Pendulum-v1", "--n-trials",
+                  "2", "--timesteps", "200", "--n-evaluations", "1", "--eval-episodes", "1", "--confirm-top", "1",
+                  "--test-seeds", "1", "--warm-start", "off"]) == 0  # fmt: skip
+    run_worker_in_process(url)
+    assert all(t.state == TrialState.COMPLETE for t in assert_budget_accounted(url, "a2c", 2))
+    assert_budget_accounted(url, "a2c:confirm", 2)
+    script = tmp_path / "train.py"
+    assert admin(["export", "a2c", "--format", "python", "--out", str(script), "--storage", url]) == 0
+    trained = subprocess.run([sys.executable, str(script), "--timesteps", "50", "--out", str(tmp_path / "m.zip")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert admin(["campaign", "create", "--storage", url, "--name", "ladder", "--algo", "a2c", "--env",
+                  "Pendulum-v1", "--timesteps", "200", "--trials-per-stage", "1"]) == 0  # fmt: skip

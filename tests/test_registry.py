@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from benchmarks.tasks import DEVELOPMENT_TASKS, HELD_OUT_TASKS
-from study_contract.algorithms import ALGORITHMS, BACKENDS, NET_ARCHS, algorithm
+from study_contract.algorithms import ALGORITHMS, BACKENDS, algorithm
+from study_contract.campaign import STAGE_RULES
 from study_contract.space import ParamSpec, optuna_params
 from tests.conftest import REPO
 
@@ -40,6 +41,8 @@ def test_each_registry_entry_is_complete(algo: str) -> None:
     assert all(set(point.params) <= set(entry.defaults) and point.source for point in entry.known_good)
     for stage in entry.campaign.values():
         assert set(stage) <= set(entry.defaults)
+    for rule in STAGE_RULES:  # what every campaign stage searches is a parameter the entry has
+        assert set(rule.searched(algo)) <= set(entry.defaults), rule.name
 
 
 def _sb3(algo: str) -> dict[str, Any]:
@@ -72,6 +75,14 @@ def test_registry_defaults_are_sb3s_defaults(algo: str) -> None:
     assert recipe.normalize is False
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_each_entrys_cost_is_relative_to_its_defaults_and_follows_the_network(algo: str) -> None:
+    entry = algorithm(algo)
+    for sizes in ((3, 1), (300, 30)):  # observation and action sizes
+        assert entry.relative_cost(entry.defaults, *sizes) == 1.0
+        assert entry.relative_cost({**entry.defaults, "net_arch": "tiny"}, *sizes) < 1.0
+
+
 def _widest(space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
     """Every parameter open over all the values it accepts."""
     return {
@@ -93,7 +104,7 @@ def test_baseline_is_sb3s_defaults_inside_the_space(algo: str) -> None:
         if not spec.fixed and spec.kind != "choice":
             assert spec.low <= baseline[name] <= spec.high, name
     optuna_params(tiny, baseline)  # every value is one the space can record
-    assert set(NET_ARCHS) >= {entry.defaults["net_arch"]}
+    assert set(entry.networks) >= {entry.defaults["net_arch"]}
 
 
 @pytest.mark.parametrize("algo", ALGOS)

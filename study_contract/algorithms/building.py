@@ -5,6 +5,7 @@ Only training calls this; ``study_admin`` renders the same recipe as text instea
 
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Any
 
@@ -19,7 +20,8 @@ def materialise(recipe: Recipe, action_space: Any) -> tuple[type, dict[str, Any]
     kwargs = dict(recipe.kwargs)
     kwargs["learning_rate"] = make_schedule(recipe.lr_schedule, recipe.learning_rate)
     activation = getattr(importlib.import_module(recipe.activation_module), recipe.activation_class)
-    kwargs["policy_kwargs"] = {"net_arch": list(recipe.net_arch), "activation_fn": activation, **recipe.policy_extras}
+    kwargs["policy_kwargs"] = {"net_arch": copy.deepcopy(recipe.net_arch), "activation_fn": activation,
+                               **recipe.policy_extras}  # fmt: skip
     if recipe.noise_class is not None:
         n_actions = int(np.prod(action_space.shape))
         sigma = float(recipe.noise_std or 0.0) * np.ones(n_actions)

@@ -10,7 +10,8 @@ constructor takes it, in plain data. Training builds the objects from that recip
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -20,7 +21,10 @@ from study_contract.space import ParamSpec, SpaceError, Suggester, choice, clamp
 
 Space = dict[str, ParamSpec]
 
-# Named network sizes: a space names a size, the recipe carries its layers.
+# A network as SB3's ``net_arch`` takes it: one list of layer widths for every network, or one list per network
+# (``{"pi": [...], "qf": [...]}``).
+Network = list[int] | dict[str, list[int]]
+# Named network sizes: a space names a size, the recipe carries its layers. An entry may name its own.
 NET_ARCHS: dict[str, list[int]] = {"tiny": [32, 32], "small": [64, 64], "medium": [256, 256], "large": [400, 300]}
 # Activation names -> torch.nn class names (study_admin never imports torch; training looks them up).
 ACTIVATION_CLASSES = {"tanh": "Tanh", "relu": "ReLU"}
@@ -82,7 +86,7 @@ class Recipe:
     """Constructor arguments as they are (no learning rate, policy or noise)."""
     lr_schedule: str
     learning_rate: float
-    net_arch: list[int]
+    net_arch: Network
     activation: str
     policy_extras: dict[str, Any]
     """``policy_kwargs`` beyond the network and its activation (TQC's ``n_quantiles``)."""
@@ -154,6 +158,8 @@ class Algorithm:
     """Campaign stage -> parameter -> PRESET or AROUND, beyond what the stage searches for every algorithm."""
     known_good: tuple[KnownGood, ...] = ()
     """Queued after the baseline, so the search starts from them."""
+    networks: Mapping[str, Network] = field(default_factory=lambda: NET_ARCHS)
+    """The network sizes ``net_arch`` names, as the constructor takes them."""
 
     @property
     def default_space_name(self) -> str:
@@ -202,7 +208,7 @@ class Algorithm:
             kwargs={name: params[name] for name in self.defaults if name in self.constructor_params},
             lr_schedule=params["lr_schedule"],
             learning_rate=params["learning_rate"],
-            net_arch=list(NET_ARCHS[params["net_arch"]]),
+            net_arch=copy.deepcopy(self.networks[params["net_arch"]]),
             activation=params["activation"],
             policy_extras={name: params[name] for name in self.defaults if name in self.policy_params},
             action_noise=None if noise == NO_NOISE else noise,

@@ -21,7 +21,7 @@ from study_contract.space import ParamSpec, optuna_params
 from tests.conftest import REPO
 
 # Every algorithm the registry has; adding one adds it here (and nowhere else outside the registry).
-ALGOS = ["ppo", "sac", "td3", "tqc"]
+ALGOS = ["ppo", "sac", "td3", "tqc", "crossq"]
 PRODUCT = ("study_contract", "study_admin", "worker")
 REGISTRY = REPO / "study_contract" / "algorithms"
 

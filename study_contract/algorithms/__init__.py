@@ -6,6 +6,7 @@ code names an algorithm (``tests/test_registry.py`` checks).
 
 from __future__ import annotations
 
+from study_contract.algorithms.crossq import CROSSQ
 from study_contract.algorithms.entry import (
     ACTIVATION_CLASSES,
     ACTIVATIONS,
@@ -27,7 +28,7 @@ from study_contract.algorithms.td3 import TD3
 from study_contract.algorithms.tqc import TQC
 from study_contract.space import SpaceError
 
-ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (PPO, SAC, TD3, TQC)}
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (PPO, SAC, TD3, TQC, CROSSQ)}
 
 __all__ = ["ACTIVATIONS", "ACTIVATION_CLASSES", "ALGORITHMS", "AROUND", "BACKENDS", "NET_ARCHS", "NOISE_MODULE",
            "PRESET", "SB3", "SBX", "Algorithm", "KnownGood", "Recipe", "Space", "algorithm"]  # fmt: skip

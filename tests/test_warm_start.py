@@ -7,6 +7,9 @@ from pathlib import Path
 import sqlalchemy
 
 from study_contract import protocol
+from study_contract.algorithms import algorithm
+from study_contract.definition import StudyDefinition
+from study_contract.engine.warm_start import Source, WarmStart
 from study_contract.store.catalog import read_trials
 from study_contract.store.storage import open_engine, open_storage
 from tests.conftest import create_tiny_study, run_cli, run_worker_in_process, trials_of
@@ -78,3 +81,15 @@ def test_warm_start_from_a_named_study_must_exist_and_tune_the_same_algorithm(ti
     bad = run_cli("study_admin", *argv, "--warm-start", "a b")
     assert bad.returncode == 2 and "'a b' is not auto, off or a comma-separated list of study names" in bad.stderr
     assert run_cli("study_admin", *argv, "--warm-start", "off").returncode == 0  # positive control
+
+
+def test_a_rollout_keeps_its_share_of_the_budget_in_a_study_of_another_budget() -> None:
+    """A 2048-step rollout tuned at 300k env-steps per trial is a 256-step one at 30k (clipping alone would keep
+    2048, a tenth of the new budget per rollout); from a study of the same budget it stays 2048."""
+    definition = StudyDefinition(algo="ppo", env_id="Pendulum-v1", n_trials=12, timesteps=30_000)
+    entry = algorithm("ppo")
+    winner = {**entry.defaults, "n_steps": 2048, "batch_size": 64}
+    for source_steps, expected in ((300_000, 256), (30_000, 2048)):
+        source = Source("old", "Hopper-v5", 3, winner, 1000.0, True, source_steps)
+        (point,) = WarmStart([source], []).points(definition, [])
+        assert point.params is not None and point.params["n_steps"] == expected, source_steps

@@ -11,6 +11,7 @@ constructor takes it, in plain data. Training builds the objects from that recip
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -160,6 +161,9 @@ class Algorithm:
     """Queued after the baseline, so the search starts from them."""
     networks: Mapping[str, Network] = field(default_factory=lambda: NET_ARCHS)
     """The network sizes ``net_arch`` names, as the constructor takes them."""
+    budget_scaled: frozenset[str] = frozenset()
+    """Parameters whose range follows a trial's env-steps per env (PPO's rollout ``n_steps``): a configuration
+    carried to a study of another budget keeps their share of it (:meth:`rescaled`)."""
 
     @property
     def default_space_name(self) -> str:
@@ -187,6 +191,20 @@ class Algorithm:
         """``params`` (SB3's defaults for the rest) moved inside ``space`` and its constraints."""
         merged = {**self.defaults, **params}
         return self.constrain({name: clamp(spec, merged[name]) for name, spec in space.items()}, n_envs)
+
+    def rescaled(self, params: dict[str, Any], space: Space, ratio: float) -> dict[str, Any]:
+        """``params`` from a study of another budget: each of :attr:`budget_scaled` times ``ratio`` (the new steps
+        per env over the old), a power of two staying one; the rest as they are (:meth:`moved_inside` clips)."""
+        scaled = dict(params)
+        for name in self.budget_scaled & params.keys() & space.keys():
+            value = params[name] * ratio
+            if space[name].kind == "pow2":
+                scaled[name] = 2 ** round(math.log2(max(value, 1)))
+            elif space[name].kind == "int":
+                scaled[name] = round(value)
+            else:
+                scaled[name] = value
+        return scaled
 
     def relative_cost(self, params: dict[str, Any], obs_size: int, action_size: int) -> float:
         """Training compute per env-step of ``params`` as a multiple of SB3's defaults' on the same task."""

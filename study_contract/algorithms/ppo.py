@@ -186,6 +186,7 @@ PPO = Algorithm(
     constrain=constrain,
     fit=fit_rollout_to_budget,
     fit_stage=fit_minibatches,
+    budget_scaled=frozenset(("n_steps",)),
     constructor_params=frozenset(
         ("n_steps", "batch_size", "n_epochs", "ent_coef", "gamma", "gae_lambda", "clip_range", "max_grad_norm")
     ),

@@ -2,11 +2,12 @@
 
 ``create --warm-start auto`` (the default) looks at every finished tuning study of the same algorithm:
 the same task first, then the others; each gives its confirmed recommendation, or its best trial when it
-was not confirmed. Each configuration is moved inside the new study's space and constraints as the
-baseline and the known-good points are, and goes after them, once; at most :data:`MAX_POINTS`, and never
-more than a quarter of the budget, so the sampler keeps most of it. Each such trial records where it came
-from (``protocol.WARM_START``). ``--warm-start STUDY,...`` takes those studies only, in that order, finished
-or not; ``off`` none.
+was not confirmed. A parameter sized by the budget (PPO's ``n_steps``) keeps its share of it: a 2048-step
+rollout from a study of 300k env-steps per trial becomes a 256-step one at 30k. Then each configuration is
+moved inside the new study's space and constraints as the baseline and the known-good points are, and goes
+after them, once; at most :data:`MAX_POINTS`, and never more than a quarter of the budget, so the sampler
+keeps most of it. Each such trial records where it came from (``protocol.WARM_START``).
+``--warm-start STUDY,...`` takes those studies only, in that order, finished or not; ``off`` none.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Source:
     params: dict[str, Any]
     value: float
     confirmed: bool
+    steps_per_env: float
+    """The source's env-steps per trial and env: budget-scaled parameters keep their share of it."""
 
     def origin(self) -> dict[str, Any]:
         return {"study": self.study, "env_id": self.env_id, "trial": self.trial, "value": self.value,
@@ -83,7 +86,8 @@ def recommended(storage: optuna.storages.RDBStorage, study: TuningStudy) -> Sour
         return None
     if not params or value is None:
         return None
-    return Source(study.name, definition.env_id, best.number, params, value, confirmed)
+    steps_per_env = definition.timesteps / definition.n_envs
+    return Source(study.name, definition.env_id, best.number, params, value, confirmed, steps_per_env)
 
 
 def _candidates(storage: optuna.storages.RDBStorage, definition: StudyDefinition, sources: str) -> list[TuningStudy]:
@@ -114,14 +118,17 @@ class WarmStart:
     """One line per study passed over: ``name: why``."""
 
     def points(self, definition: StudyDefinition, taken: list[dict[str, Any]]) -> list[Slot]:
-        """The warm-start slots, moved inside the new study's space; ``taken`` are the fixed configurations it
-        already has (none is tried twice). At most :data:`MAX_POINTS` and a quarter of the budget."""
+        """The warm-start slots, rescaled to the new budget and moved inside the new study's space; ``taken`` are
+        the fixed configurations it already has (none is tried twice). At most :data:`MAX_POINTS` and a quarter of
+        the budget."""
         entry = algorithm(definition.algo)
         room = min(MAX_POINTS, definition.n_trials // 4, definition.n_trials - len(taken))
         points: list[Slot] = []
         seen = list(taken)
         for source in self.sources[: max(room, 0)]:
-            moved = entry.moved_inside(definition.space, source.params, definition.n_envs)
+            ratio = definition.timesteps / definition.n_envs / source.steps_per_env
+            rescaled = entry.rescaled(source.params, definition.space, ratio)
+            moved = entry.moved_inside(definition.space, rescaled, definition.n_envs)
             if moved not in seen:
                 seen.append(moved)
                 points.append(Slot(moved, {protocol.WARM_START: source.origin()}))

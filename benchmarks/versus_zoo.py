@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,8 @@ class Tuned:
     """Ours: the exported training script of the winner."""
     zoo_kwargs: dict[str, str] = field(default_factory=dict)
     """The Zoo: the winner's keyword arguments as Python source for ``rl_zoo3.train -params``."""
+    progress: list[tuple[int, float | None]] = field(default_factory=list)
+    """Each finished trial in the order it finished: (env-steps trained by then, its value; None if pruned)."""
 
 
 def _trial_stats(study: Any) -> tuple[int, int, list[float]]:
@@ -73,6 +76,19 @@ def _trial_stats(study: Any) -> tuple[int, int, list[float]]:
     finished = [t for t in study.trials if t.state.is_finished()]
     pruned = sum(t.state.name == "PRUNED" for t in finished)
     return len(finished), pruned, [round(t.duration.total_seconds(), 1) for t in finished if t.duration]
+
+
+def _progress(study: Any, timesteps: int) -> list[tuple[int, float | None]]:
+    """(env-steps trained until each trial finished, its value), in the order trials finished; a trial counts the
+    env-steps its worker recorded (a pruned one fewer), else the full budget."""
+    finished = sorted((t for t in study.trials if t.state.is_finished() and t.datetime_complete),
+                      key=lambda t: t.datetime_complete)  # fmt: skip
+    steps, progress = 0, []
+    for trial in finished:
+        recorded = trial.user_attrs.get("env_steps")
+        steps += recorded if isinstance(recorded, int) else timesteps
+        progress.append((steps, trial.value))
+    return progress
 
 
 def _single_threaded() -> dict[str, str]:
@@ -94,10 +110,13 @@ def _wait_all(
     return time.perf_counter() - started, _children_cpu() - cpu
 
 
-def tune_ours(args: argparse.Namespace, work: Path) -> Tuned:
+def tune_ours(args: argparse.Namespace, work: Path, *, name: str = "ours", base: Path | None = None) -> Tuned:
+    """Study ``name`` tuned by ``args.workers`` workers, on a copy of the database ``base`` (else an empty one)."""
     env = {**_single_threaded(), "TUNER_DATA_DIR": str(work)}
     env.pop("DATABASE_URL", None)
-    create = [str(BIN / "study_admin"), "create", "--algo", args.algo, "--env", args.env, "--name", "ours",
+    if base is not None:
+        shutil.copy(base, work / "studies.sqlite3")
+    create = [str(BIN / "study_admin"), "create", "--algo", args.algo, "--env", args.env, "--name", name,
               "--n-trials", str(args.trials), "--timesteps", str(args.timesteps), "--n-evaluations",
               str(args.evaluations), "--eval-episodes", str(args.eval_episodes), "--seed", str(args.sampler_seed),
               *args.ours_options]  # fmt: skip
@@ -114,12 +133,13 @@ def tune_ours(args: argparse.Namespace, work: Path) -> Tuned:
         return subprocess.run([str(BIN / "study_admin"), *command], check=True, env=env, capture_output=True,
                               text=True).stdout  # fmt: skip
 
-    best = json.loads(admin("best", "ours", "--format", "json"))
-    script = admin("export", "ours", "--format", "python")
+    best = json.loads(admin("best", name, "--format", "json"))
+    script = admin("export", name, "--format", "python")
     import optuna
 
-    study = optuna.load_study(study_name="ours", storage=f"sqlite:///{work / 'studies.sqlite3'}")
-    return Tuned(wall, used, best["mean_reward"], best, *_trial_stats(study), script=script)
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'studies.sqlite3'}")
+    return Tuned(wall, used, best["mean_reward"], best, *_trial_stats(study), script=script,
+                 progress=_progress(study, args.timesteps))  # fmt: skip
 
 
 def _zoo_train(args: argparse.Namespace, extra: list[str], log_dir: Path) -> list[str]:
@@ -160,7 +180,8 @@ def tune_zoo(args: argparse.Namespace, work: Path) -> Tuned:
     best = study.best_trial
     kwargs = HYPERPARAMS_CONVERTER[args.algo](best.params)
     return Tuned(wall, used, cast(float, best.value), {"params": best.params}, *_trial_stats(study),
-                 zoo_kwargs={k: _python_source(v) for k, v in kwargs.items()})  # fmt: skip
+                 zoo_kwargs={k: _python_source(v) for k, v in kwargs.items()},
+                 progress=_progress(study, args.timesteps))  # fmt: skip
 
 
 def _load(library: str, class_name: str, path: Path) -> Any:
@@ -247,10 +268,11 @@ def _key(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(json.dumps(record.get(name), sort_keys=True) for name in RUN_KEY)
 
 
-def run_one(args: argparse.Namespace, tool: str) -> dict[str, Any]:
+def run_one(args: argparse.Namespace, tool: str, *, base: Path | None = None) -> dict[str, Any]:
+    """One tuning run and its winner re-trained on fresh seeds; ours on a copy of the database ``base``, if given."""
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix=f"versus-{tool}-") as work:
-        tuned = (tune_ours if tool == "ours" else tune_zoo)(args, Path(work))
+        tuned = tune_ours(args, Path(work), base=base) if tool == "ours" else tune_zoo(args, Path(work))
     seeds = [FRESH_SEED_BASE + i for i in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         runs = list(pool.map(retrain, [tool] * len(seeds), [tuned] * len(seeds), [args] * len(seeds), seeds))
@@ -263,6 +285,7 @@ def run_one(args: argparse.Namespace, tool: str) -> dict[str, Any]:
         "trials_finished": tuned.trials,
         "pruned": tuned.pruned,
         "trial_seconds": tuned.trial_seconds,
+        "progress": tuned.progress,
         "winner": tuned.winner if tool == "ours" else {**tuned.winner, "kwargs": tuned.zoo_kwargs},
         "fresh_seeds": seeds,
         "fresh_seed_scores": [score for score, _, _ in runs],

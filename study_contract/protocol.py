@@ -24,6 +24,7 @@ WORKER = "worker"
 """``host:pid`` of the worker training the trial; its absence means training never started."""
 PROGRESS = "progress"
 PROVENANCE = "provenance"
+MAX_THREADS = 1024  # the most torch threads a worker runs with (--threads), as its provenance records them
 """What produces the trial's value, written when training starts: the versions of the libraries that train
 and simulate, the task's spec, the training and evaluation seeds, the worker's host and threads. Trials
 of releases before it have none."""

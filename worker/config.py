@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from study_contract.options import HelpFormatter, OneLineParser, add_options, collect, options_of
+from study_contract.protocol import MAX_THREADS
 
 
 def _opt(default: Any, env: str, **meta: Any) -> Any:
@@ -37,7 +38,7 @@ class WorkerConfig:
     threads: int = _opt(
         1,
         "WORKER_THREADS",
-        bounds=(1, 1024),
+        bounds=(1, MAX_THREADS),
         help="Torch and BLAS threads per worker (one per core is right for a fleet).",
     )
     poll_interval: float = _opt(

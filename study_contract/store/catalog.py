@@ -425,7 +425,6 @@ def load_definition(storage: optuna.storages.RDBStorage, name: str) -> StudyDefi
         raise StudyError(f"study {name!r} cannot be read: {exc}") from None
 
 
-MAX_THREADS = 1024  # the most --threads a worker accepts
 
 
 def started_trial(storage: optuna.storages.RDBStorage, name: str, number: int) -> TrialView:
@@ -454,4 +453,4 @@ def recorded_threads(trial: TrialView) -> int:
     """The torch threads the trial trained with (1, a worker's default, when it recorded none that a worker could
     have had)."""
     threads = (trial.get(protocol.PROVENANCE) or {}).get("threads")
-    return threads if isinstance(threads, int) and 1 <= threads <= MAX_THREADS else 1
+    return threads if isinstance(threads, int) and 1 <= threads <= protocol.MAX_THREADS else 1

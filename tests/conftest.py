@@ -107,6 +107,32 @@ def run_cli(
     )
 
 
+def run_admin(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``study_admin ARGS`` run in this process as :func:`run_cli` runs it in a new one: the same environment,
+    directory and input, its exit status and output, an uncaught exception failing the test as a traceback would
+    fail it there. A new process costs about a second of imports; the suite runs study_admin hundreds of times.
+    ``timeout`` is :func:`run_cli`'s signature only. Tests of the console script itself use :func:`run_cli`."""
+    import gc
+    import io
+    from contextlib import chdir, redirect_stderr, redirect_stdout
+    from unittest import mock
+
+    from study_admin.cli import main
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TUNER_DATA_DIR")}
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, {**environment, **(env or {})}, clear=True), mock.patch("sys.stdin",
+            io.StringIO(stdin or "")), redirect_stdout(out), redirect_stderr(err), chdir(REPO):  # fmt: skip
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    gc.collect()  # close the connections the command left in its pools, as its process's exit would
+    return subprocess.CompletedProcess(["study_admin", *args], code, out.getvalue(), err.getvalue())
+
+
 def start_worker(url: str, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, "DATABASE_URL": url, **(env or {})}
     handle = open(log, "wb")  # noqa: SIM115 - closed when the process is reaped by the test

@@ -25,7 +25,7 @@ from study_contract.store.artifacts import (
     retire_study_artifact,
     trial_artifacts,
 )
-from tests.conftest import run_cli, run_worker_in_process, trials_of
+from tests.conftest import run_admin, run_worker_in_process, trials_of
 from tests.envs import UNRENDERABLE_PENDULUM
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def test_the_best_trial_leaves_a_model_a_curve_and_a_video(storage_url: str, spa
     assert all(CURVE in trial_artifacts(t) for t in trials)  # every trial keeps its curve
 
     out = tmp_path / "download"
-    downloaded = run_cli("study_admin", "download", "kept", "--storage", storage_url, "--artifact-dir", str(artifacts),
+    downloaded = run_admin("download", "kept", "--storage", storage_url, "--artifact-dir", str(artifacts),
                          "--out", str(out))  # fmt: skip
     assert downloaded.returncode == 0, downloaded.stderr
     assert {p.name for p in out.iterdir()} == set(files)
@@ -103,7 +103,7 @@ def test_every_confirmation_candidate_keeps_its_best_runs_model_and_video(pg_url
         assert {MODEL, VIDEO} <= set(trial_artifacts(first)), trial_artifacts(first)
 
     out = tmp_path / "download"
-    downloaded = run_cli("study_admin", "download", "sure", "--storage", pg_url, "--artifact-dir", str(artifacts),
+    downloaded = run_admin("download", "sure", "--storage", pg_url, "--artifact-dir", str(artifacts),
                          "--out", str(out))  # fmt: skip
     assert downloaded.returncode == 0, downloaded.stderr
     assert {MODEL, VIDEO} <= {p.name for p in out.iterdir()}
@@ -162,7 +162,7 @@ def test_the_zoo_export_runs_in_rl_zoo_unchanged(tmp_path: Path, schedule: str) 
     url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     _best_of_a_finished_study(url, tmp_path, schedule)
     conf = tmp_path / "zoo.yml"
-    exported = run_cli("study_admin", "export", schedule, "--format", "zoo", "--out", str(conf), "--storage", url)
+    exported = run_admin("export", schedule, "--format", "zoo", "--out", str(conf), "--storage", url)
     assert exported.returncode == 0, exported.stderr
     text = conf.read_text()
     assert ("has no RL Zoo spelling" in text) == (schedule == "cosine")
@@ -180,7 +180,7 @@ def test_the_python_export_trains_with_plain_sb3(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     _best_of_a_finished_study(url, tmp_path, "cosine")
     script = tmp_path / "train.py"
-    exported = run_cli("study_admin", "export", "cosine", "--format", "python", "--out", str(script), "--storage", url)
+    exported = run_admin("export", "cosine", "--format", "python", "--out", str(script), "--storage", url)
     assert exported.returncode == 0, exported.stderr
     trained = subprocess.run([sys.executable, str(script), "--timesteps", "128", "--out", str(tmp_path / "m.zip")],
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
@@ -189,7 +189,7 @@ def test_the_python_export_trains_with_plain_sb3(tmp_path: Path) -> None:
     from stable_baselines3 import PPO
 
     model = PPO.load(tmp_path / "m.zip", device="cpu")
-    best = json.loads(run_cli("study_admin", "best", "cosine", "--format", "json", "--storage", url).stdout)
+    best = json.loads(run_admin("best", "cosine", "--format", "json", "--storage", url).stdout)
     assert model.n_steps == best["kwargs"]["n_steps"] and model.policy.activation_fn.__name__ == "ReLU"
     assert (tmp_path / "m_vecnormalize.pkl").exists()
     assert model.lr_schedule(0.5) == pytest.approx(best["kwargs"]["learning_rate"] * 0.5)  # cosine at mid-training

@@ -16,7 +16,7 @@ from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.store.catalog import load_definition
 from study_contract.store.storage import open_storage
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_admin
 from tests.test_algorithms import _space
 from tests.test_registry import ALGOS
 
@@ -35,7 +35,7 @@ def _readme_lines() -> str:
 def _finished_study(url: str, tmp_path: Path, algo: str, backend: str) -> None:
     """A study whose one completed trial is the algorithm's first starting point (TD3's: with action noise), on a
     cosine schedule, with observation normalisation where the algorithm searches it."""
-    created = run_cli("study_admin", "create", "--storage", url, "--name", f"{algo}-{backend}", "--algo", algo,
+    created = run_admin("create", "--storage", url, "--name", f"{algo}-{backend}", "--algo", algo,
                       "--env", "Pendulum-v1", "--backend", backend, "--n-trials", "1", "--timesteps", "300",
                       "--no-baseline", "--no-confirm", "--space", str(_space(tmp_path, algo)))  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -81,10 +81,10 @@ def test_the_readme_lines_build_and_train_every_algorithm_from_best(tmp_path: Pa
     for algo, backend in COMBINATIONS:
         _finished_study(url, tmp_path, algo, backend)
         module = f"best_{algo}_{backend}"
-        printed = run_cli("study_admin", "best", f"{algo}-{backend}", "--format", "python", "--storage", url)
+        printed = run_admin("best", f"{algo}-{backend}", "--format", "python", "--storage", url)
         assert printed.returncode == 0, printed.stderr
         (tmp_path / f"{module}.py").write_text(printed.stdout)
-        best = json.loads(run_cli("study_admin", "best", f"{algo}-{backend}", "--format", "json", "--storage",
+        best = json.loads(run_admin("best", f"{algo}-{backend}", "--format", "json", "--storage",
                                   url).stdout)  # fmt: skip
         checks.append((module, best))
     program = ["import json, sys"]
@@ -106,7 +106,7 @@ def test_the_readme_lines_build_and_train_every_algorithm_from_best(tmp_path: Pa
 def test_best_names_each_class_by_its_import_path(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     _finished_study(url, tmp_path, "td3", "sb3")
-    best = yaml.safe_load(run_cli("study_admin", "best", "td3-sb3", "--format", "yaml", "--storage", url).stdout)
+    best = yaml.safe_load(run_admin("best", "td3-sb3", "--format", "yaml", "--storage", url).stdout)
     assert best["class"] == "stable_baselines3.TD3"
     assert best["kwargs"]["policy_kwargs"]["activation_fn"] == "torch.nn.ReLU"
     assert best["kwargs"]["action_noise"] == {"class": "stable_baselines3.common.noise.NormalActionNoise",

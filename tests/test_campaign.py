@@ -16,7 +16,7 @@ from study_contract.engine.confirmation import StudyBusy
 from study_contract.engine.creation import study_exists
 from study_contract.engine.stages import advance, decide, stage_outcome
 from study_contract.store.storage import open_storage
-from tests.conftest import assert_budget_accounted, run_cli, run_worker_in_process, start_worker, trials_of
+from tests.conftest import assert_budget_accounted, run_admin, run_worker_in_process, start_worker, trials_of
 
 pytestmark = pytest.mark.slow
 STAGES = ["1-baseline", "2-coarse", "3-schedule", "4-finetune"]
@@ -24,7 +24,7 @@ FAST = ["--until-idle", "--poll-interval", "0.3", "--heartbeat-interval", "1", "
 
 
 def _create(url: str, name: str, *extra: str) -> None:
-    created = run_cli("study_admin", "campaign", "create", "--storage", url, "--name", name, "--algo", "ppo", "--env",
+    created = run_admin("campaign", "create", "--storage", url, "--name", name, "--algo", "ppo", "--env",
                       "Pendulum-v1", "--timesteps", "512", "--n-evaluations", "2", "--eval-episodes", "1",
                       "--trials-per-stage", "2", "--confirm-top", "1", "--test-seeds", "2", *extra)  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -72,7 +72,7 @@ def test_a_campaign_runs_its_four_stages_and_confirmation_unattended(storage_url
         first = trials_of(storage_url, f"ladder:{stage}")[0]
         assert first.user_attrs["previous_winner"] is True
 
-    shown = json.loads(run_cli("study_admin", "campaign", "show", "ladder", "--storage", storage_url, "--format",
+    shown = json.loads(run_admin("campaign", "show", "ladder", "--storage", storage_url, "--format",
                                "json").stdout)  # fmt: skip
     assert [s["stage"] for s in shown["stages"]] == ["baseline", "coarse", "schedule", "finetune"]
     assert all(s["state"] == "finished" and s["env_steps"] > 0 for s in shown["stages"])
@@ -83,9 +83,9 @@ def test_a_campaign_runs_its_four_stages_and_confirmation_unattended(storage_url
     best = next(c for c in confirmed["candidates"] if c["trial"] == confirmed["winner"])
     assert shown["winner"]["value"] == best["iqm"]
     assert shown["winner"]["improvement_over_baseline"] == pytest.approx(best["iqm"] - confirmed["baseline"]["iqm"])
-    table = run_cli("study_admin", "campaign", "show", "ladder", "--storage", storage_url).stdout
+    table = run_admin("campaign", "show", "ladder", "--storage", storage_url).stdout
     assert "fresh-seed IQM" in table and "confirmation  ladder:4-finetune:confirm" in table
-    listed = run_cli("study_admin", "campaign", "list", "--storage", storage_url).stdout
+    listed = run_admin("campaign", "list", "--storage", storage_url).stdout
     assert "ladder" in listed and "finetune" in listed
 
 
@@ -148,7 +148,7 @@ def test_bad_stage_overrides_are_refused_at_create(pg_url: str, tmp_path: Path) 
         (["--stage", f"finetune:space={wide}"], "campaign stage finetune: unknown ppo parameter 'learning_rat'"),
     ]
     for extra, message in cases:
-        result = run_cli("study_admin", "campaign", "create", "--storage", pg_url, "--algo", "ppo", "--env",
+        result = run_admin("campaign", "create", "--storage", pg_url, "--algo", "ppo", "--env",
                          "Pendulum-v1", "--timesteps", "512", *extra)  # fmt: skip
         assert result.returncode == 2 and message in result.stderr, (extra, result.stderr)
-    assert run_cli("study_admin", "list", "--storage", pg_url).stdout.startswith("no studies")
+    assert run_admin("list", "--storage", pg_url).stdout.startswith("no studies")

@@ -21,7 +21,7 @@ from study_contract.store.storage import open_storage
 from tests.conftest import (
     assert_budget_accounted,
     create_tiny_study,
-    run_cli,
+    run_admin,
     run_worker_in_process,
     running_by_pid,
     start_worker,
@@ -76,12 +76,12 @@ def test_workers_confirm_a_finished_study_by_themselves(pg_url: str, tiny_space:
             tuning[0].user_attrs["hyperparams"],  # the baseline trial's
         )
 
-    best = json.loads(run_cli("study_admin", "best", "tuned", "--pick", "best", "--storage", pg_url, "--format",
+    best = json.loads(run_admin("best", "tuned", "--pick", "best", "--storage", pg_url, "--format",
                               "json").stdout)  # fmt: skip
     assert best["confirmed"] is True
     winner = max(candidates, key=lambda c: iqm(by_candidate[c]))
     assert best["trial"] == best["confirmation"]["winner"] == winner
-    recommended = json.loads(run_cli("study_admin", "best", "tuned", "--storage", pg_url, "--format", "json").stdout)
+    recommended = json.loads(run_admin("best", "tuned", "--storage", pg_url, "--format", "json").stdout)
     assert recommended["trial"] in recommended["pick"]["tied"] and winner in recommended["pick"]["tied"]
     reported = {c["trial"]: c for c in best["confirmation"]["candidates"]}
     assert reported[winner]["iqm"] == pytest.approx(iqm(by_candidate[winner]))
@@ -92,10 +92,10 @@ def test_workers_confirm_a_finished_study_by_themselves(pg_url: str, tiny_space:
     assert sorted(best["confirmation"]["baseline"]["scores"]) == sorted(by_candidate["baseline"])
     assert best["confirmation"]["test_seeds"] == seeds
 
-    shown = run_cli("study_admin", "show", "tuned", "--storage", pg_url).stdout
+    shown = run_admin("show", "tuned", "--storage", pg_url).stdout
     assert f"confirmation  tuned:confirm: {budget}/{budget} runs on test seeds" in shown
     assert f"winner: trial {winner}" in shown
-    report = run_cli("study_admin", "report", "tuned", "--storage", pg_url, "--out", str(tmp_path / "report"))
+    report = run_admin("report", "tuned", "--storage", pg_url, "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert f"## Fresh-seed confirmation ({budget}/{budget} runs)" in text and "(confirmed on fresh seeds)" in text
@@ -103,7 +103,7 @@ def test_workers_confirm_a_finished_study_by_themselves(pg_url: str, tiny_space:
         assert (tmp_path / "report" / image).read_bytes()[:4] == b"\x89PNG", image
     store = tmp_path / "store"
     for _ in range(2):  # a report run again replaces the plot it attached to the study
-        attached = run_cli("study_admin", "report", "tuned", "--storage", pg_url, "--out", str(tmp_path / "report"),
+        attached = run_admin("report", "tuned", "--storage", pg_url, "--out", str(tmp_path / "report"),
                            "--artifact-dir", str(store))  # fmt: skip
         assert attached.returncode == 0, attached.stderr
     storage = open_storage(pg_url)
@@ -122,20 +122,20 @@ def test_confirm_runs_on_an_older_study(tmp_path: Path) -> None:
     study.set_user_attr("paused", False)
     study.set_user_attr("definition", fixture.read_text().strip())
 
-    early = run_cli("study_admin", "confirm", "old", "--storage", storage_url)
+    early = run_admin("confirm", "old", "--storage", storage_url)
     assert early.returncode == 2 and "study 'old' still has 3 trial(s) to run" in early.stderr
     run_worker_in_process(storage_url)
     assert not any(
         s.study_name.endswith(":confirm") for s in optuna.get_all_study_summaries(storage_url)
     )  # v1: on demand
 
-    confirmed = run_cli("study_admin", "confirm", "old", "--top", "1", "--seeds", "2", "--storage", storage_url)
+    confirmed = run_admin("confirm", "old", "--top", "1", "--seeds", "2", "--storage", storage_url)
     assert confirmed.returncode == 0 and confirmed.stdout.strip() == "old:confirm"
-    again = run_cli("study_admin", "confirm", "old", "--storage", storage_url)
+    again = run_admin("confirm", "old", "--storage", storage_url)
     assert again.returncode == 2 and "already has its confirmation 'old:confirm'" in again.stderr
     run_worker_in_process(storage_url)
     assert_budget_accounted(storage_url, "old:confirm", 4)
-    best = json.loads(run_cli("study_admin", "best", "old", "--storage", storage_url, "--format", "json").stdout)
+    best = json.loads(run_admin("best", "old", "--storage", storage_url, "--format", "json").stdout)
     assert best["confirmed"] is True and len(best["confirmation"]["candidates"]) == 1
 
 

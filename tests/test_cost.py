@@ -16,7 +16,7 @@ from study_contract.algorithms import algorithm
 from study_contract.engine.confirmation import CandidateResult, ConfirmationReport, top_candidates
 from study_contract.statistics import BEST, CHEAPEST_TIED, summarise_scores
 from study_contract.store.trials import views
-from tests.conftest import create_tiny_study, run_cli, run_worker_in_process, trials_of
+from tests.conftest import create_tiny_study, run_admin, run_worker_in_process, trials_of
 
 PENDULUM = (3, 1)  # observation and action sizes
 
@@ -84,16 +84,16 @@ def test_every_trial_records_its_cost_and_best_reports_it(storage_url: str, tiny
         expected = ppo.relative_cost(attrs[protocol.HYPERPARAMS], *PENDULUM)
         assert attrs[protocol.RELATIVE_COMPUTE] == pytest.approx(expected, abs=1e-3)
         assert attrs[protocol.SECONDS_PER_KSTEP] > 0 and attrs[protocol.COMPUTE_PER_STEP] > 0
-    best = json.loads(run_cli("study_admin", "best", "priced", "--format", "json", "--storage", storage_url).stdout)
+    best = json.loads(run_admin("best", "priced", "--format", "json", "--storage", storage_url).stdout)
     assert best["pick"]["rule"] == CHEAPEST_TIED and best["confirmed"] is True
     assert best["cost"]["relative_compute"] > 0 and best["cost"]["seconds_per_kstep"] > 0
-    strict = run_cli("study_admin", "best", "priced", "--pick", "best", "--format", "json", "--storage", storage_url)
+    strict = run_admin("best", "priced", "--pick", "best", "--format", "json", "--storage", storage_url)
     assert json.loads(strict.stdout)["pick"]["rule"] == BEST
-    shown = run_cli("study_admin", "show", "priced", "--storage", storage_url).stdout
+    shown = run_admin("show", "priced", "--storage", storage_url).stdout
     assert "the defaults' training compute" in shown and "COMPUTE" in shown
     tuned = [t for t in trials_of(storage_url, "priced") if t.value is not None]
     best_trial = max(tuned, key=lambda t: (t.value, -t.number))
-    row = next(line for line in run_cli("study_admin", "list", "--storage", storage_url).stdout.splitlines()
+    row = next(line for line in run_admin("list", "--storage", storage_url).stdout.splitlines()
                if line.startswith("priced "))  # fmt: skip
     assert f"{best_trial.user_attrs[protocol.RELATIVE_COMPUTE]:.2f}x" in row.split()
 
@@ -101,7 +101,7 @@ def test_every_trial_records_its_cost_and_best_reports_it(storage_url: str, tiny
 def test_a_compute_cap_prunes_dear_configurations_before_training(pg_url: str, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("n_steps: 64\nbatch_size: 32\nnet_arch: small\nn_epochs: {low: 1, high: 10}\n")
-    created = run_cli("study_admin", "create", "--storage", pg_url, "--name", "capped", "--algo", "ppo", "--env",
+    created = run_admin("create", "--storage", pg_url, "--name", "capped", "--algo", "ppo", "--env",
                       "Pendulum-v1", "--n-trials", "6", "--timesteps", "256", "--n-evaluations", "1", "--eval-episodes",
                       "1", "--no-confirm", "--max-compute", "0.5", "--space", str(space))  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -140,8 +140,8 @@ def test_two_objectives_search_return_against_compute(tmp_path: Path, tiny_space
         assert trial.values[0] == trial.user_attrs[protocol.CURVE][-1][1]
     confirmation = optuna.load_study(study_name="front:confirm", storage=storage_url)
     assert len(confirmation.directions) == 1 and confirmation.trials[0].intermediate_values  # one objective again
-    best = json.loads(run_cli("study_admin", "best", "front", "--format", "json", "--storage", storage_url).stdout)
+    best = json.loads(run_admin("best", "front", "--format", "json", "--storage", storage_url).stdout)
     assert best["confirmed"] is True
-    report = run_cli("study_admin", "report", "front", "--out", str(tmp_path / "report"), "--storage", storage_url)
+    report = run_admin("report", "front", "--out", str(tmp_path / "report"), "--storage", storage_url)
     assert report.returncode == 0, report.stderr
     assert (tmp_path / "report" / "curves.png").exists()  # drawn from the recorded curves

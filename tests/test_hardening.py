@@ -24,6 +24,7 @@ from study_contract.store.storage import open_engine, open_storage
 from tests.conftest import (
     assert_budget_accounted,
     create_tiny_study,
+    run_admin,
     run_cli,
     run_worker_in_process,
     running_by_pid,
@@ -38,11 +39,11 @@ pytestmark = pytest.mark.slow
 FAST = ["--until-idle", "--poll-interval", "0.3", "--heartbeat-interval", "1", "--grace-period", "4"]
 
 
-def test_a_large_sampler_seed_runs(storage_url: str, tmp_path: Path) -> None:
+def test_a_large_sampler_seed_runs(storage_url: str, tiny_space: Path, tmp_path: Path) -> None:
     """Case 1: ``--seed 50000`` made the sampler seed overflow numpy's range and the worker exit 1."""
-    created = run_cli("study_admin", "create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "2", "--seed",
-                      "50000", "--timesteps", "2048", "--eval-episodes", "1", "--no-confirm",
-                      "--storage", storage_url)  # fmt: skip
+    created = run_admin("create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "2", "--seed",
+                      "50000", "--timesteps", "256", "--space", str(tiny_space), "--n-evaluations", "1",
+                      "--eval-episodes", "1", "--no-confirm", "--storage", storage_url)  # fmt: skip
     assert created.returncode == 0, created.stderr
     worker = start_worker(storage_url, *FAST, log=tmp_path / "w.log")
     assert worker.wait(timeout=300) == 0, (tmp_path / "w.log").read_text()[-3000:]
@@ -81,14 +82,14 @@ def test_a_study_from_a_newer_study_admin_is_skipped_not_fatal(
     )
     assert all(t.state == TrialState.WAITING for t in trials_of(storage_url, "future"))
 
-    listed = run_cli("study_admin", "list", "--storage", storage_url)
+    listed = run_admin("list", "--storage", storage_url)
     assert listed.returncode == 0 and "future" in listed.stdout and "unreadable" in listed.stdout
     assert f"future: {refusal}" in listed.stdout
-    shown = run_cli("study_admin", "show", "future", "--storage", storage_url)
+    shown = run_admin("show", "future", "--storage", storage_url)
     assert shown.returncode == 2 and "study 'future' cannot be read" in shown.stderr
 
     _write_definition(storage_url, "future", "{not json")
-    broken = run_cli("study_admin", "list", "--storage", storage_url, "--format", "json")
+    broken = run_admin("list", "--storage", storage_url, "--format", "json")
     entry = next(s for s in json.loads(broken.stdout) if s["name"] == "future")
     assert entry["state"] == "unreadable" and entry["error"].startswith("definition is not JSON")
 
@@ -102,10 +103,10 @@ def test_delete_refuses_while_training_and_force_lets_workers_go_on(
     worker = start_worker(pg_url, *FAST, "--progress-interval", "0.5", log=tmp_path / "w.log")
     wait_for(lambda: running_by_pid(pg_url, "doomed"), 120, what="training")
 
-    refused = run_cli("study_admin", "delete", "doomed", "--yes", "--storage", pg_url)
+    refused = run_admin("delete", "doomed", "--yes", "--storage", pg_url)
     assert refused.returncode == 2
     assert "study 'doomed' has 1 running trial(s); pause it and wait, or delete with --force" in refused.stderr
-    forced = run_cli("study_admin", "delete", "doomed", "--yes", "--force", "--storage", pg_url)
+    forced = run_admin("delete", "doomed", "--yes", "--force", "--storage", pg_url)
     assert forced.returncode == 0, forced.stderr
 
     assert worker.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()[-3000:]
@@ -173,9 +174,9 @@ def test_a_failing_study_pauses_itself_and_resume_clears_it(pg_url: str, tmp_pat
     assert summary.paused_reason and summary.paused_reason.startswith(
         "paused after 3 consecutive trials failed the same way and none succeeded"
     )
-    listed = run_cli("study_admin", "list", "--storage", pg_url).stdout
+    listed = run_admin("list", "--storage", pg_url).stdout
     assert "broken: paused after 3 consecutive trials" in listed
-    assert run_cli("study_admin", "resume", "broken", "--storage", pg_url).returncode == 0
+    assert run_admin("resume", "broken", "--storage", pg_url).returncode == 0
     (summary,) = summarise(open_engine(pg_url))
     assert summary.state == "waiting" and summary.paused_reason is None
 
@@ -191,11 +192,11 @@ def test_a_lost_slot_is_flagged_then_restored(storage_url: str, tiny_space: Path
     storage.set_trial_user_attr(trial_id, "fail_reason", "handed back: worker shut down")
     storage.set_trial_state_values(trial_id, state=TrialState.FAIL)  # ... and the process died here
 
-    shown = run_cli("study_admin", "show", "holes", "--storage", storage_url).stdout
+    shown = run_admin("show", "holes", "--storage", storage_url).stdout
     assert "MISMATCH: 1 failed trial(s) neither retried nor final" in shown
     run_worker_in_process(storage_url)
     assert_budget_accounted(storage_url, "holes", 2)
-    assert "MISMATCH" not in run_cli("study_admin", "show", "holes", "--storage", storage_url).stdout
+    assert "MISMATCH" not in run_admin("show", "holes", "--storage", storage_url).stdout
 
 
 def test_a_claim_that_never_heartbeat_returns_to_waiting(storage_url: str, tiny_space: Path) -> None:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from study_contract.formatting import format_duration
 from study_contract.store.catalog import Eta
 from study_contract.store.storage import open_storage
-from tests.conftest import create_tiny_study, run_cli, start_worker
+from tests.conftest import create_tiny_study, run_admin, start_worker
 
 ESCAPE = re.compile(r"\x1b\[")
 
@@ -85,7 +85,7 @@ EXPECTED_ETA = 180.0
 
 
 def test_the_eta_is_computed_from_recorded_timings(storage_url: str, busy_study: str) -> None:
-    listing = json.loads(run_cli("study_admin", "list", "--storage", storage_url, "--format", "json").stdout)
+    listing = json.loads(run_admin("list", "--storage", storage_url, "--format", "json").stdout)
     (busy,) = listing
     assert busy["eta_seconds"] == pytest.approx(EXPECTED_ETA)
     assert (busy["workers"], busy["complete"], busy["pruned"], busy["failed"], busy["running"], busy["waiting"]) == (
@@ -97,13 +97,13 @@ def test_the_eta_is_computed_from_recorded_timings(storage_url: str, busy_study:
 
 
 def test_list_and_show_print_every_section_without_escape_codes(storage_url: str, busy_study: str) -> None:
-    listed = run_cli("study_admin", "list", "--storage", storage_url)
+    listed = run_admin("list", "--storage", storage_url)
     header, row = listed.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "ALGO", "ENV", "STATE", "DONE/BUDGET", "RUNNING", "WORKERS", "PRUNED", "FAILED",
                               "BEST", "COMPUTE", "ETA"]  # fmt: skip
     assert row.split() == ["busy", "ppo", "Pendulum-v1", "running", "4/10", "2", "2", "1", "1", "-120.50", "-",
                            format_duration(EXPECTED_ETA)]  # fmt: skip
-    shown = run_cli("study_admin", "show", "busy", "--storage", storage_url).stdout
+    shown = run_admin("show", "busy", "--storage", storage_url).stdout
     for section in (
         "busy: PPO on Pendulum-v1, running",
         "progress  [############------------------] 4/10 done, ETA 3m with 2 workers",
@@ -119,8 +119,8 @@ def test_list_and_show_print_every_section_without_escape_codes(storage_url: str
 
 
 def test_machine_formats_round_trip_without_yaml_anchors(storage_url: str, busy_study: str) -> None:
-    as_json = json.loads(run_cli("study_admin", "show", "busy", "--storage", storage_url, "--format", "json").stdout)
-    text = run_cli("study_admin", "show", "busy", "--storage", storage_url, "--format", "yaml").stdout
+    as_json = json.loads(run_admin("show", "busy", "--storage", storage_url, "--format", "json").stdout)
+    text = run_admin("show", "busy", "--storage", storage_url, "--format", "yaml").stdout
     assert "&id" not in text and "*id" not in text
     assert yaml.safe_load(text) == json.loads(json.dumps(as_json))
     assert as_json["best"]["hyperparams"] == as_json["top_trials"][0]["hyperparams"]  # the same dict, twice

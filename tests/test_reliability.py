@@ -15,7 +15,7 @@ from tests.conftest import (
     PostgresCluster,
     assert_budget_accounted,
     create_tiny_study,
-    run_cli,
+    run_admin,
     run_worker_in_process,
     running_by_pid,
     start_worker,
@@ -152,7 +152,7 @@ def test_diverging_training_fails_with_a_reason_and_the_worker_goes_on(pg_url: s
         assert t.user_attrs["fail_reason"].startswith("DivergedError: training diverged: non-finite rewards at step 51")
     assert [t.state for t in trials_of(pg_url, "healthy")] == [TrialState.COMPLETE] * 2
     assert sorted(worker.outcomes) == ["complete", "complete", "failed", "failed"]
-    shown = json.loads(run_cli("study_admin", "show", "diverge", "--storage", pg_url, "--format", "json").stdout)
+    shown = json.loads(run_admin("show", "diverge", "--storage", pg_url, "--format", "json").stdout)
     assert shown["summary"]["failed"] == 2 and shown["failures"][0]["fail_reason"].startswith("DivergedError")
 
 
@@ -162,5 +162,5 @@ def test_workers_starting_together_on_an_empty_database_create_the_schema_once(p
     ]
     for i, w in enumerate(workers):
         assert w.wait(timeout=120) == 0, (tmp_path / f"w{i}.log").read_text()[-2000:]
-    listed = run_cli("study_admin", "list", "--storage", pg_url)
+    listed = run_admin("list", "--storage", pg_url)
     assert listed.returncode == 0 and "no studies" in listed.stdout

@@ -25,7 +25,7 @@ from study_contract.definition import DEFINITION_ATTR, PAUSED_ATTR, PAUSED_REASO
 from study_contract.store.catalog import summarise, tuning_studies
 from study_contract.store.claims import Claim, beat, claim, lost_claim
 from study_contract.store.storage import mask_password, open_engine, open_storage
-from tests.conftest import VENV_BIN, create_tiny_study, run_cli, snapshot, trials_of
+from tests.conftest import VENV_BIN, create_tiny_study, run_admin, run_cli, snapshot, trials_of
 from worker.slots import maintain
 
 PARAMS = {"learning_rate": 1e-3, "lr_schedule": "linear", "n_steps": 128, "batch_size": 64, "n_epochs": 2,
@@ -59,17 +59,17 @@ def test_a_definition_is_checked_when_read_so_no_value_becomes_code(
 ) -> None:
     _finished(storage_url, tiny_space)
     script = tmp_path / "train.py"
-    exported = run_cli("study_admin", "export", "done", "--format", "python", "--out", str(script),
+    exported = run_admin("export", "done", "--format", "python", "--out", str(script),
                        "--storage", storage_url)  # fmt: skip
     assert exported.returncode == 0, exported.stderr  # positive control: a sound study exports
     assert "ENV_ID = 'Pendulum-v1'" in script.read_text()
-    zoo = run_cli("study_admin", "export", "done", "--format", "zoo", "--storage", storage_url).stdout
+    zoo = run_admin("export", "done", "--format", "zoo", "--storage", storage_url).stdout
     assert list(yaml.safe_load(zoo)) == ["Pendulum-v1"]
 
     marker = tmp_path / "pwned"
     _tamper_definition(storage_url, "done", env_id=INJECTED.format(marker=marker))
     for fmt in ("python", "zoo"):
-        refused = run_cli("study_admin", "export", "done", "--format", fmt, "--storage", storage_url)
+        refused = run_admin("export", "done", "--format", fmt, "--storage", storage_url)
         assert refused.returncode == 2 and "is not a Gymnasium task id" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
     (study,) = tuning_studies(open_engine(storage_url))
@@ -90,15 +90,15 @@ def test_trial_values_from_the_database_are_checked_before_any_export(
 ) -> None:
     _finished(pg_url, tiny_space, **{attr: value})
     for fmt in ("python", "zoo", "json"):
-        refused = run_cli("study_admin", "export", "done", "--format", fmt, "--storage", pg_url)
+        refused = run_admin("export", "done", "--format", fmt, "--storage", pg_url)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
 
 
 def test_a_seed_that_is_not_a_seed_counts_as_none_recorded(pg_url: str, tiny_space: Path) -> None:
     _finished(pg_url, tiny_space, **{protocol.SEED: "0); __import__('os').system('true'); ("})
-    script = run_cli("study_admin", "export", "done", "--format", "python", "--storage", pg_url)
+    script = run_admin("export", "done", "--format", "python", "--storage", pg_url)
     assert script.returncode == 0 and "__import__('os')" not in script.stdout and "\nSEED = 0\n" in script.stdout
-    shown = json.loads(run_cli("study_admin", "best", "done", "--format", "json", "--storage", pg_url).stdout)
+    shown = json.loads(run_admin("best", "done", "--format", "json", "--storage", pg_url).stdout)
     assert shown["seed"] is None
 
 
@@ -114,7 +114,7 @@ def test_download_writes_only_plain_file_names_inside_out(storage_url: str, tiny
     def download(filename: str, out: Path) -> subprocess.CompletedProcess[str]:
         meta = {"artifact_id": artifact_id, "filename": filename, "mimetype": "text/plain", "encoding": None}
         trial.storage.set_trial_system_attr(trial._trial_id, f"artifacts:{artifact_id}", json.dumps(meta))
-        return run_cli("study_admin", "download", "files", "--trial", "0", "--storage", storage_url, "--artifact-dir",
+        return run_admin("download", "files", "--trial", "0", "--storage", storage_url, "--artifact-dir",
                        str(store), "--out", str(out))  # fmt: skip
 
     assert download("learning_curve.csv", tmp_path / "fine").returncode == 0  # positive control
@@ -150,7 +150,7 @@ def test_a_late_worker_never_writes_into_the_study_that_took_its_ids(tiny_space:
     (study_a,) = tuning_studies(storage.engine)
     mine = claim(storage, study_a.study_id, grace_period=120)
     assert mine is not None and lost_claim(storage.engine, mine) is None and beat(storage.engine, mine)
-    assert run_cli("study_admin", "delete", "a", "--yes", "--force", "--storage", url).returncode == 0
+    assert run_admin("delete", "a", "--yes", "--force", "--storage", url).returncode == 0
     create_tiny_study(url, "b", tiny_space, 1, 256, "--no-baseline")
     (study_b,) = tuning_studies(storage.engine)
     (waiting,) = trials_of(url, "b")
@@ -169,7 +169,7 @@ def test_new_embedded_databases_never_reuse_a_deleted_studys_ids(tiny_space: Pat
     url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     create_tiny_study(url, "a", tiny_space, 1, 256, "--no-baseline")
     (first,) = trials_of(url, "a")
-    assert run_cli("study_admin", "delete", "a", "--yes", "--storage", url).returncode == 0
+    assert run_admin("delete", "a", "--yes", "--storage", url).returncode == 0
     create_tiny_study(url, "b", tiny_space, 1, 256, "--no-baseline")
     (second,) = trials_of(url, "b")
     assert second._trial_id > first._trial_id
@@ -189,7 +189,7 @@ def test_a_paused_study_is_still_looked_after(storage_url: str, tiny_space: Path
     create_tiny_study(storage_url, "resting", tiny_space, 1, 256, "--no-baseline")
     storage = open_storage(storage_url)
     _dead_owner(storage, "resting", grace=1)
-    assert run_cli("study_admin", "pause", "resting", "--storage", storage_url).returncode == 0
+    assert run_admin("pause", "resting", "--storage", storage_url).returncode == 0
     time.sleep(2.5)  # SQLite's CURRENT_TIMESTAMP has whole seconds
     worker = make_worker(storage_url)
     assert worker.run_once() is False  # paused: nothing is handed out...
@@ -197,7 +197,7 @@ def test_a_paused_study_is_still_looked_after(storage_url: str, tiny_space: Path
     assert (dead.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)
     (summary,) = summarise(storage.engine)
     assert (summary.running, summary.workers, summary.state) == (0, 0, "paused")
-    assert run_cli("study_admin", "delete", "resting", "--yes", "--storage", storage_url).returncode == 0
+    assert run_admin("delete", "resting", "--yes", "--storage", storage_url).returncode == 0
 
 
 def test_text_from_the_database_cannot_drive_the_terminal(storage_url: str, tiny_space: Path) -> None:
@@ -210,8 +210,8 @@ def test_text_from_the_database_cannot_drive_the_terminal(storage_url: str, tiny
     trial = study.ask()
     trial.set_user_attr(protocol.FAIL_REASON, "boom\x1b[2J")
     study.tell(trial, state=TrialState.FAIL)
-    listed = run_cli("study_admin", "list", "--storage", storage_url).stdout
-    shown = run_cli("study_admin", "show", "noisy", "--storage", storage_url).stdout
+    listed = run_admin("list", "--storage", storage_url).stdout
+    shown = run_admin("show", "noisy", "--storage", storage_url).stdout
     for out in (listed, shown):
         assert "\x1b" not in out and "\x07" not in out
         assert "\\x1b]0;owned\\x07\\nnoisy  ppo  fake row" in out  # shown, escaped, on its own line
@@ -265,7 +265,7 @@ def test_a_study_deleted_and_created_again_is_confirmed_again(storage_url: str, 
         assert worker.run_once() is True and worker.run_once() is True  # the trial, then its confirmation
         assert study_created(worker.storage, confirmation_name("again"))
         for name in ("again:confirm", "again"):
-            assert run_cli("study_admin", "delete", name, "--yes", "--storage", storage_url).returncode == 0
+            assert run_admin("delete", name, "--yes", "--storage", storage_url).returncode == 0
 
 
 def test_deleting_a_campaigns_earlier_stage_does_not_stall_it(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -275,10 +275,10 @@ def test_deleting_a_campaigns_earlier_stage_does_not_stall_it(pg_url: str, caplo
 
     _create(pg_url, "cut", "--no-confirm")
     run_worker_in_process(pg_url, study="cut:1-baseline")  # the baseline, then the coarse stage is created
-    assert run_cli("study_admin", "delete", "cut:1-baseline", "--yes", "--storage", pg_url).returncode == 0
+    assert run_admin("delete", "cut:1-baseline", "--yes", "--storage", pg_url).returncode == 0
     run_worker_in_process(pg_url, study="cut:2-coarse")
     assert study_exists(open_storage(pg_url), "cut:3-schedule")
-    shown = run_cli("study_admin", "campaign", "show", "cut", "--format", "json", "--storage", pg_url)
+    shown = run_admin("campaign", "show", "cut", "--format", "json", "--storage", pg_url)
     assert shown.returncode == 0, shown.stderr
     stages = {s["stage"]: s["state"] for s in json.loads(shown.stdout)["stages"]}
     assert stages["baseline"] == "deleted" and stages["coarse"] == "finished"
@@ -297,12 +297,12 @@ def test_delete_removes_the_studys_artifacts_and_a_late_worker_its_uploads(
     create_tiny_study(storage_url, "kept", tiny_space, 1, 256, "--no-baseline")
     run_worker_in_process(storage_url, artifact_dir=str(store))
     assert list(store.iterdir())  # positive control: the trial left its curve, model and video
-    deleted = run_cli("study_admin", "delete", "kept", "--yes", "--storage", storage_url, "--artifact-dir", str(store))
+    deleted = run_admin("delete", "kept", "--yes", "--storage", storage_url, "--artifact-dir", str(store))
     assert deleted.returncode == 0 and list(store.iterdir()) == []
 
     def deleted_while_training(session: Any, trial: Any, params: Any, seed: int) -> Any:
         result = train_with_sb3(session, trial, params, seed)  # uploads the trial's files
-        assert run_cli("study_admin", "delete", "late", "--yes", "--force", "--storage", storage_url).returncode == 0
+        assert run_admin("delete", "late", "--yes", "--force", "--storage", storage_url).returncode == 0
         return result
 
     create_tiny_study(storage_url, "late", tiny_space, 1, 256, "--no-baseline")
@@ -322,9 +322,9 @@ def test_passwords_never_show_in_a_url_printed() -> None:
 def test_postgresql_urls_as_users_paste_them_work(pg_url: str, tiny_space: Path) -> None:
     plain = pg_url.replace("postgresql+psycopg2://", "postgresql://")
     create_tiny_study(plain, "pasted", tiny_space, 1, 256)
-    listed = run_cli("study_admin", "list", "--storage", plain)
+    listed = run_admin("list", "--storage", plain)
     assert listed.returncode == 0 and "pasted" in listed.stdout, listed.stderr
-    refused = run_cli("study_admin", "list", "--storage", plain.replace("@", ":x@x@", 1))
+    refused = run_admin("list", "--storage", plain.replace("@", ":x@x@", 1))
     assert refused.returncode == 1 and "percent-encode it as %40" in refused.stderr
 
 
@@ -339,7 +339,7 @@ def test_a_large_budget_is_written_at_once_or_not_at_all(tmp_path: Path) -> None
     create.wait()
     studies = summarise(open_engine(url))
     assert studies == [] or [(s.name, s.waiting, s.error) for s in studies] == [("big", 100000, None)]
-    done = run_cli("study_admin", *args, "--name", "whole", timeout=120)
+    done = run_admin(*args, "--name", "whole", timeout=120)
     assert done.returncode == 0, done.stderr
     whole = next(s for s in summarise(open_engine(url)) if s.name == "whole")
     assert whole.waiting == whole.n_trials == 100000 and whole.mismatch is None
@@ -348,10 +348,10 @@ def test_a_large_budget_is_written_at_once_or_not_at_all(tmp_path: Path) -> None
 
 def test_a_study_without_a_definition_is_listed_as_incomplete_and_deleted(storage_url: str) -> None:
     optuna.create_study(study_name="half", storage=storage_url).enqueue_trial({"x": 1})  # as an old creator left it
-    listed = run_cli("study_admin", "list", "--storage", storage_url)
+    listed = run_admin("list", "--storage", storage_url)
     assert "half" in listed.stdout and "incomplete" in listed.stdout
     assert "`study_admin delete` removes it" in listed.stdout
-    assert run_cli("study_admin", "delete", "half", "--yes", "--storage", storage_url).returncode == 0
+    assert run_admin("delete", "half", "--yes", "--storage", storage_url).returncode == 0
     assert summarise(open_engine(storage_url)) == []
 
 
@@ -380,7 +380,7 @@ def test_exports_and_reports_write_where_they_can_or_say_why(pg_url: str, tiny_s
         (["download", "done", "--out", str(a_file / "sub"), "--artifact-dir", str(tmp_path / "s")], "cannot create"),
         (["report", "nope", "--out", str(tmp_path / "report")], "no study named 'nope'"),
     ):
-        result = run_cli("study_admin", *args, "--storage", pg_url)
+        result = run_admin(*args, "--storage", pg_url)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "report").exists()
@@ -390,7 +390,7 @@ def test_exports_and_reports_write_where_they_can_or_say_why(pg_url: str, tiny_s
 def test_a_second_default_campaign_gets_a_name_of_its_own(pg_url: str) -> None:
     args = ["campaign", "create", "--storage", pg_url, "--algo", "ppo", "--env", "Pendulum-v1", "--timesteps", "512",
             "--trials-per-stage", "2"]  # fmt: skip
-    first, second = run_cli("study_admin", *args), run_cli("study_admin", *args)
+    first, second = run_admin(*args), run_admin(*args)
     assert first.returncode == second.returncode == 0, second.stderr
     assert (first.stdout.strip(), second.stdout.strip()) == (
         "ppo-Pendulum-v1-campaign:1-baseline",

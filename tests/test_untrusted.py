@@ -23,7 +23,13 @@ from study_contract.store.artifacts import ARTIFACTS_ATTR_PREFIX
 from study_contract.store.catalog import summarise, tuning_studies
 from study_contract.store.claims import claim
 from study_contract.store.storage import open_engine, open_storage
-from tests.conftest import assert_budget_accounted, create_tiny_study, run_cli, run_worker_in_process, trials_of
+from tests.conftest import (
+    assert_budget_accounted,
+    create_tiny_study,
+    run_admin,
+    run_worker_in_process,
+    trials_of,
+)
 from tests.test_algorithms import _space
 from tests.test_trust import PARAMS, _tamper_definition
 
@@ -45,7 +51,7 @@ def _complete(url: str, name: str, params: dict[str, Any], value: float = -150.0
 
 def test_a_stored_space_cannot_widen_what_the_code_accepts(storage_url: str, tmp_path: Path) -> None:
     """Finding 1: an SBX study whose stored activation limits and best trial hold a payload exported code."""
-    created = run_cli("study_admin", "create", "--storage", storage_url, "--name", "jax", "--algo", "sac", "--env",
+    created = run_admin("create", "--storage", storage_url, "--name", "jax", "--algo", "sac", "--env",
                       "Pendulum-v1", "--backend", "sbx", "--n-trials", "1", "--timesteps", "300", "--no-baseline",
                       "--no-confirm", "--space", str(_space(tmp_path, "sac")))  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -54,7 +60,7 @@ def test_a_stored_space_cannot_widen_what_the_code_accepts(storage_url: str, tmp
     params = {name: spec["value"] if spec["fixed"] else spec["low"] if spec["kind"] != "choice" else spec["choices"][0]
               for name, spec in definition["space"].items()}  # fmt: skip
     _complete(storage_url, "jax", params)
-    assert run_cli("study_admin", "export", "jax", "--format", "python", "--storage", storage_url).returncode == 0
+    assert run_admin("export", "jax", "--format", "python", "--storage", storage_url).returncode == 0
 
     marker = tmp_path / "pwned"
     payload = f"relu if __import__('os').system('touch {marker}') else None"
@@ -67,7 +73,7 @@ def test_a_stored_space_cannot_widen_what_the_code_accepts(storage_url: str, tmp
     trial.set_user_attr(protocol.HYPERPARAMS, {**params, "activation": payload})
     study.tell(trial, 1e9)
     for fmt in ("python", "zoo", "json"):
-        _one_line_refusal(run_cli("study_admin", "export", "jax", "--format", fmt, "--storage", storage_url),
+        _one_line_refusal(run_admin("export", "jax", "--format", fmt, "--storage", storage_url),
                           "activation: value=")  # fmt: skip
     assert not marker.exists()
 
@@ -93,13 +99,13 @@ def test_one_unreadable_definition_is_that_studys_error_never_the_fleets(storage
         stored = json.loads(storage.get_study_user_attrs(study_id)[DEFINITION_ATTR])
         storage.set_study_user_attr(study_id, DEFINITION_ATTR, poison(stored))
 
-    listed = run_cli("study_admin", "list", "--format", "json", "--storage", storage_url)
+    listed = run_admin("list", "--format", "json", "--storage", storage_url)
     assert listed.returncode == 0, listed.stderr
     states = {s["name"]: s["state"] for s in json.loads(listed.stdout)}
     assert states == {"fine": "waiting", **{f"bad{n}": "unreadable" for n in range(len(POISONED_DEFINITIONS))}}
-    assert run_cli("study_admin", "show", "fine", "--storage", storage_url).returncode == 0
+    assert run_admin("show", "fine", "--storage", storage_url).returncode == 0
     for n in range(len(POISONED_DEFINITIONS)):
-        shown = run_cli("study_admin", "show", f"bad{n}", "--storage", storage_url)
+        shown = run_admin("show", f"bad{n}", "--storage", storage_url)
         _one_line_refusal(shown, f"study 'bad{n}' cannot be read")
     worker = run_worker_in_process(storage_url)
     assert worker.outcomes == ["complete"]  # the sound study is served; the others wait, untouched
@@ -165,7 +171,7 @@ def test_attributes_of_the_wrong_type_count_as_absent(storage_url: str, tiny_spa
 
     create_tiny_study(storage_url, "done", tiny_space, 1, 256, "--no-baseline")
     _complete(storage_url, "done", PARAMS)
-    confirmed = run_cli("study_admin", "confirm", "done", "--top", "1", "--seeds", "1", "--storage", storage_url)
+    confirmed = run_admin("confirm", "done", "--top", "1", "--seeds", "1", "--storage", storage_url)
     assert confirmed.returncode == 0, confirmed.stderr
     study = optuna.load_study(study_name="done:confirm", storage=storage_url)
     for _ in range(2):
@@ -187,10 +193,10 @@ def test_attributes_of_the_wrong_type_count_as_absent(storage_url: str, tiny_spa
         storage.set_trial_system_attr(failed.trial_id, protocol.RETRY_HISTORY, "1, 2")
         storage.set_trial_state_values(failed.trial_id, state=TrialState.FAIL)
 
-    assert run_cli("study_admin", "list", "--storage", storage_url).returncode == 0
+    assert run_admin("list", "--storage", storage_url).returncode == 0
     for args in (["show", "typed"], ["show", "done"], ["best", "done"], ["export", "done", "--format", "zoo"],
                  ["report", "done", "--out", str(tmp_path / "report")]):  # fmt: skip
-        result = run_cli("study_admin", *args, "--storage", storage_url)
+        result = run_admin(*args, "--storage", storage_url)
         assert result.returncode == 0, (args, result.stderr)
     (study_typed,) = [s for s in tuning_studies(storage.engine) if s.name == "typed"]
     assert pause_if_failing(storage, study_typed) is False  # reasons that are not text are not "the same way"
@@ -202,10 +208,10 @@ def test_a_deleted_confirmation_is_not_created_again(pg_url: str, tiny_space: Pa
                       "--no-baseline")  # fmt: skip
     run_worker_in_process(pg_url)
     assert_budget_accounted(pg_url, "once:confirm", 2)  # positive control: created when due
-    assert run_cli("study_admin", "delete", "once:confirm", "--yes", "--storage", pg_url).returncode == 0
+    assert run_admin("delete", "once:confirm", "--yes", "--storage", pg_url).returncode == 0
     worker = run_worker_in_process(pg_url)
     assert worker.outcomes == [] and "once:confirm" not in [s.name for s in tuning_studies(worker.storage.engine)]
-    again = run_cli("study_admin", "confirm", "once", "--storage", pg_url)
+    again = run_admin("confirm", "once", "--storage", pg_url)
     assert again.returncode == 0 and again.stdout.strip() == "once:confirm", again.stderr
 
 
@@ -266,12 +272,12 @@ def test_a_malformed_artifact_record_spoils_nothing_but_itself(
     trial_id = _artifact(storage_url, "odd", store, "rollout.mp4", "video/mp4", b"frames")
     _write_system_attr(storage_url, trial_id, ARTIFACTS_ATTR_PREFIX + "x", '"{not json"')
     args = ["--storage", storage_url, "--artifact-dir", str(store)]
-    _one_line_refusal(run_cli("study_admin", "download", "odd", "--out", str(tmp_path / "out"), *args),
+    _one_line_refusal(run_admin("download", "odd", "--out", str(tmp_path / "out"), *args),
                       "is not one this service writes")  # fmt: skip
     assert not (tmp_path / "out").exists()
-    report = run_cli("study_admin", "report", "odd", "--out", str(tmp_path / "report"), *args)
+    report = run_admin("report", "odd", "--out", str(tmp_path / "report"), *args)
     assert report.returncode == 0, report.stderr
-    deleted = run_cli("study_admin", "delete", "odd", "--yes", "--force", *args)
+    deleted = run_admin("delete", "odd", "--yes", "--force", *args)
     assert deleted.returncode == 0, deleted.stderr
     assert list(store.iterdir()) == []  # the sound record's file went with the study
 
@@ -305,11 +311,11 @@ def test_one_study_attribute_that_is_not_json_hides_no_other_study(storage_url: 
                                      "SELECT study_id, 'other', '' FROM studies WHERE study_name = 'odd'"))  # fmt: skip
 
     assert _dashboard_studies(storage_url) == ("200 OK", ["fine"])
-    created = run_cli("study_admin", "create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "1",
+    created = run_admin("create", "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "1",
                       "--timesteps", "256", "--no-baseline", "--no-confirm", "--warm-start", "off",
                       "--storage", storage_url)  # fmt: skip
     assert created.returncode == 0 and created.stdout.strip() == "ppo-Pendulum-v1", created.stderr
-    _one_line_refusal(run_cli("study_admin", "show", "absent", "--storage", storage_url),
+    _one_line_refusal(run_admin("show", "absent", "--storage", storage_url),
                       "no study named 'absent'; existing studies: fine, odd, ppo-Pendulum-v1")  # fmt: skip
 
 
@@ -317,7 +323,7 @@ def test_show_writes_names_and_values_from_the_database_escaped(storage_url: str
     """Finding 10: hyperparameter names and values reached the terminal as they were."""
     create_tiny_study(storage_url, "loud", tiny_space, 2, 256, "--no-baseline")
     _complete(storage_url, "loud", {"\x1b]0;owned\x07": "\x1b[2J", "n_steps\nforged row": 1})
-    shown = run_cli("study_admin", "show", "loud", "--storage", storage_url)
+    shown = run_admin("show", "loud", "--storage", storage_url)
     assert shown.returncode == 0, shown.stderr
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "\nforged row" not in shown.stdout
     assert "\\x1b]0;owned\\x07 = \\x1b[2J" in shown.stdout and "n_steps\\nforged row = 1" in shown.stdout
@@ -363,7 +369,7 @@ def test_a_confirmation_keeps_only_each_candidates_best_runs_models(storage_url:
 def test_command_line_edges_are_one_line_refusals(tmp_path: Path, args: list[str], message: str) -> None:
     """Finding 14: tracebacks, 19 lines of usage, a space file read until killed, values accepted that make no study."""
     url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
-    _one_line_refusal(run_cli("study_admin", *args, "--storage", url, timeout=60), message)
+    _one_line_refusal(run_admin(*args, "--storage", url, timeout=60), message)
     assert summarise(open_engine(url)) == []
 
 
@@ -381,7 +387,7 @@ def test_an_s3_store_without_boto3_is_a_one_line_refusal(tmp_path: Path) -> None
 
 
 def test_the_help_names_no_empty_default() -> None:
-    shown = run_cli("study_admin", "create", "--help").stdout
+    shown = run_admin("create", "--help").stdout
     assert "default: ]" not in shown and "default: ;" not in shown
 
 
@@ -394,7 +400,7 @@ def test_jax_caches_are_cleared_after_each_sbx_trial(tmp_path: Path) -> None:
     compiled(jnp.ones(2))
     assert compiled._cache_size() == 1  # type: ignore[attr-defined]
     url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
-    created = run_cli("study_admin", "create", "--storage", url, "--name", "jax", "--algo", "sac", "--env",
+    created = run_admin("create", "--storage", url, "--name", "jax", "--algo", "sac", "--env",
                       "Pendulum-v1", "--backend", "sbx", "--n-trials", "1", "--timesteps", "120", "--n-evaluations",
                       "1", "--eval-episodes", "1", "--no-confirm", "--space", str(_space(tmp_path, "sac")))  # fmt: skip
     assert created.returncode == 0, created.stderr

@@ -12,7 +12,7 @@ from study_contract.definition import StudyDefinition
 from study_contract.engine.warm_start import Source, WarmStart
 from study_contract.store.catalog import read_trials
 from study_contract.store.storage import open_engine, open_storage
-from tests.conftest import create_tiny_study, run_cli, run_worker_in_process, trials_of
+from tests.conftest import create_tiny_study, run_admin, run_worker_in_process, trials_of
 
 
 def _warm(url: str, name: str) -> list[dict]:
@@ -28,7 +28,7 @@ def test_a_new_study_tries_the_winner_of_a_finished_one_without_a_flag(tiny_spac
     argv = ["create", "--storage", url, "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
             "256", "--space", str(tiny_space), "--no-confirm", "--no-baseline", "--no-known-good", "--n-evaluations",
             "2"]  # fmt: skip
-    created = run_cli("study_admin", *argv, "--name", "second")
+    created = run_admin(*argv, "--name", "second")
     assert created.returncode == 0, created.stderr
     origin = {"study": "first", "env_id": "Pendulum-v1", "trial": winner.number, "value": winner.value,
               "confirmed": False}  # fmt: skip
@@ -40,10 +40,10 @@ def test_a_new_study_tries_the_winner_of_a_finished_one_without_a_flag(tiny_spac
     run_worker_in_process(url, study="second", max_trials=1)
     tried = trials_of(url, "second")[slot]
     assert tried.user_attrs[protocol.HYPERPARAMS] == winner.hyperparams  # the same space: the same configuration
-    shown = run_cli("study_admin", "show", "second", "--trial", str(slot), "--storage", url)
+    shown = run_admin("show", "second", "--trial", str(slot), "--storage", url)
     assert f"warm start from first trial {winner.number} (Pendulum-v1, value" in shown.stdout
 
-    cold = run_cli("study_admin", *argv, "--name", "cold", "--warm-start", "off")
+    cold = run_admin(*argv, "--name", "cold", "--warm-start", "off")
     assert cold.returncode == 0 and _warm(url, "cold") == [] and "warm start" not in cold.stderr
 
 
@@ -59,11 +59,11 @@ def test_auto_passes_over_a_study_it_cannot_read(tiny_space: Path, tmp_path: Pat
                      {"id": broken})  # fmt: skip
     argv = ["create", "--storage", url, "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
             "256", "--space", str(tiny_space), "--no-confirm", "--no-baseline", "--name", "next"]  # fmt: skip
-    created = run_cli("study_admin", *argv)
+    created = run_admin(*argv)
     assert created.returncode == 0, created.stderr
     assert "warm start: passed over broken: " in created.stderr
     assert [origin["study"] for origin in _warm(url, "next")] == ["good"]  # the newer, broken one first, passed over
-    named = run_cli("study_admin", *argv[:-1], "again", "--warm-start", "broken")
+    named = run_admin(*argv[:-1], "again", "--warm-start", "broken")
     assert named.returncode == 2 and named.stderr.startswith("study_admin: error: ") and "broken" in named.stderr
 
 
@@ -72,15 +72,15 @@ def test_warm_start_from_a_named_study_must_exist_and_tune_the_same_algorithm(ti
     create_tiny_study(url, "first", tiny_space, 1, 256, "--no-baseline")
     argv = ["create", "--storage", url, "--algo", "sac", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
             "256", "--no-confirm"]  # fmt: skip
-    other = run_cli("study_admin", *argv, "--warm-start", "first")
+    other = run_admin(*argv, "--warm-start", "first")
     assert other.returncode == 2
     assert other.stderr == "study_admin: error: --warm-start: study 'first' tuned ppo, not sac\n"
-    missing = run_cli("study_admin", *argv, "--warm-start", "nosuch")
+    missing = run_admin(*argv, "--warm-start", "nosuch")
     assert missing.returncode == 2
     assert missing.stderr == "study_admin: error: --warm-start: no readable study named 'nosuch'\n"
-    bad = run_cli("study_admin", *argv, "--warm-start", "a b")
+    bad = run_admin(*argv, "--warm-start", "a b")
     assert bad.returncode == 2 and "'a b' is not auto, off or a comma-separated list of study names" in bad.stderr
-    assert run_cli("study_admin", *argv, "--warm-start", "off").returncode == 0  # positive control
+    assert run_admin(*argv, "--warm-start", "off").returncode == 0  # positive control
 
 
 def test_a_rollout_keeps_its_share_of_the_budget_in_a_study_of_another_budget() -> None:

@@ -43,6 +43,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.tasks import split_of  # noqa: E402 - the repository root is on the path only now
+from study_contract import protocol  # noqa: E402
 from study_contract.algorithms import algorithm  # noqa: E402
 
 FRESH_SEED_BASE = 900_000  # disjoint from both tools' tuning seeds
@@ -85,7 +86,7 @@ def _progress(study: Any, timesteps: int) -> list[tuple[int, float | None]]:
                       key=lambda t: t.datetime_complete)  # fmt: skip
     steps, progress = 0, []
     for trial in finished:
-        recorded = trial.user_attrs.get("env_steps")
+        recorded = trial.user_attrs.get(protocol.ENV_STEPS)
         steps += recorded if isinstance(recorded, int) else timesteps
         progress.append((steps, trial.value))
     return progress

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 
 import optuna
-import sqlalchemy
 from optuna.study._frozen import FrozenStudy  # what get_all_studies returns; Optuna does not export it
 
-from study_contract.store.catalog import UNREADABLE_ROW
+from study_contract.store.catalog import UNREADABLE_ROW, study_names
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +23,10 @@ class ReadableStudies(optuna.storages.RDBStorage):
             return super().get_all_studies()
         except UNREADABLE_ROW:
             pass
-        with self.engine.connect() as conn:
-            rows = conn.execute(sqlalchemy.text("SELECT study_id, study_name FROM studies ORDER BY study_id")).all()
         readable = []
-        for study_id, name in rows:
+        for name in study_names(self.engine):
             try:
+                study_id = self.get_study_id_from_name(name)
                 readable.append(FrozenStudy(name, None, self.get_study_user_attrs(study_id),
                                             self.get_study_system_attrs(study_id), study_id,
                                             directions=self.get_study_directions(study_id)))  # fmt: skip

@@ -7,14 +7,13 @@ from dataclasses import replace
 import optuna
 
 from study_admin.models import CampaignReport, CampaignWinner, StageRow
-from study_admin.studies import load_definition, summary_of
-from study_contract import protocol
 from study_contract.campaign import RULES, CampaignPlan
 from study_contract.engine.confirmation import ConfirmationReport, confirmation_report
 from study_contract.engine.creation import study_exists
 from study_contract.engine.stages import decide, stage_outcome
 from study_contract.names import Stage, StudyError
-from study_contract.store.catalog import StudyState, read_trials, tuning_studies
+from study_contract.store.catalog import StudyState, tuning_studies
+from study_contract.store.study_view import load_study
 
 
 def _plans(storage: optuna.storages.RDBStorage) -> dict[str, CampaignPlan]:
@@ -53,12 +52,11 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignR
             later = any(existing[index + 1 :])
             stages.append(replace(row, state=StudyState.DELETED if later else StudyState.NOT_STARTED))
             continue
-        summary = summary_of(storage, study)
-        definition = load_definition(storage, study)
-        trials = read_trials(storage, study)
+        view = load_study(storage, study)
+        summary, definition = view.summary, view.definition
         outcome = stage_outcome(storage, study)
-        if outcome is None and summary.state == StudyState.FINISHED and any(t.complete for t in trials):
-            outcome = decide(storage, study, definition)
+        if outcome is None and summary.state == StudyState.FINISHED and view.best is not None:
+            outcome = decide(storage, view)
         searched = RULES[step.name].searched(definition.algo)
         if step.name == Stage.BASELINE and outcome is not None:
             baseline_iqm = outcome.winner_value
@@ -74,7 +72,7 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignR
                 state=summary.state,
                 done=summary.done,
                 best_value=summary.best_value,
-                env_steps=sum(t.get(protocol.ENV_STEPS, 0) for t in trials),
+                env_steps=view.env_steps,
                 fixed={n: s.value for n, s in definition.space.items() if s.fixed and n not in searched},
                 searched=sorted(n for n, s in definition.space.items() if not s.fixed),
                 decision=outcome,
@@ -84,7 +82,7 @@ def campaign_report(storage: optuna.storages.RDBStorage, name: str) -> CampaignR
         if outcome is not None:
             winner = CampaignWinner(outcome.winner_study, outcome.winner_trial, outcome.winner_value)
     last = plan.study_name(plan.stages[-1].name)
-    confirmed = confirmation_report(storage, last) if study_exists(storage, last) else None
+    confirmed = confirmation_report(storage, load_study(storage, last)) if study_exists(storage, last) else None
     if confirmed is not None and confirmed.confirmed:
         winner = _confirmed_winner(last, confirmed)
     return CampaignReport(campaign=name, budget_steps=plan.budget_steps, stages=stages, winner=winner,

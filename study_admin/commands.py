@@ -249,13 +249,16 @@ def init(args: argparse.Namespace, url: str) -> int:
 
 def show(args: argparse.Namespace, url: str) -> int:
     from study_admin import display, studies
+    from study_contract.store.study_view import load_study
 
+    storage = _storage(url)
+    study = load_study(storage, args.name)
     if args.trial is not None:
-        definition, trial = studies.one_trial(_storage(url), args.name, args.trial)
-        _print(display.trial(args.name, definition, trial) if args.format == "table"
+        trial = studies.one_trial(study, args.trial)
+        _print(display.trial(args.name, study.definition, trial) if args.format == "table"
                else display.dump(asdict(trial), args.format))  # fmt: skip
         return 0
-    details = studies.study_details(_storage(url), args.name)
+    details = studies.study_details(storage, study)
     _print(display.show(details) if args.format == "table" else display.dump(details.to_dict(), args.format))
     return 0
 
@@ -263,8 +266,10 @@ def show(args: argparse.Namespace, url: str) -> int:
 def best(args: argparse.Namespace, url: str) -> int:
     from study_admin import display, studies
     from study_admin.export import to_python
+    from study_contract.store.study_view import load_study
 
-    config = studies.best_configuration(_storage(url), args.name, args.pick)
+    storage = _storage(url)
+    config = studies.best_configuration(storage, load_study(storage, args.name), args.pick)
     _print(to_python(config) if args.format == "python" else display.dump(config.to_dict(), args.format))
     return 0
 
@@ -276,7 +281,8 @@ def reproduce(args: argparse.Namespace, url: str) -> int:
     import importlib.util
     import subprocess
 
-    from study_contract.store.catalog import recorded_threads, trial_to_reproduce
+    from study_contract.store.catalog import recorded_threads
+    from study_contract.store.study_view import trial_to_reproduce
 
     _, trial = trial_to_reproduce(_storage(url), args.name, args.trial)  # refused here, before torch loads
     if importlib.util.find_spec("stable_baselines3") is None or importlib.util.find_spec("worker") is None:
@@ -300,8 +306,11 @@ def confirm(args: argparse.Namespace, url: str) -> int:
 def export(args: argparse.Namespace, url: str) -> int:
     from study_admin import studies
     from study_admin.export import export as render
+    from study_contract.store.study_view import load_study
 
-    text = render(studies.trial_configuration(_storage(url), args.name, args.trial, args.pick), args.format)
+    storage = _storage(url)
+    text = render(studies.trial_configuration(storage, load_study(storage, args.name), args.trial, args.pick),
+                  args.format)  # fmt: skip
     if args.out:
         write_file(args.out, text)
         print(args.out)
@@ -329,12 +338,12 @@ def download(args: argparse.Namespace, url: str) -> int:
 
 
 def report(args: argparse.Namespace, url: str) -> int:
-    from study_admin import studies
     from study_admin.report import write_report
+    from study_contract.store.study_view import load_study
 
     storage = _storage(url)
-    studies.summary_of(storage, args.name)  # a study to report on, before anything is written
-    print(write_report(storage, args.name, output_dir(args.out), _store(args.artifact_dir, url)))
+    study = load_study(storage, args.name)  # a study to report on, before anything is written
+    print(write_report(storage, study, output_dir(args.out), _store(args.artifact_dir, url)))
     return 0
 
 

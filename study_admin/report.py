@@ -23,12 +23,12 @@ from study_admin.display import (
 )
 from study_admin.export import provenance_note
 from study_admin.models import Configuration, StudyDetails
-from study_admin.studies import best_configuration, study_details
+from study_admin.studies import recommended_configuration, study_details
 from study_contract.engine.confirmation import ConfirmationReport
 from study_contract.formatting import describe_origin
 from study_contract.space import ParamSpec, readable_names
-from study_contract.store.catalog import UNREADABLE_ROW, read_trials
-from study_contract.store.trials import by_value
+from study_contract.store.catalog import UNREADABLE_ROW
+from study_contract.store.study_view import StudyView
 
 TOP_CURVES = 5
 
@@ -42,8 +42,8 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_curves(storage: optuna.storages.RDBStorage, name: str, path: Path) -> bool:
-    top = by_value(read_trials(storage, name))[:TOP_CURVES]
+def plot_curves(study: StudyView, path: Path) -> bool:
+    name, top = study.name, study.ranked[:TOP_CURVES]
     curves = [(t.number, t.curve) for t in top]
     if not any(curve for _, curve in curves):
         return False
@@ -148,15 +148,16 @@ def markdown(details: StudyDetails, best: Configuration | None, images: dict[str
     return "\n".join(lines)
 
 
-def write_report(storage: optuna.storages.RDBStorage, name: str, out: str | Path, store: Any = None) -> str:
+def write_report(storage: optuna.storages.RDBStorage, study: StudyView, out: str | Path, store: Any = None) -> str:
     """Write ``report.md`` and its plots into ``out``; the report's path. With an artifact ``store``, the
     confirmation plot is attached to the study too, where the dashboard shows it."""
-    details = study_details(storage, name)
-    best = best_configuration(storage, name) if details.best else None
+    name = study.name
+    details = study_details(storage, study)
+    best = recommended_configuration(study, details.confirmation) if details.best else None
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     images = {
-        "curves.png": plot_curves(storage, name, directory / "curves.png"),
+        "curves.png": plot_curves(study, directory / "curves.png"),
         "importances.png": plot_importances(storage, name, details.definition.space, directory / "importances.png"),
     }
     confirmation = details.confirmation
@@ -167,7 +168,7 @@ def write_report(storage: optuna.storages.RDBStorage, name: str, out: str | Path
 
             from study_contract.store.artifacts import retire_study_artifact
 
-            retire_study_artifact(store, storage, storage.get_study_id_from_name(name), "confirmation.png")
+            retire_study_artifact(store, storage, study.study_id, "confirmation.png")
             upload_artifact(artifact_store=store, file_path=str(directory / "confirmation.png"),
                             study_or_trial=optuna.load_study(study_name=name, storage=storage),
                             mimetype="image/png")  # fmt: skip

@@ -20,29 +20,15 @@ from study_contract.engine.confirmation import (
     Pick,
     confirmation_name,
     confirmation_report,
+    recommendation,
 )
 from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.statistics import CHEAPEST_TIED
-from study_contract.store.catalog import (
-    Summary,
-    count_trials,
-    load_definition,
-    read_trials,
-    started_trial,
-    study_id_of,
-    summarise,
-)
-from study_contract.store.trials import TrialView, by_value
+from study_contract.store.catalog import count_trials, load_definition, study_id_of
+from study_contract.store.study_view import StudyView, load_study
+from study_contract.store.trials import TrialView
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-
-
-def summary_of(storage: optuna.storages.RDBStorage, name: str) -> Summary:
-    study_id_of(storage, name)
-    for summary in summarise(storage.engine):
-        if summary.name == name:
-            return summary
-    raise StudyError(f"study {name!r} was not created by study_admin (it has no definition)")
 
 
 def trial_record(trial: TrialView) -> TrialRecord:
@@ -66,74 +52,73 @@ def trial_record(trial: TrialView) -> TrialRecord:
     )
 
 
-def one_trial(storage: optuna.storages.RDBStorage, name: str, number: int) -> tuple[StudyDefinition, TrialRecord]:
+def one_trial(study: StudyView, number: int) -> TrialRecord:
     """``show NAME --trial N``: the trial with its learning curve and provenance."""
-    definition = load_definition(storage, name)
-    trial = started_trial(storage, name, number)
-    return definition, replace(trial_record(trial), curve=trial.curve)
+    trial = study.started(number)
+    return replace(trial_record(trial), curve=trial.curve)
 
 
-def study_details(storage: optuna.storages.RDBStorage, name: str, top: int = 5) -> StudyDetails:
-    summary = summary_of(storage, name)
-    definition = load_definition(storage, name)
-    trials = read_trials(storage, name)
-    finished = [t for t in trials if t.state in FINISHED]
-    complete = by_value(trials)
+def confirmation_of(storage: optuna.storages.RDBStorage, study: StudyView) -> ConfirmationReport | None:
+    """The fresh-seed confirmation of a tuning study, as it stands; None for other studies and before it starts."""
+    return confirmation_report(storage, study) if study.definition.stage == Stage.TUNING else None
+
+
+def study_details(storage: optuna.storages.RDBStorage, study: StudyView, top: int = 5) -> StudyDetails:
+    finished = [t for t in study.trials if t.state in FINISHED]
     rates = [t.get(protocol.TRAIN_STEPS_PER_SECOND) for t in finished if protocol.TRAIN_STEPS_PER_SECOND in t.attrs]
     failed = [t for t in finished if t.state == "FAIL" and t.get(protocol.FAIL_REASON)]
     failed.sort(key=lambda t: t.number, reverse=True)
     return StudyDetails(
-        summary=summary,
-        definition=definition,
-        best=trial_record(complete[0]) if complete else None,
-        top_trials=[trial_record(t) for t in complete[:top]],
-        running=[trial_record(t) for t in trials if t.state == "RUNNING"],
+        summary=study.summary,
+        definition=study.definition,
+        best=trial_record(study.best) if study.best else None,
+        top_trials=[trial_record(t) for t in study.ranked[:top]],
+        running=[trial_record(t) for t in study.trials if t.state == "RUNNING"],
         failures=[trial_record(t) for t in failed[:top]],
         mean_train_steps_per_second=sum(rates) / len(rates) if rates else None,
-        env_steps_total=sum(t.get(protocol.ENV_STEPS, 0) for t in finished),
-        confirmation=confirmation_report(storage, name) if definition.stage == Stage.TUNING else None,
+        env_steps_total=study.env_steps,
+        confirmation=confirmation_of(storage, study),
     )
 
 
-def best_configuration(storage: optuna.storages.RDBStorage, name: str, pick: str = CHEAPEST_TIED) -> Configuration:
+def recommended_configuration(
+    study: StudyView, report: ConfirmationReport | None, pick: str = CHEAPEST_TIED
+) -> Configuration:
     """The recommended configuration, with its schedule spelled out.
 
-    Once the study's fresh-seed confirmation is done, that is a confirmed candidate chosen by ``pick``: the
-    best fresh-seed IQM, or the cheapest to train of those tied with it; with the statistics of every
+    Once the study's fresh-seed confirmation ``report`` is done, that is a confirmed candidate chosen by ``pick``:
+    the best fresh-seed IQM, or the cheapest to train of those tied with it; with the statistics of every
     candidate and the baseline. Until then, the best tuning trial, not confirmed.
     """
-    definition = load_definition(storage, name)
-    trials = read_trials(storage, name)
-    ranked = by_value(trials)
-    if not ranked:
-        raise StudyError(f"study {name!r} has no completed trial yet")
-    report = confirmation_report(storage, name) if definition.stage == Stage.TUNING else None
-    chosen = report.pick(pick) if report is not None and report.confirmed else None
+    chosen = recommendation(study, report, pick)
     if chosen is None:
-        return configuration(definition, name, ranked[0], report, None)
-    best = next((t for t in trials if t.number == chosen.trial), None)
-    if best is None:
-        raise StudyError(f"study {name!r}: its confirmation recommends trial {chosen.trial}, which it does not have")
-    return configuration(definition, name, best, report, chosen)
+        raise StudyError(f"study {study.name!r} has no completed trial yet")
+    return configuration(study.definition, study.name, chosen.trial, chosen.report, chosen.pick)
+
+
+def best_configuration(
+    storage: optuna.storages.RDBStorage, study: StudyView, pick: str = CHEAPEST_TIED
+) -> Configuration:
+    """The recommended configuration of ``study`` as its confirmation stands (:func:`recommended_configuration`)."""
+    return recommended_configuration(study, confirmation_of(storage, study), pick)
 
 
 def trial_configuration(
-    storage: optuna.storages.RDBStorage, name: str, number: int | None, pick: str = CHEAPEST_TIED
+    storage: optuna.storages.RDBStorage, study: StudyView, number: int | None, pick: str = CHEAPEST_TIED
 ) -> Configuration:
-    """The configuration of trial ``number`` (default: the recommended one, see :func:`best_configuration`)."""
+    """The configuration of trial ``number`` (default: the recommended one, see :func:`recommended_configuration`)."""
     if number is None:
-        return best_configuration(storage, name, pick)
-    definition = load_definition(storage, name)
-    trial = next((t for t in read_trials(storage, name) if t.number == number), None)
+        return best_configuration(storage, study, pick)
+    trial = study.trial(number)
     if trial is None:
         try:
-            storage.get_trial_id_from_study_id_trial_number(study_id_of(storage, name), number)
+            storage.get_trial_id_from_study_id_trial_number(study.study_id, number)
         except KeyError:
-            raise StudyError(f"study {name!r} has no trial {number}") from None
-        raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet (WAITING)")
+            raise StudyError(f"study {study.name!r} has no trial {number}") from None
+        raise StudyError(f"trial {number} of {study.name!r} has not sampled its configuration yet (WAITING)")
     if trial.hyperparams is None:
-        raise StudyError(f"trial {number} of {name!r} has not sampled its configuration yet ({trial.state})")
-    return configuration(definition, name, trial, None, None)
+        raise StudyError(f"trial {number} of {study.name!r} has not sampled its configuration yet ({trial.state})")
+    return configuration(study.definition, study.name, trial, None, None)
 
 
 def artifact_trial(storage: optuna.storages.RDBStorage, name: str, number: int | None,
@@ -142,12 +127,13 @@ def artifact_trial(storage: optuna.storages.RDBStorage, name: str, number: int |
     pick kept no model of its own, its best run on the test seeds."""
     from study_contract.store.artifacts import MODEL, trial_artifacts
 
-    config = trial_configuration(storage, name, number, pick)
-    study_id = study_id_of(storage, name)
-    trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, config.trial))
+    study = load_study(storage, name)
+    config = trial_configuration(storage, study, number, pick)
+    trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study.study_id, config.trial))
     if MODEL in trial_artifacts(trial, strict=False) or not config.confirmed:
         return trial
-    runs = [t for t in read_trials(storage, confirmation_name(name)) if t.get(protocol.CANDIDATE) == config.trial]
+    runs = [t for t in load_study(storage, confirmation_name(name)).trials if t.get(protocol.CANDIDATE) == config.trial]
+    # Of the pick's runs, one that kept its model, and the best of those.
     best_run = max((t for t in runs if t.complete), key=lambda t: (t.get(protocol.SAVED_MODEL, False), t.value),
                    default=None)  # fmt: skip
     return trial if best_run is None else storage.get_trial(best_run.trial_id)

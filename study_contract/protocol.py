@@ -276,11 +276,6 @@ def failure_kind(user_attrs: Mapping[str, Any], *, retried: bool) -> FailureKind
     return FailureKind.LOST
 
 
-def is_final_failure(user_attrs: Mapping[str, Any]) -> bool:
-    """Whether a FAIL trial with these (decoded) user attributes used up its slot (no retry is owed for it)."""
-    return failure_kind(user_attrs, retried=False) == FailureKind.FINAL
-
-
 def inherited(user_attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The user attributes a retry of a trial with these (decoded) ``user_attrs`` starts with."""
     return {key: value for key, value in user_attrs.items() if key in INHERITED}

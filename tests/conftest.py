@@ -178,14 +178,14 @@ def running_by_pid(url: str, name: str) -> dict[int, int]:
 def assert_budget_accounted(url: str, name: str, budget: int) -> list[optuna.trial.FrozenTrial]:
     """Nothing left to run, and every slot ended once: retried trials aside, exactly ``budget`` trials,
     each complete, pruned or failed for good (never a failure meant for a retry that did not happen)."""
-    trials = trials_of(url, name)
-    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    retried = {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
-    final = [t for t in trials if t.number not in retried]
-    lost = [t.number for t in final if t.state == TrialState.FAIL and t.user_attrs.get("retry") is not False]
-    assert not lost, f"failed trials meant to be retried, never retried: {lost}"
-    assert len(final) == budget, (len(final), budget)
-    return trials
+    from study_contract.store.storage import open_storage
+    from study_contract.store.study_view import load_study
+
+    summary = load_study(open_storage(url), name).summary
+    assert (summary.running, summary.waiting) == (0, 0), summary
+    assert not summary.lost, f"{summary.lost} failed trial(s) meant to be retried, never retried"
+    assert summary.done == budget, (summary.done, budget)
+    return trials_of(url, name)
 
 
 def run_worker_in_process(url: str, *, train: Trainer | None = None, **overrides: Any) -> Worker:

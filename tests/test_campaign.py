@@ -16,6 +16,7 @@ from study_contract.engine.confirmation import StudyBusy
 from study_contract.engine.creation import study_exists
 from study_contract.engine.stages import advance, decide, stage_outcome
 from study_contract.store.storage import open_storage
+from study_contract.store.study_view import load_study
 from tests.conftest import assert_budget_accounted, run_admin, run_worker_in_process, start_worker, trials_of
 
 pytestmark = pytest.mark.slow
@@ -99,7 +100,7 @@ def test_a_stage_that_does_not_improve_keeps_the_previous_winner(pg_url: str) ->
         storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING)
         storage.set_trial_user_attr(trial._trial_id, "hyperparams", {"learning_rate": 1e-3 if value < -150 else 3e-4})
         storage.set_trial_state_values(trial._trial_id, state=TrialState.COMPLETE, values=[value])
-    outcome = decide(storage, "flat:2-coarse", _definition(pg_url, "flat:2-coarse"))
+    outcome = decide(storage, load_study(storage, "flat:2-coarse"))
     previous = stage_outcome(storage, "flat:1-baseline")
     assert outcome.kept_previous is True and previous is not None
     assert (outcome.winner_study, outcome.params) == (previous.winner_study, previous.params)

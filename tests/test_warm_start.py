@@ -10,8 +10,8 @@ from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import StudyDefinition
 from study_contract.engine.warm_start import Source, WarmStart
-from study_contract.store.catalog import read_trials
 from study_contract.store.storage import open_engine, open_storage
+from study_contract.store.study_view import load_study
 from tests.conftest import create_tiny_study, run_admin, run_worker_in_process, trials_of
 
 
@@ -23,7 +23,8 @@ def test_a_new_study_tries_the_winner_of_a_finished_one_without_a_flag(tiny_spac
     url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
     create_tiny_study(url, "first", tiny_space, 2, 256, "--no-baseline")
     run_worker_in_process(url)
-    winner = max((t for t in read_trials(open_storage(url), "first") if t.complete), key=lambda t: t.value or 0)
+    winner = load_study(open_storage(url), "first").best
+    assert winner is not None
 
     argv = ["create", "--storage", url, "--algo", "ppo", "--env", "Pendulum-v1", "--n-trials", "4", "--timesteps",
             "256", "--space", str(tiny_space), "--no-confirm", "--no-baseline", "--no-known-good", "--n-evaluations",

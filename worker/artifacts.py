@@ -24,7 +24,7 @@ from study_contract import protocol
 from study_contract.names import Stage
 from study_contract.store.artifacts import CURVE, MIMETYPES, MODEL, NORMALIZATION, VIDEO
 from study_contract.store.storage import describe_first_line
-from study_contract.store.trials import views
+from study_contract.store.trials import by_value, views
 from worker.health import Pulse
 from worker.outcomes import Outcome
 from worker.trial_session import TrialGone, TrialSession
@@ -59,8 +59,8 @@ class TrialArtifacts:
         if self.rivals is not None:
             key, mine = self.rivals
             ranked = [t for t in ranked if t.get(key) == mine]
-        best = max((t.value for t in ranked if t.value is not None), default=None)
-        return value is not None and (best is None or value > best)
+        leader = next(iter(by_value(ranked)), None)
+        return value is not None and (leader is None or value > (leader.value or 0.0))
 
     def save(
         self,

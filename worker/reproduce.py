@@ -89,8 +89,8 @@ def train_again(definition: StudyDefinition, params: dict[str, Any], seed: int) 
 
 def reproduce(url: str, name: str, number: int) -> Reproduction:
     from study_contract import protocol
-    from study_contract.store.catalog import trial_to_reproduce
     from study_contract.store.storage import open_storage
+    from study_contract.store.study_view import trial_to_reproduce
     from worker.provenance import differences
 
     definition, trial = trial_to_reproduce(open_storage(url), name, number)

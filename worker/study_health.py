@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.definition import PAUSED_ATTR, PAUSED_REASON_ATTR
-from study_contract.store.catalog import TuningStudy
+from study_contract.protocol import FailureKind
+from study_contract.store.catalog import TuningStudy, failures
 from study_contract.store.trials import views
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def reason_key(reason: str) -> str:
     return re.sub(r"\d+", "#", reason.split(" (at ", 1)[0])
 
 
-def pause_if_failing(storage: optuna.storages.BaseStorage, study: TuningStudy) -> bool:
+def pause_if_failing(storage: optuna.storages.RDBStorage, study: TuningStudy) -> bool:
     """Pause ``study`` if its last finished trials all failed the same way and none ever succeeded."""
     definition = study.definition
     if definition is None or definition.pause_after_failures == 0:
@@ -40,7 +41,9 @@ def pause_if_failing(storage: optuna.storages.BaseStorage, study: TuningStudy) -
     )
     if any(t.state != "FAIL" for t in trials):
         return False
-    final = [t for t in trials if t.get(protocol.FAIL_REASON) and t.final_failure]
+    with storage.engine.connect() as conn:
+        kinds = failures(conn, study.study_id).get(study.study_id, {})
+    final = [t for t in trials if t.get(protocol.FAIL_REASON) and kinds.get(t.number) == FailureKind.FINAL]
     final.sort(key=lambda t: (t.completed is None, t.completed or datetime.min, t.number))
     recent = final[-definition.pause_after_failures :]
     if len(recent) < definition.pause_after_failures:

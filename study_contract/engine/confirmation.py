@@ -22,11 +22,10 @@ from study_contract.algorithms import algorithm
 from study_contract.definition import RETURN, StudyDefinition
 from study_contract.engine.creation import create_study, discard_unfinished, study_exists
 from study_contract.names import DefinitionError, Stage, StudyError
-from study_contract.protocol import FailureKind
 from study_contract.space import ParamSpec
 from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores
-from study_contract.store.catalog import count_trials, failures, load_definition, read_trials
 from study_contract.store.locks import study_lock
+from study_contract.store.study_view import StudyView, load_study
 from study_contract.store.tables import Slot
 from study_contract.store.trials import TrialView, by_value
 
@@ -96,12 +95,11 @@ def plan(
 
     ``baseline`` is SB3's defaults as the study saw them: its baseline trial's, unless given.
     """
-    parent_id = storage.get_study_id_from_name(parent)
-    definition = load_definition(storage, parent)
+    study = load_study(storage, parent)
+    definition, trials = study.definition, study.trials
     if definition.stage == Stage.CONFIRMATION:
         raise StudyError(f"study {parent!r} is a confirmation; confirm the study it follows")
-    trials = read_trials(storage, parent)
-    busy = trials_to_run(storage, parent_id)
+    busy = study.summary.to_run
     if busy:
         raise StudyBusy(
             f"study {parent!r} still has {busy} trial(s) to run; its confirmation starts when they are done"
@@ -154,13 +152,6 @@ def _checked(definition: StudyDefinition, study: str, number: int, params: Any) 
 
 class StudyBusy(StudyError):
     """The study's budget is not done yet (trials waiting, running or owed a retry): try again later."""
-
-
-def trials_to_run(storage: optuna.storages.RDBStorage, study_id: int) -> int:
-    """WAITING and RUNNING trials, and failed ones still owed a retry (lost slots a worker will restore)."""
-    with storage.engine.connect() as conn:
-        lost = list(failures(conn, study_id).get(study_id, {}).values()).count(FailureKind.LOST)
-    return count_trials(storage.engine, study_id, "WAITING", "RUNNING") + lost
 
 
 def create_confirmation(
@@ -311,14 +302,14 @@ def _statement(chosen: CandidateResult, winner: CandidateResult, ratio: float | 
             f"({_interval(winner)}), tied")  # fmt: skip
 
 
-def confirmation_report(storage: optuna.storages.RDBStorage, parent: str) -> ConfirmationReport | None:
+def confirmation_report(storage: optuna.storages.RDBStorage, parent: StudyView) -> ConfirmationReport | None:
     """The confirmation of tuning study ``parent`` as it stands; None when it has none."""
-    name = confirmation_name(parent)
+    name = confirmation_name(parent.name)
     if not study_exists(storage, name):
         return None
-    definition = load_definition(storage, name)
-    parent_trials = {t.number: t for t in read_trials(storage, parent)}
-    trials = read_trials(storage, name)
+    confirmation = load_study(storage, name)
+    parent_trials = {t.number: t for t in parent.trials}
+    trials = confirmation.trials
     scores: dict[Any, list[float]] = {}
     failed: dict[Any, int] = {}
     speeds: dict[Any, list[float]] = {}
@@ -330,7 +321,7 @@ def confirmation_report(storage: optuna.storages.RDBStorage, parent: str) -> Con
             speed = trial.get(protocol.SECONDS_PER_KSTEP)
             if speed is not None:
                 speeds.setdefault(key, []).append(speed)
-        elif trial.final_failure:
+        elif confirmation.final_failure(trial):
             failed[key] = failed.get(key, 0) + 1
     baseline_scores = scores.pop(protocol.BASELINE, [])
     keys = [k for k in scores if isinstance(k, int)]
@@ -352,12 +343,11 @@ def confirmation_report(storage: optuna.storages.RDBStorage, parent: str) -> Con
             )
         )
     candidates.sort(key=lambda c: -c.fresh.iqm if c.fresh.iqm is not None else float("inf"))
-    done = sum(t.done for t in trials)
     return ConfirmationReport(
         study=name,
-        done=done,
-        budget=definition.n_trials,
-        test_seeds=definition.test_seed_list,
+        done=confirmation.summary.done,
+        budget=confirmation.definition.n_trials,
+        test_seeds=confirmation.definition.test_seed_list,
         candidates=candidates,
         baseline=summarise_scores(baseline_scores),
         baseline_failed_seeds=failed.get(protocol.BASELINE, 0),
@@ -367,3 +357,38 @@ def confirmation_report(storage: optuna.storages.RDBStorage, parent: str) -> Con
 
 def _mean(values: list[float] | None) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What a tuning study recommends: its confirmed pick once its confirmation is done, else its best trial."""
+
+    trial: TrialView
+    report: ConfirmationReport | None
+    pick: Pick | None
+    """Set when the recommendation is confirmed."""
+
+    @property
+    def fresh_iqm(self) -> float | None:
+        """The confirmed pick's fresh-seed IQM."""
+        if self.pick is None or self.report is None:
+            return None
+        return next((c.fresh.iqm for c in self.report.candidates if c.trial == self.pick.trial), None)
+
+
+def recommendation(
+    study: StudyView, report: ConfirmationReport | None, rule: str = CHEAPEST_TIED
+) -> Recommendation | None:
+    """What ``study`` recommends, given its confirmation ``report`` and the ``rule`` choosing among confirmed
+    candidates (:meth:`ConfirmationReport.pick`); None before a trial completes."""
+    if study.best is None:
+        return None
+    pick = report.pick(rule) if report is not None and report.confirmed else None
+    if pick is None:
+        return Recommendation(study.best, report, None)
+    chosen = study.trial(pick.trial)
+    if chosen is None:
+        raise StudyError(
+            f"study {study.name!r}: its confirmation recommends trial {pick.trial}, which it does not have"
+        )
+    return Recommendation(chosen, report, pick)

@@ -19,14 +19,15 @@ from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.campaign import RULES, CampaignPlan
 from study_contract.definition import StudyDefinition
-from study_contract.engine.confirmation import StudyBusy, confirmation_name, create_confirmation, trials_to_run
+from study_contract.engine.confirmation import StudyBusy, confirmation_name, create_confirmation
 from study_contract.engine.creation import create_study, discard_unfinished, study_exists
 from study_contract.engine.spaces import resolve_space
 from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.space import SpaceError
 from study_contract.statistics import iqm
-from study_contract.store.catalog import load_definition, read_trials
+from study_contract.store.catalog import load_definition
 from study_contract.store.locks import study_lock
+from study_contract.store.study_view import StudyView, load_study
 from study_contract.store.tables import Slot
 from study_contract.store.trials import TrialView, by_value
 
@@ -122,10 +123,10 @@ def _outcome(record: Any) -> StageOutcome:
     return StageOutcome(**record)
 
 
-def decide(storage: optuna.storages.RDBStorage, study: str, definition: StudyDefinition) -> StageOutcome:
-    """The winner after ``study``: its best trial, unless that was only the previous winner's re-run."""
-    trials = read_trials(storage, study)
-    complete = [t for t in trials if t.complete and t.hyperparams is not None]
+def decide(storage: optuna.storages.RDBStorage, stage: StudyView) -> StageOutcome:
+    """The winner after ``stage``: its best trial, unless that was only the previous winner's re-run."""
+    study, definition = stage.name, stage.definition
+    complete = [t for t in stage.trials if t.complete and t.hyperparams is not None]
     if not complete:
         raise StudyError(f"stage {study!r} finished without a completed trial; the campaign cannot go on")
     if definition.stage == Stage.BASELINE:
@@ -187,10 +188,11 @@ def advance(storage: optuna.storages.RDBStorage, study: str, *, wait: bool = Tru
             return None
         outcome = stage_outcome(storage, study)
         if outcome is None:
-            busy = trials_to_run(storage, study_id)
-            if busy:
-                raise StudyBusy(f"stage {study!r} still has {busy} trial(s) to run; the next stage waits for them")
-            outcome = decide(storage, study, definition)
+            stage = load_study(storage, study)
+            if stage.summary.to_run:
+                raise StudyBusy(f"stage {study!r} still has {stage.summary.to_run} trial(s) to run; the next stage "
+                                "waits for them")  # fmt: skip
+            outcome = decide(storage, stage)
             storage.set_study_user_attr(study_id, OUTCOME_ATTR, asdict(outcome))
         if following is None:
             baseline = stage_outcome(storage, plan.study_name(Stage.BASELINE))

@@ -20,13 +20,12 @@ import optuna
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import StudyDefinition
-from study_contract.engine.confirmation import confirmation_report
+from study_contract.engine.confirmation import confirmation_report, recommendation
 from study_contract.formatting import describe_origin
 from study_contract.names import STORED_STUDY_NAME, DefinitionError, Stage, StudyError
-from study_contract.statistics import CHEAPEST_TIED
-from study_contract.store.catalog import StudyState, TuningStudy, read_trials, summarise, tuning_studies
+from study_contract.store.catalog import StudyState, TuningStudy, summarise, tuning_studies
+from study_contract.store.study_view import load_study
 from study_contract.store.tables import Slot
-from study_contract.store.trials import by_value
 
 AUTO, OFF = "auto", "off"
 MAX_POINTS = 3
@@ -65,29 +64,21 @@ class Source:
 def recommended(storage: optuna.storages.RDBStorage, study: TuningStudy) -> Source | None:
     """The study's confirmed recommendation, else its best trial; None without one whose configuration passes
     the study's own space (it comes from the database)."""
-    definition = study.definition
-    assert definition is not None
-    trials = read_trials(storage, study.name)
-    ranked = by_value(trials)
-    if not ranked:
+    source = load_study(storage, study.name)
+    chosen = recommendation(source, confirmation_report(storage, source))
+    if chosen is None:
         return None
-    report = confirmation_report(storage, study.name)
-    pick = report.pick(CHEAPEST_TIED) if report is not None and report.confirmed else None
-    # A confirmation that recommends SB3's defaults (its baseline) leaves the best tuning trial to try.
-    chosen = next((t for t in trials if pick is not None and t.number == pick.trial), None)
-    iqm = None
-    if chosen is not None and report is not None:
-        iqm = next((c.fresh.iqm for c in report.candidates if c.trial == chosen.number), None)
-    best, value, confirmed = (chosen, iqm, True) if chosen is not None and iqm is not None else (ranked[0], None, False)
-    value = best.value if value is None else value
+    definition = source.definition
+    confirmed = chosen.fresh_iqm is not None
+    value = chosen.fresh_iqm if confirmed else chosen.trial.value
     try:
-        params = definition.check_params(best.hyperparams or {})
+        params = definition.check_params(chosen.trial.hyperparams or {})
     except DefinitionError:
         return None
     if not params or value is None:
         return None
     steps_per_env = definition.timesteps / definition.n_envs
-    return Source(study.name, definition.env_id, best.number, params, value, confirmed, steps_per_env)
+    return Source(study.name, definition.env_id, chosen.trial.number, params, value, confirmed, steps_per_env)
 
 
 def _candidates(storage: optuna.storages.RDBStorage, definition: StudyDefinition, sources: str) -> list[TuningStudy]:

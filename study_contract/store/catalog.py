@@ -31,54 +31,61 @@ from study_contract.definition import (
 )
 from study_contract.names import DefinitionError, StudyError
 from study_contract.protocol import FailureKind
-from study_contract.store.trials import TrialView, views
+from study_contract.store.trials import TrialView
 
 if TYPE_CHECKING:
     import optuna
 
 RECENT_TRIALS = 20  # finished trials whose durations estimate the next ones
 
+# Every study's rows, or only study ``:study``'s when that parameter is set.
+_EVERY_OR_ONE = "(:study IS NULL OR {}.study_id = :study)"
 _ATTRS = sqlalchemy.text(
     "SELECT s.study_id, s.study_name, a.key, a.value_json FROM studies s LEFT JOIN study_user_attributes a "
-    "ON a.study_id = s.study_id AND a.key IN (:definition, :paused, :reason, :follow_up) ORDER BY s.study_id"
+    "ON a.study_id = s.study_id AND a.key IN (:definition, :paused, :reason, :follow_up) "
+    f"WHERE {_EVERY_OR_ONE.format('s')} ORDER BY s.study_id"
 )
 INCOMPLETE = (
     "incomplete: it has no definition (its creation did not finish, or study_admin did not create it); "
     "`study_admin delete` removes it"
 )
-_COUNTS = sqlalchemy.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
+_COUNTS = sqlalchemy.text(
+    f"SELECT t.study_id, t.state, COUNT(*) FROM trials t WHERE {_EVERY_OR_ONE.format('t')} GROUP BY t.study_id, t.state"
+)
 _LIVE = sqlalchemy.text(
     "SELECT study_id, state, COUNT(*) FROM trials WHERE state IN ('RUNNING', 'WAITING') GROUP BY study_id, state"
 )
+_FINITE_VALUE = "t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE'"
 _BEST = sqlalchemy.text(
     "SELECT t.study_id, MAX(v.value) FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
-    "WHERE t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE' GROUP BY t.study_id"
+    f"WHERE {_FINITE_VALUE} AND {_EVERY_OR_ONE.format('t')} GROUP BY t.study_id"
 )
 # The training compute of each study's best trial, as its worker recorded it.
 _BEST_COST = sqlalchemy.text(
     "SELECT r.study_id, a.value_json FROM (SELECT t.study_id, t.trial_id, ROW_NUMBER() OVER "
     "(PARTITION BY t.study_id ORDER BY v.value DESC, t.trial_id) AS rank FROM trials t JOIN trial_values v "
-    "ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE' AND v.objective = 0 AND v.value_type = 'FINITE') r "
+    f"ON v.trial_id = t.trial_id WHERE {_FINITE_VALUE} AND {_EVERY_OR_ONE.format('t')}) r "
     "JOIN trial_user_attributes a ON a.trial_id = r.trial_id AND a.key = :cost WHERE r.rank = 1"
 )
-_ONE_STUDY = " AND t.study_id = :study"
-_FAILED = (
+_FAILED = sqlalchemy.text(
     "SELECT t.study_id, t.number, a.key, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
-    "ON a.trial_id = t.trial_id AND a.key IN (:retry, :reason, :handed_back) WHERE t.state = 'FAIL'"
+    "ON a.trial_id = t.trial_id AND a.key IN (:retry, :reason, :handed_back) "
+    f"WHERE t.state = 'FAIL' AND {_EVERY_OR_ONE.format('t')}"
 )
-_RETRIES = (
+_RETRIES = sqlalchemy.text(
     "SELECT t.study_id, s.value_json FROM trials t JOIN trial_system_attributes s ON s.trial_id = t.trial_id "
-    "WHERE s.key = :history"
+    f"WHERE s.key = :history AND {_EVERY_OR_ONE.format('t')}"
 )
 _LIVE_ATTRS = sqlalchemy.text(
     "SELECT t.study_id, t.trial_id, a.key, a.value_json FROM trials t JOIN trial_user_attributes a "
-    "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND a.key IN (:worker, :progress)"
+    f"ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND a.key IN (:worker, :progress) "
+    f"AND {_EVERY_OR_ONE.format('t')}"
 )
 _DURATIONS = sqlalchemy.text(
     "SELECT study_id, datetime_start, datetime_complete FROM (SELECT study_id, datetime_start, "
     "datetime_complete, ROW_NUMBER() OVER (PARTITION BY study_id ORDER BY trial_id DESC) AS recent FROM trials "
-    "WHERE state IN ('COMPLETE', 'PRUNED') AND datetime_start IS NOT NULL AND datetime_complete IS NOT NULL) r "
-    "WHERE recent <= :recent"
+    "WHERE state IN ('COMPLETE', 'PRUNED') AND datetime_start IS NOT NULL AND datetime_complete IS NOT NULL "
+    f"AND {_EVERY_OR_ONE.format('trials')}) r WHERE recent <= :recent"
 )
 
 
@@ -98,15 +105,15 @@ class TuningStudy:
     """The study created to follow this one (its confirmation, the next campaign stage), once created."""
 
 
-def _read_tuning_studies(conn: sqlalchemy.engine.Connection) -> list[TuningStudy]:
+def _read_tuning_studies(conn: sqlalchemy.engine.Connection, study_id: int | None = None) -> list[TuningStudy]:
     stored: dict[int, dict[str, Any]] = {}
     params = {"definition": DEFINITION_ATTR, "paused": PAUSED_ATTR, "reason": PAUSED_REASON_ATTR,
-              "follow_up": FOLLOW_UP_ATTR}  # fmt: skip
-    for study_id, name, key, value_json in conn.execute(_ATTRS, params):
-        study = stored.setdefault(study_id, {"name": name})
+              "follow_up": FOLLOW_UP_ATTR, "study": study_id}  # fmt: skip
+    for sid, name, key, value_json in conn.execute(_ATTRS, params):
+        study = stored.setdefault(sid, {"name": name})
         if key is not None:
             study[key] = value_json
-    return [_tuning_study(study_id, study) for study_id, study in stored.items()]
+    return [_tuning_study(sid, study) for sid, study in stored.items()]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -186,17 +193,16 @@ def live_counts(engine: sqlalchemy.engine.Engine) -> dict[int, Live]:
 
 def failures(conn: sqlalchemy.engine.Connection, study_id: int | None = None) -> dict[int, dict[int, FailureKind]]:
     """study id -> {FAIL trial number -> its :func:`protocol.failure_kind`}, for every study or just ``study_id``."""
-    where = "" if study_id is None else _ONE_STUDY
     params = {"retry": protocol.RETRY, "reason": protocol.FAIL_REASON, "handed_back": protocol.HANDED_BACK,
               "history": protocol.RETRY_HISTORY, "study": study_id}  # fmt: skip
     failed: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for sid, number, key, value_json in conn.execute(sqlalchemy.text(_FAILED + where), params):
+    for sid, number, key, value_json in conn.execute(_FAILED, params):
         attrs = failed[sid].setdefault(number, {})
         value = None if key is None else protocol.decode_json(key, value_json, protocol.USER_ATTRS)
         if value is not None:
             attrs[key] = value
     retried: dict[int, set[int]] = defaultdict(set)
-    for sid, value_json in conn.execute(sqlalchemy.text(_RETRIES + where), params):
+    for sid, value_json in conn.execute(_RETRIES, params):
         history = protocol.decode_json(protocol.RETRY_HISTORY, value_json, protocol.SYSTEM_ATTRS)
         if history:
             retried[sid].add(history[-1])
@@ -278,6 +284,11 @@ class Summary:
         return self.complete + self.pruned + self.failed
 
     @property
+    def to_run(self) -> int:
+        """WAITING and RUNNING trials, and failed ones still owed a retry (lost slots a worker will restore)."""
+        return self.waiting + self.running + self.lost
+
+    @property
     def accounted(self) -> int:
         """Budget slots found: WAITING + RUNNING + COMPLETE + PRUNED + finally failed."""
         return self.waiting + self.running + self.done
@@ -302,28 +313,30 @@ def _running_left(definition: StudyDefinition, progress: dict[str, Any] | None) 
     return max(definition.timesteps - (progress.get("env_steps") or 0), 0) / progress["steps_per_second"]
 
 
-def summarise(engine: sqlalchemy.engine.Engine) -> list[Summary]:
-    """One summary per study created by study_admin, oldest first; empty for a fresh database."""
+def summarise(engine: sqlalchemy.engine.Engine, study_id: int | None = None) -> list[Summary]:
+    """One summary per study created by study_admin, oldest first, or of study ``study_id`` only; empty for a fresh
+    database."""
+    one = {"study": study_id}
     with engine.connect() as conn:
         if not _has_schema(conn):
             return []
-        studies = _read_tuning_studies(conn)
-        counts: dict[tuple[int, str], int] = {(sid, state): n for sid, state, n in conn.execute(_COUNTS)}
-        best: dict[int, float] = {study_id: value for study_id, value in conn.execute(_BEST)}
+        studies = _read_tuning_studies(conn, study_id)
+        counts: dict[tuple[int, str], int] = {(sid, state): n for sid, state, n in conn.execute(_COUNTS, one)}
+        best: dict[int, float] = {sid: value for sid, value in conn.execute(_BEST, one)}
         costs = {sid: protocol.decode_json(protocol.RELATIVE_COMPUTE, value, protocol.USER_ATTRS) for sid, value in
-                 conn.execute(_BEST_COST, {"cost": protocol.RELATIVE_COMPUTE})}  # fmt: skip
-        failed = failures(conn)
+                 conn.execute(_BEST_COST, {"cost": protocol.RELATIVE_COMPUTE, **one})}  # fmt: skip
+        failed = failures(conn, study_id)
         live: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
-        for study_id, trial_id, key, value_json in conn.execute(
-            _LIVE_ATTRS, {"worker": protocol.WORKER, "progress": protocol.PROGRESS}
+        for sid, trial_id, key, value_json in conn.execute(
+            _LIVE_ATTRS, {"worker": protocol.WORKER, "progress": protocol.PROGRESS, **one}
         ):
-            attrs = live[study_id].setdefault(trial_id, {})
+            attrs = live[sid].setdefault(trial_id, {})
             value = protocol.decode_json(key, value_json, protocol.USER_ATTRS)
             if value is not None:
                 attrs[key] = value
         durations: dict[int, list[float]] = defaultdict(list)
-        for study_id, start, complete in conn.execute(_DURATIONS, {"recent": RECENT_TRIALS}):
-            durations[study_id].append((_as_datetime(complete) - _as_datetime(start)).total_seconds())
+        for sid, start, complete in conn.execute(_DURATIONS, {"recent": RECENT_TRIALS, **one}):
+            durations[sid].append((_as_datetime(complete) - _as_datetime(start)).total_seconds())
     return [
         replace(_summary(s, counts, best, failed.get(s.study_id, {}), live[s.study_id], durations),
                 best_relative_compute=costs.get(s.study_id))
@@ -384,18 +397,6 @@ def _summary(
 UNREADABLE_ROW = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError)
 
 
-def read_trials(storage: optuna.storages.RDBStorage, name: str) -> list[TrialView]:
-    """The trials of study ``name`` that have started (the WAITING rest of its budget are counted, never read: a
-    study may queue 100,000), decoded; :class:`StudyError` when a row cannot be read at all."""
-    from study_contract.store.cache import PLAYED
-
-    study_id = study_id_of(storage, name)
-    try:
-        return views(storage.get_all_trials(study_id, deepcopy=False, states=PLAYED))
-    except UNREADABLE_ROW as exc:
-        raise StudyError(f"study {name!r} has a trial that cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
-
-
 def study_names(engine: sqlalchemy.engine.Engine) -> list[str]:
     """Every study's name, oldest first, read from the names alone: Optuna's ``get_all_studies`` also decodes every
     study's attributes, so one attribute that is not JSON would hide every name."""
@@ -423,30 +424,6 @@ def load_definition(storage: optuna.storages.RDBStorage, name: str) -> StudyDefi
         return StudyDefinition.from_json(attrs[DEFINITION_ATTR])
     except DefinitionError as exc:
         raise StudyError(f"study {name!r} cannot be read: {exc}") from None
-
-
-
-
-def started_trial(storage: optuna.storages.RDBStorage, name: str, number: int) -> TrialView:
-    """Trial ``number`` of study ``name``, decoded, once it has started; else :class:`StudyError`."""
-    found = [t for t in read_trials(storage, name) if t.number == number]
-    if not found:
-        raise StudyError(f"study {name!r} has no trial {number} that has started")
-    return found[0]
-
-
-def trial_to_reproduce(
-    storage: optuna.storages.RDBStorage, name: str, number: int
-) -> tuple[StudyDefinition, TrialView]:
-    """The definition of study ``name`` and its complete trial ``number``, which records a configuration and seed
-    to train again; else :class:`StudyError` saying why not."""
-    definition = load_definition(storage, name)
-    trial = started_trial(storage, name, number)
-    if not trial.complete:
-        raise StudyError(f"trial {number} of {name!r} is {trial.state}: only a complete trial has a value to reproduce")
-    if trial.hyperparams is None or trial.seed is None:
-        raise StudyError(f"trial {number} of {name!r} records no readable configuration or seed: nothing to re-run")
-    return definition, trial
 
 
 def recorded_threads(trial: TrialView) -> int:

@@ -60,16 +60,6 @@ class TrialView:
         return self.state == "COMPLETE" and self.value is not None
 
     @property
-    def final_failure(self) -> bool:
-        """A FAIL trial whose budget slot is used up (no retry is owed for it)."""
-        return self.state == "FAIL" and protocol.is_final_failure(self.attrs)
-
-    @property
-    def done(self) -> bool:
-        """Its budget slot has ended: complete, pruned or finally failed."""
-        return self.state in ("COMPLETE", "PRUNED") or self.final_failure
-
-    @property
     def hyperparams(self) -> dict[str, Any] | None:
         return self.attrs.get(protocol.HYPERPARAMS)
 

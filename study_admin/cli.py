@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--n-evaluations", type=_positive, help="evaluations per trial, instead of --eval-every")
     create.add_argument("--warm-start", type=_warm_start, default="auto", metavar="auto|off|STUDY[,STUDY...]",
-                        help="first try the winners of finished studies of the same algorithm (auto: the same task "
-                             "first), after the baseline and known-good points (default: auto)")  # fmt: skip
+                        help="first try the winners of finished studies of the same algorithm, after the baseline "
+                             "and known-good points (auto: those of the same task, at any budget; a named study may "
+                             "tune another task) (default: auto)")  # fmt: skip
 
     init = _command(subcommands, "init", "create the schema once, and the worker and dashboard roles", commands.init)
     for kind, text in (

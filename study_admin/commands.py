@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study_contract.algorithms import ALGORITHMS, SBX, algorithm
-from study_contract.definition import DEFAULT_ENV, StudyDefinition, check_study_name
+from study_contract.definition import DEFAULT_ENV, StudyDefinition, check_study_name, define
 from study_contract.formatting import printable
 from study_contract.names import StudyError
 from study_contract.options import Option, collect, options_of
@@ -109,7 +109,7 @@ def build_definition(
         space = resolve_space(values["algo"], preset, timesteps, n_envs, overrides=overrides)
     except SpaceError as exc:
         raise SpaceError(f"space file {space_file!r}: {exc}" if space_file else str(exc)) from None
-    return StudyDefinition(**values, space=space)
+    return define(**values, space=space)
 
 
 def demo_definition(environ: Mapping[str, str]) -> StudyDefinition:

@@ -78,7 +78,8 @@ def _opt(default: Any, **meta: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class StudyDefinition:
-    """Everything a worker needs to run any trial of one study."""
+    """Everything a worker needs to run any trial of one study. The constructor only checks; :func:`define` builds one
+    from option values, :meth:`from_json` from a stored one."""
 
     algo: str = _opt("", choices=ALGORITHMS, default_help=None, help="Stable-Baselines3 algorithm.")
     env_id: str = _opt(
@@ -195,21 +196,10 @@ class StudyDefinition:
     """Version of this contract the definition was written with."""
 
     def __post_init__(self) -> None:
-        if self.eval_every == 0 and isinstance(self.timesteps, int):
-            object.__setattr__(self, "eval_every", max(self.timesteps // DEFAULT_EVALUATIONS, 1))
-        for option in options_of(type(self)):
-            value = getattr(self, option.name)
-            if option.kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-                object.__setattr__(self, option.name, value)
-            if option.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise DefinitionError(f"{option.name}={value!r} must be an integer")
-            if not isinstance(value, option.kind):
-                raise DefinitionError(f"{option.name}={value!r} must be a {option.kind.__name__}")
-            try:
-                option.check(value)
-            except ValueError as exc:
-                raise DefinitionError(str(exc)) from None
+        """Checks only; :func:`define` fills what is derived from other fields (``eval_every``, ``space``)."""
+        _check_options({option.name: getattr(self, option.name) for option in options_of(type(self))})
+        if self.space is None:
+            raise DefinitionError("definition has no space: define() resolves its preset's")
         if self.stage not in STAGES:
             raise DefinitionError(f"stage={self.stage!r} is not one of {[s.value for s in STAGES]}")
         if not ENV_ID.fullmatch(self.env_id):
@@ -236,8 +226,6 @@ class StudyDefinition:
         if self.backend not in entry.libraries:
             raise DefinitionError(f"backend={self.backend!r} is not one of {list(entry.libraries)} for {self.algo}")
         reference = entry.space(self.space_preset, self.timesteps, self.n_envs)
-        if self.space is None:
-            object.__setattr__(self, "space", reference)
         if set(self.space) != set(entry.defaults):
             raise DefinitionError(
                 f"space parameters {sorted(self.space)} do not match {self.algo}'s {sorted(entry.defaults)}"
@@ -315,11 +303,45 @@ class StudyDefinition:
             if not isinstance(data.get("space"), dict):
                 raise DefinitionError("definition has no space (a mapping of parameter names to their specs)")
             data["space"] = {name: ParamSpec.from_dict(name, spec) for name, spec in data["space"].items()}
-            return cls(**data)
+            return define(**data)
         except DefinitionError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a stored definition holds, it is one study's error
             raise DefinitionError(f"definition cannot be read: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _check_options(values: dict[str, Any]) -> None:
+    """Each option's value of its type and within its bounds or choices, else :class:`DefinitionError`."""
+    for option in options_of(StudyDefinition):
+        value = values[option.name]
+        if option.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise DefinitionError(f"{option.name}={value!r} must be an integer")
+        if not isinstance(value, option.kind):
+            raise DefinitionError(f"{option.name}={value!r} must be a {option.kind.__name__}")
+        try:
+            option.check(value)
+        except ValueError as exc:
+            raise DefinitionError(str(exc)) from None
+
+
+def define(**values: Any) -> StudyDefinition:
+    """A definition from field values (``create``'s options, a stored definition): a float option given as an integer
+    (as JSON may write it) becomes a float, ``eval_every`` 0 or absent becomes ``timesteps`` over
+    :data:`DEFAULT_EVALUATIONS`, and an absent ``space`` is the algorithm's preset for the budget."""
+    full: dict[str, Any] = {f.name: f.default for f in fields(StudyDefinition)} | values
+    for option in options_of(StudyDefinition):
+        value = full[option.name]
+        if option.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            full[option.name] = float(value)
+    if full["eval_every"] == 0 and isinstance(full["timesteps"], int):
+        full["eval_every"] = max(full["timesteps"] // DEFAULT_EVALUATIONS, 1)
+    if full["space"] is None:
+        _check_options(full)  # the preset is looked up with checked values
+        try:
+            full["space"] = algorithm(full["algo"]).space(full["space_preset"], full["timesteps"], full["n_envs"])
+        except SpaceError as exc:
+            raise DefinitionError(str(exc)) from None
+    return StudyDefinition(**full)
 
 
 def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:

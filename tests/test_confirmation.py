@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study_contract.definition import StudyDefinition
+from study_contract.definition import define
 from study_contract.engine.confirmation import create_confirmation
 from study_contract.names import StudyError
 from study_contract.statistics import bootstrap_ci, iqm, probability_of_improvement
@@ -61,7 +61,7 @@ def test_workers_confirm_a_finished_study_by_themselves(pg_url: str, tiny_space:
     candidates += [] if cheapest in candidates else [cheapest]
     budget = (len(candidates) + 1) * 3  # (the candidates + baseline) x 3 seeds
     confirmation = assert_budget_accounted(pg_url, "tuned:confirm", budget)
-    definition = StudyDefinition(algo="ppo", n_trials=1, timesteps=512, test_seeds=3)
+    definition = define(algo="ppo", n_trials=1, timesteps=512, test_seeds=3)
     seeds = definition.test_seed_list
     assert not set(seeds) & {t.user_attrs["seed"] for t in tuning}
     pairs = Counter(

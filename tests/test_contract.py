@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from study_contract.algorithms import ALGORITHMS
-from study_contract.definition import SCHEMA_VERSION, DefinitionTooNew, StudyDefinition
+from study_contract.definition import SCHEMA_VERSION, DefinitionTooNew, StudyDefinition, define
 from study_contract.names import DefinitionError
 from study_contract.options import options_of
 from tests.conftest import REPO, run_cli
@@ -44,7 +44,7 @@ def test_a_definition_from_a_newer_release_is_refused_by_name() -> None:
     text["schema_version"] = SCHEMA_VERSION + 1
     with pytest.raises(DefinitionTooNew, match=f"schema_version={SCHEMA_VERSION + 1} was written by a newer"):
         StudyDefinition.from_json(json.dumps(text))
-    current = json.loads(StudyDefinition(algo="ppo", timesteps=30_000).to_json())
+    current = json.loads(define(algo="ppo", timesteps=30_000).to_json())
     current["surprise"] = 1
     with pytest.raises(
         DefinitionError, match=rf"definition has fields \['surprise'\] that schema_version={SCHEMA_VERSION} does not"

@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from study_admin.cli import build_parser as study_admin_parser
 from tests.conftest import REPO
@@ -79,3 +80,20 @@ def test_the_algorithm_table_is_the_registrys() -> None:
     documented = _algorithm_table((REPO / "docs" / "tuning.md").read_text())
     assert documented == printed.getvalue()
     assert all(f"| `{name}` |" in documented for name in ALGORITHMS)  # every entry has its row
+
+
+PROJECT_PATH = re.compile(
+    r"\b(?:worker|study_admin|study_contract|benchmarks|tests|docs)/[\w/]+\.(?:py|md|ya?ml|jsonl?)\b"
+)
+
+
+def test_every_project_file_the_code_and_docs_name_exists() -> None:
+    """A comment, docstring or page that names a file of the project names one that is there."""
+    sources = [*DOCS, REPO / "pyproject.toml", REPO / "Dockerfile", REPO / "docker-compose.yml"]
+    for folder in ("worker", "study_admin", "study_contract", "benchmarks", "tests"):
+        sources += sorted((REPO / folder).rglob("*.py"))
+    named = {
+        (source.relative_to(REPO), path) for source in sources for path in PROJECT_PATH.findall(source.read_text())
+    }
+    assert (Path("docs/operations.md"), "study_contract/store/trials.py") in named  # positive control
+    assert sorted((str(source), path) for source, path in named if not (REPO / path).exists()) == []

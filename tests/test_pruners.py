@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from study_contract.definition import PRUNERS, StudyDefinition
+from study_contract.definition import PRUNERS, define
 from worker.trial_runner import make_pruner
 
 STEPS = [100 * i for i in range(1, 10)]
@@ -14,7 +14,7 @@ STEPS = [100 * i for i in range(1, 10)]
 
 def _stopped(pruner: str, curve: list[float], finished: int) -> int | None:
     """The step at which a trial with ``curve`` is pruned after ``finished`` trials that climbed to 100, if it is."""
-    definition = StudyDefinition(algo="ppo", env_id="Pendulum-v1", n_trials=20, timesteps=900, eval_every=100,
+    definition = define(algo="ppo", env_id="Pendulum-v1", n_trials=20, timesteps=900, eval_every=100,
                                  pruner=pruner, pruner_startup_trials=2, pruner_warmup=0.0)  # fmt: skip
     study = optuna.create_study(direction="maximize", pruner=make_pruner(definition))
     for n in range(finished):

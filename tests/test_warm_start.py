@@ -8,7 +8,7 @@ import sqlalchemy
 
 from study_contract import protocol
 from study_contract.algorithms import algorithm
-from study_contract.definition import StudyDefinition
+from study_contract.definition import define
 from study_contract.engine.warm_start import Source, WarmStart
 from study_contract.store.storage import open_engine, open_storage
 from study_contract.store.study_view import load_study
@@ -46,6 +46,11 @@ def test_a_new_study_tries_the_winner_of_a_finished_one_without_a_flag(tiny_spac
 
     cold = run_admin(*argv, "--name", "cold", "--warm-start", "off")
     assert cold.returncode == 0 and _warm(url, "cold") == [] and "warm start" not in cold.stderr
+    # Another task's winners only when named: from other tasks they were no better on fresh seeds (docs/tuning.md).
+    elsewhere = [*argv[:5], "--env", "InvertedPendulum-v5", *argv[7:]]
+    assert run_admin(*elsewhere, "--name", "other-task").returncode == 0 and _warm(url, "other-task") == []
+    assert run_admin(*elsewhere, "--name", "named", "--warm-start", "first").returncode == 0
+    assert _warm(url, "named") == [origin]
 
 
 def test_auto_passes_over_a_study_it_cannot_read(tiny_space: Path, tmp_path: Path) -> None:
@@ -87,7 +92,7 @@ def test_warm_start_from_a_named_study_must_exist_and_tune_the_same_algorithm(ti
 def test_a_rollout_keeps_its_share_of_the_budget_in_a_study_of_another_budget() -> None:
     """A 2048-step rollout tuned at 300k env-steps per trial is a 256-step one at 30k (clipping alone would keep
     2048, a tenth of the new budget per rollout); from a study of the same budget it stays 2048."""
-    definition = StudyDefinition(algo="ppo", env_id="Pendulum-v1", n_trials=12, timesteps=30_000)
+    definition = define(algo="ppo", env_id="Pendulum-v1", n_trials=12, timesteps=30_000)
     entry = algorithm("ppo")
     winner = {**entry.defaults, "n_steps": 2048, "batch_size": 64}
     for source_steps, expected in ((300_000, 256), (30_000, 2048)):

@@ -1,12 +1,14 @@
 """Warm starts: a new study's first slots try the winners of finished studies already in the database.
 
-``create --warm-start auto`` (the default) looks at every finished tuning study of the same algorithm:
-the same task first, then the others; each gives its confirmed recommendation, or its best trial when it
-was not confirmed. A parameter sized by the budget (PPO's ``n_steps``) keeps its share of it: a 2048-step
-rollout from a study of 300k env-steps per trial becomes a 256-step one at 30k. Then each configuration is
-moved inside the new study's space and constraints as the baseline and the known-good points are, and goes
-after them, once; at most :data:`MAX_POINTS`, and never more than a quarter of the budget, so the sampler
-keeps most of it. Each such trial records where it came from (``protocol.WARM_START``).
+``create --warm-start auto`` (the default) looks at every finished tuning study of the same algorithm and task,
+at any budget, newest first; each gives its confirmed recommendation, or its best trial when it was not
+confirmed. Other tasks' studies are taken only when named: from other development tasks the warm study's
+winner was no better on fresh seeds, from the same task at a third of the budget it was (docs/tuning.md).
+A parameter sized by the budget (PPO's ``n_steps``) keeps its share of it: a 2048-step rollout from a study
+of 300k env-steps per trial becomes a 256-step one at 30k. Then each configuration is moved inside the new
+study's space and constraints as the baseline and the known-good points are, and goes after them, once; at
+most :data:`MAX_POINTS`, and never more than a quarter of the budget, so the sampler keeps most of it. Each
+such trial records where it came from (``protocol.WARM_START``).
 ``--warm-start STUDY,...`` takes those studies only, in that order, finished or not; ``off`` none.
 """
 
@@ -95,9 +97,8 @@ def _candidates(storage: optuna.storages.RDBStorage, definition: StudyDefinition
         return chosen
     finished = {s.name for s in summarise(storage.engine) if s.state == StudyState.FINISHED}
     usable = [(s, s.definition) for s in studies.values() if s.name in finished and s.definition is not None]
-    same_algo = [(s, d) for s, d in usable if d.algo == definition.algo and d.stage == Stage.TUNING]
-    # The same task first; then the newest studies (higher ids) first.
-    return [s for s, d in sorted(same_algo, key=lambda sd: (sd[1].env_id != definition.env_id, -sd[0].study_id))]
+    same = [s for s, d in usable if (d.algo, d.env_id, d.stage) == (definition.algo, definition.env_id, Stage.TUNING)]
+    return sorted(same, key=lambda s: -s.study_id)  # the newest first
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from study_admin import commands
 from study_admin.algorithms import DOCS_TIMESTEPS
 from study_admin.commands import CREATE_OPTIONS, DEMO, InputError
 from study_contract.campaign import DEFAULT_BUDGET_TRIALS
+from study_contract.formatting import printable
 from study_contract.names import DefinitionError, StudyError
 from study_contract.options import HelpFormatter, OneLineParser, add_options, parse_bool, parse_number
 from study_contract.space import SpaceError
@@ -259,9 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args, resolve_url(args.storage, args.data_dir)))
+    # An error may quote what the database holds: one line, that cannot drive the terminal.
     except (InputError, SpaceError, DefinitionError, StudyError, UnsafeArtifact) as exc:
-        print(f"study_admin: error: {exc}", file=sys.stderr)
+        print(f"study_admin: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_INPUT
     except StorageError as exc:
-        print(f"study_admin: error: {exc}", file=sys.stderr)
+        print(f"study_admin: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_DB

@@ -406,3 +406,14 @@ def test_jax_caches_are_cleared_after_each_sbx_trial(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     assert run_worker_in_process(url).outcomes == ["complete"]
     assert compiled._cache_size() == 0  # type: ignore[attr-defined]
+
+
+def test_an_error_that_quotes_the_database_is_one_line_that_cannot_drive_a_terminal(
+    tmp_path: Path, tiny_space: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    create_tiny_study(url, "victim", tiny_space, 1, 256)
+    _tamper_definition(url, "victim", space={"\x0c\x1b[2J": [None]})  # a form feed and a clear-screen sequence
+    shown = run_admin("show", "victim", "--storage", url)
+    assert shown.returncode == 2 and shown.stderr.startswith("study_admin: error: study 'victim' cannot be read")
+    assert shown.stderr.count("\n") == 1 and "\x1b" not in shown.stderr and "\\x0c\\x1b[2J" in shown.stderr

@@ -83,6 +83,11 @@ def check_env_id(env_id: str) -> None:
         raise InputError(f"unknown environment {env_id!r}; {hint}")
 
 
+def split_tasks(given: str | list[str]) -> list[str]:
+    """The tasks ``--env`` names, given once or more, each time a task id or a comma list of them."""
+    return [task.strip() for item in ([given] if isinstance(given, str) else given) for task in item.split(",")]
+
+
 def build_definition(
     values: Mapping[str, Any], *, space_file: str | None = None, n_evaluations: int | None = None
 ) -> StudyDefinition:
@@ -92,7 +97,10 @@ def build_definition(
 
     values = dict(values)
     entry = algorithm(values["algo"])
-    check_env_id(values.get("env_id", DEFAULT_ENV))
+    tasks = split_tasks(values.get("env_id", DEFAULT_ENV))
+    for env_id in tasks:
+        check_env_id(env_id)
+    values["env_id"], values["more_envs"] = tasks[0], tasks[1:]
     timesteps, n_envs = values.get("timesteps", DEFAULTS["timesteps"]), values.get("n_envs", DEFAULTS["n_envs"])
     if n_evaluations is not None:
         if "eval_every" in values:

@@ -94,7 +94,7 @@ def format_param(value: Any) -> str:
 def show(details: StudyDetails) -> str:
     """``study_admin show`` for people: header, progress and ETA, accounting, best, top trials, failures."""
     s, d = details.summary, details.definition
-    lines = [f"{s.name}: {d.algo.upper()} on {d.env_id}, {s.state}"]
+    lines = [f"{s.name}: {d.algo.upper()} on {tasks(d)}, {s.state}"]
     if s.paused_reason:
         lines.append(f"  paused: {printable(s.paused_reason)}")
     eta = format_duration(s.eta_seconds)
@@ -139,6 +139,7 @@ def show(details: StudyDetails) -> str:
         ]  # fmt: skip
         lines.append("top trials")
         lines.extend("  " + row for row in table(rows).splitlines())
+        lines.extend(instances(top))
     if details.failures:
         lines.append("recent failures")
         lines.extend(f"  trial {f.number}: {printable(f.fail_reason)}" for f in details.failures)
@@ -149,7 +150,7 @@ def show(details: StudyDetails) -> str:
 def trial(name: str, definition: StudyDefinition, t: TrialRecord) -> str:
     """``study_admin show NAME --trial N`` for people: the trial, its curve, cost and what produced its value."""
     value = "" if t.value is None else f", value {format_value(t.value)}"
-    lines = [f"trial {t.number} of {printable(name)}: {definition.algo.upper()} on {definition.env_id}, {t.state}"
+    lines = [f"trial {t.number} of {printable(name)}: {definition.algo.upper()} on {tasks(definition)}, {t.state}"
              f"{value} (seed {t.seed})"]  # fmt: skip
     if t.fail_reason:
         lines.append(f"  failed: {printable(t.fail_reason)}")
@@ -163,8 +164,29 @@ def trial(name: str, definition: StudyDefinition, t: TrialRecord) -> str:
                      f"{printable(t.worker or '-')}{describe_cost(t.cost)}")  # fmt: skip
     if t.warm_start:
         lines.append(f"warm start {describe_origin(t.warm_start)}")
-    lines.extend(provenance(t.provenance))
+    if definition.has_instances:
+        lines.extend(instances([t]) or ["instances: queued, or not yet all done (see the study's :task-N studies)"])
+    else:
+        lines.extend(provenance(t.provenance))
     return "\n".join(lines) + "\n"
+
+
+def tasks(definition: StudyDefinition) -> str:
+    """The tasks a study tunes for, and its seeds per configuration when more than one."""
+    seeds = definition.seeds_per_config
+    return ", ".join(definition.tasks) + (f" ({seeds} seeds per configuration)" if seeds > 1 else "")
+
+
+def instances(trials: Sequence[TrialRecord]) -> list[str]:
+    """Each configuration's return on every task and seed, for the trials that have them."""
+    rows = [[str(t.number), printable(task), *("-" if r is None else format_value(r) for r in returns)]
+            for t in trials for task, returns in (t.instance_returns or {}).items()]  # fmt: skip
+    if not rows:
+        return []
+    width = max(len(row) for row in rows)
+    header = ["TRIAL", "TASK", *(f"SEED {j + 1}" for j in range(width - 2))]
+    padded = [row + ["-"] * (width - len(row)) for row in rows]
+    return ["returns per instance"] + ["  " + row for row in table([header, *padded]).splitlines()]
 
 
 def provenance(recorded: dict[str, Any] | None) -> list[str]:

@@ -54,7 +54,10 @@ def to_zoo(config: Configuration) -> str:
     schedule, rate = recipe.lr_schedule, float(recipe.learning_rate)
     notes = [
         f"# Exported by locomotion-tuner from study {config.study!r}, trial {int(config.trial)}.",
-        f"# Run: python -m rl_zoo3.train --algo {config.algo!r} --env {config.env_id!r} --conf-file THIS_FILE",
+        *(
+            f"# Run: python -m rl_zoo3.train --algo {config.algo!r} --env {task!r} --conf-file THIS_FILE"
+            for task in config.tasks or [config.env_id]
+        ),
         provenance_note(config),
     ]
     if recipe.library != algorithm(config.algo).library:
@@ -75,7 +78,8 @@ def to_zoo(config: Configuration) -> str:
     }
     if recipe.action_noise is not None:
         entry |= {"noise_type": recipe.action_noise, "noise_std": float(recipe.noise_std or 0.0)}
-    return "\n".join(notes) + "\n" + yaml.safe_dump({config.env_id: entry}, sort_keys=False)
+    return "\n".join(notes) + "\n" + yaml.safe_dump({task: entry for task in config.tasks or [config.env_id]},
+                                                     sort_keys=False)  # fmt: skip
 
 
 CONFIGURATION_TEMPLATE = '''"""The configuration locomotion-tuner recommends for study {study!r} (trial {trial!r}), as

@@ -54,6 +54,8 @@ class TrialRecord:
     """The finished study's winner this trial tried (``protocol.WARM_START``)."""
     curve: list[tuple[int, float]] | None = None
     """Only for one trial shown alone (``show --trial``)."""
+    instance_returns: dict[str, list[float | None]] | None = None
+    """A configuration trained as instances: its return on each task and seed (None: pruned, failed or not run)."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class Configuration:
     cost: Cost = field(default_factory=Cost)
     provenance: dict[str, Any] | None = None
     warm_start: dict[str, Any] | None = None
+    tasks: list[str] = field(default_factory=list)
+    """Every task the configuration was tuned for, ``env_id`` first (one unless its study tuned several)."""
 
     @property
     def learning_rate_formula(self) -> str:
@@ -192,6 +196,7 @@ class Configuration:
         data = {
             "algo": self.algo,
             "env_id": self.env_id,
+            "tasks": self.tasks or [self.env_id],
             "n_envs": self.n_envs,
             "timesteps": self.timesteps,
             "policy": self.policy,

@@ -6,6 +6,7 @@ Creating studies lives in ``study_contract/engine/creation.py``, which workers u
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +25,7 @@ from study_contract.engine.confirmation import (
 )
 from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.statistics import CHEAPEST_TIED
-from study_contract.store.catalog import count_trials, load_definition, study_id_of
+from study_contract.store.catalog import count_trials, load_definition, study_id_of, study_names
 from study_contract.store.study_view import StudyView, load_study
 from study_contract.store.trials import TrialView
 
@@ -49,6 +50,7 @@ def trial_record(trial: TrialView) -> TrialRecord:
         cost=trial_cost(trial),
         provenance=trial.get(protocol.PROVENANCE),
         warm_start=trial.get(protocol.WARM_START),
+        instance_returns=trial.get(protocol.INSTANCE_RETURNS),
     )
 
 
@@ -169,6 +171,7 @@ def configuration(
         cost=trial_cost(trial),
         provenance=trial.get(protocol.PROVENANCE),
         warm_start=trial.get(protocol.WARM_START),
+        tasks=definition.tasks,
     )
 
 
@@ -178,28 +181,38 @@ def trial_cost(trial: TrialView) -> Cost:
                                              protocol.SECONDS_PER_KSTEP)))  # fmt: skip
 
 
+def instance_study_names(storage: optuna.storages.RDBStorage, name: str) -> list[str]:
+    """The instance studies of study ``name`` (``name:task-1``, ...) that exist, whatever its definition says."""
+    pattern = re.compile(re.escape(name) + r":task-[1-9][0-9]*")
+    return [other for other in study_names(storage.engine) if pattern.fullmatch(other)]
+
+
 def set_paused(storage: optuna.storages.RDBStorage, name: str, paused: bool) -> None:
+    """Pause or resume study ``name`` and its instance studies: a paused study's instances wait too."""
     load_definition(storage, name)
-    study_id = study_id_of(storage, name)
-    storage.set_study_user_attr(study_id, PAUSED_ATTR, paused)
-    if not paused:
-        storage.set_study_user_attr(study_id, PAUSED_REASON_ATTR, None)
+    for each in [name, *instance_study_names(storage, name)]:
+        study_id = study_id_of(storage, each)
+        storage.set_study_user_attr(study_id, PAUSED_ATTR, paused)
+        if not paused:
+            storage.set_study_user_attr(study_id, PAUSED_REASON_ATTR, None)
 
 
 def delete(storage: optuna.storages.RDBStorage, name: str, *, force: bool = False, store: Any = None) -> int:
-    """Delete the study, then the files of its artifact ``store`` that the study and its trials refer to; the
-    number of artifacts left behind (refused while trials run, unless ``force``)."""
+    """Delete the study and its instance studies, then the files of its artifact ``store`` that they and their trials
+    refer to; the number of artifacts left behind (refused while trials run, unless ``force``)."""
     from study_contract.store.artifacts import owned_artifact_ids
 
-    study_id = study_id_of(storage, name)
-    running = count_trials(storage.engine, study_id, "RUNNING")
+    family = [*instance_study_names(storage, name), name]  # its instances first: a study never lacks them
+    ids = [study_id_of(storage, each) for each in family]
+    running = sum(count_trials(storage.engine, study_id, "RUNNING") for study_id in ids)
     if running and not force:
         raise StudyError(
             f"study {name!r} has {running} running trial(s); pause it and wait, or delete with --force "
             "(workers then drop those trials, and the files they uploaded, and go on)"
         )
-    artifact_ids = owned_artifact_ids(storage.engine, study_id)
-    storage.delete_study(study_id)
+    artifact_ids = [artifact for study_id in ids for artifact in owned_artifact_ids(storage.engine, study_id)]
+    for study_id in ids:
+        storage.delete_study(study_id)
     if store is None:
         return len(artifact_ids)
     for artifact_id in artifact_ids:

@@ -32,12 +32,14 @@ FOLLOW_UP_ATTR = "follow_up"
 """The name of the study created to follow this one (its confirmation, the next campaign stage), written in the
 transaction that creates it: a follow-up that is missing though recorded was deleted, and is not due again."""
 MAX_DEFINITION_CHARS = 1_000_000  # a stored definition longer than this is not one study_admin writes
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MAX_SEED = 2**31 - 1
 # Derived seeds (trial, evaluation, test seeds) stay below numpy's limit of 2**32 - 1.
 SEED_SPACE = 2**32
 EVAL_SEED_OFFSET = 1_000_003
 TEST_SEED_OFFSET = 1_000_000_000
+INSTANCE_SEED_OFFSET = 2_000_000_000  # instance seeds: neither a tuning trial's seed + number nor a test seed
+MAX_TASKS = 10
 MIN_MAX_COMPUTE = 0.1
 POLICIES = ("MlpPolicy",)
 DEFAULT_ENV = "Ant-v5"
@@ -86,7 +88,25 @@ class StudyDefinition:
         DEFAULT_ENV,
         flag="--env",
         default_help=f"{DEFAULT_ENV}, the guide's example task",
-        help="Registered Gymnasium id of the task.",
+        repeatable=True,
+        help="Registered Gymnasium id of the task. Repeat it (or give a comma list) to tune one configuration for "
+        f"several tasks (up to {MAX_TASKS}): each configuration then trains on every task, and its value is the IQM "
+        "of its returns normalised per task.",
+    )
+    more_envs: list[str] = _opt(None, cli=False)
+    """The tasks after ``env_id`` that each configuration also trains on (``--env`` given more than once)."""
+    seeds_per_config: int = _opt(
+        1,
+        bounds=(1, 20),
+        help="Seeds each sampled configuration trains on, every one on every task: each (task, seed) is an instance "
+        "that any worker may claim, and the configuration's value is the IQM over its instances. The seeds are the "
+        "same for every configuration, so configurations are compared on the same instances.",
+    )
+    race: bool = _opt(
+        True,
+        help="With several instances per configuration: stop a configuration without running the rest of its "
+        "instances once half of them are done and its mean normalised return on them is below the best "
+        "configuration's on the same instances (SMAC's racing).",
     )
     n_trials: int = _opt(
         100, bounds=(1, 100_000), help="Trials in the whole study, across all workers (finished, pruned or failed)."
@@ -212,6 +232,7 @@ class StudyDefinition:
                 f"max_compute={self.max_compute:g} is below {MIN_MAX_COMPUTE:g}: no configuration trains that cheaply; "
                 "give 0 (no cap) or a multiple of SB3's defaults' compute from 0.1 to 1000, e.g. 3"
             )
+        self._check_instances()
         if self.policy not in POLICIES:
             raise DefinitionError(f"policy={self.policy!r} is not one of {list(POLICIES)}")
         if self.parent is not None:
@@ -241,6 +262,49 @@ class StudyDefinition:
             entry.check(self.space, self.n_envs, self.timesteps)
         except SpaceError as exc:
             raise DefinitionError(str(exc)) from None
+
+    def _check_instances(self) -> None:
+        if not isinstance(self.more_envs, list) or not all(isinstance(e, str) for e in self.more_envs):
+            raise DefinitionError(f"more_envs={self.more_envs!r} must be a list of task ids")
+        for env_id in self.more_envs:
+            if not ENV_ID.fullmatch(env_id):
+                raise DefinitionError(f"env_id={env_id!r} is not a Gymnasium task id, e.g. HalfCheetah-v5")
+        tasks = self.tasks
+        if len(set(tasks)) != len(tasks):
+            raise DefinitionError(f"tasks {tasks} name a task twice; give each task once")
+        if len(tasks) > MAX_TASKS:
+            raise DefinitionError(f"{len(tasks)} tasks is more than the {MAX_TASKS} a study may tune for")
+        if not self.has_instances:
+            return
+        if self.stage != Stage.TUNING:
+            raise DefinitionError(f"a {self.stage} study runs one configuration per slot: it has no instances; "
+                                  "tasks and seeds per configuration belong to its tuning study")  # fmt: skip
+        if self.two_objectives:
+            raise DefinitionError(f"objective={RETURN_AND_COMPUTE!r} takes one run per configuration; with several "
+                                  "tasks or seeds per configuration use objective='return'")  # fmt: skip
+        if len(tasks) > 1 and self.confirm:
+            raise DefinitionError(f"confirm=True: the fresh-seed confirmation re-trains on one task, and this study "
+                                  f"tunes {len(tasks)}; give --no-confirm (a confirmation across tasks is not built "
+                                  "yet)")  # fmt: skip
+        if self.campaign is not None:
+            raise DefinitionError("a campaign stage tunes one task with one seed per configuration; tune several tasks "
+                                  "or seeds per configuration in a study of its own")  # fmt: skip
+
+    @property
+    def tasks(self) -> list[str]:
+        """Every task a configuration trains on, ``env_id`` first."""
+        return [self.env_id, *self.more_envs]
+
+    @property
+    def has_instances(self) -> bool:
+        """Whether each configuration trains more than once (on several tasks or seeds), as instances of its own."""
+        return len(self.tasks) * self.seeds_per_config > 1
+
+    @property
+    def instance_seed_list(self) -> list[int]:
+        """The seeds every configuration trains on, the same for all so that configurations compare on the same
+        instances: ``seed + 2e9 + j`` (mod 2**32), never a tuning or test seed."""
+        return [derive_seed(self.seed, INSTANCE_SEED_OFFSET + j) for j in range(self.seeds_per_config)]
 
     def check_params(self, params: Any) -> dict[str, Any]:
         """``params`` (a trial's readable values, read from the database) if they are a configuration of this
@@ -333,6 +397,8 @@ def define(**values: Any) -> StudyDefinition:
         value = full[option.name]
         if option.kind is float and isinstance(value, int) and not isinstance(value, bool):
             full[option.name] = float(value)
+    if full["more_envs"] is None:
+        full["more_envs"] = []
     if full["eval_every"] == 0 and isinstance(full["timesteps"], int):
         full["eval_every"] = max(full["timesteps"] // DEFAULT_EVALUATIONS, 1)
     if full["space"] is None:
@@ -377,4 +443,7 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
     if version < 5:
         data["objective"] = RETURN
         data["schema_version"] = 5  # schema 5 adds pruners, objectives and defaults; a stored study keeps its own
+    if version < 6:
+        data["more_envs"], data["seeds_per_config"], data["race"] = [], 1, True  # one run per configuration
+        data["schema_version"] = 6
     return data

@@ -16,11 +16,14 @@ ENV_ID = re.compile(r"(?:[A-Za-z0-9_-]{1,100}/)?[A-Za-z0-9_.-]{1,100}")
 
 
 class Stage(StrEnum):
-    """What a study is: sampled trials, a confirmation of a tuning study's winners, or one of the guide's four
-    campaign steps (``study_contract/campaign.py`` holds their rules)."""
+    """What a study is: sampled trials, a confirmation of a tuning study's winners, one task's instances of a
+    tuning study's configurations, or one of the guide's four campaign steps (``study_contract/campaign.py`` holds
+    their rules)."""
 
     TUNING = "tuning"
     CONFIRMATION = "confirmation"
+    INSTANCES = "instances"
+    """One task's instances of a tuning study's configurations: each slot one configuration on one seed."""
     BASELINE = "baseline"
     COARSE = "coarse"
     SCHEDULE = "schedule"

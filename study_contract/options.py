@@ -6,7 +6,8 @@ options as dataclass fields; this module turns them into ``argparse`` options fr
 named there, and parses values with the same rules (one boolean parser for both CLIs). Field metadata
 keys: ``help`` (required for an option), ``env`` (environment variable), ``flag`` (flag name if not
 ``--field-name``), ``bounds`` (inclusive ``(low, high)``), ``choices``, ``cli`` (``False`` hides a
-field), ``default_help`` (how the default is described).
+field), ``default_help`` (how the default is described), ``repeatable`` (the flag may be given more than once:
+its values come as a list).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Option:
     choices: Collection[Any] | None = None
     """The values accepted, read when a value is checked (the algorithm registry itself for ``--algo``)."""
     default_help: str | None = None
+    repeatable: bool = False
 
     def convert(self, raw: Any, source: str) -> Any:
         """``raw`` (text from a flag or variable, or a value) as this option's type, within its limits."""
@@ -133,6 +135,7 @@ def _options(cls: type) -> list[Option]:
                 bounds=meta.get("bounds"),
                 choices=meta.get("choices"),
                 default_help=meta.get("default_help"),
+                repeatable=meta.get("repeatable", False),
             )
         )
     return found
@@ -161,7 +164,7 @@ def add_options(parser: argparse.ArgumentParser, options: list[Option], *, requi
 
         parser.add_argument(option.flag, dest=option.name, type=convert, default=None,
                             required=option.name in required, metavar=option.name.upper(),
-                            help=option.describe())  # fmt: skip
+                            action="append" if option.repeatable else "store", help=option.describe())  # fmt: skip
 
 
 def collect(

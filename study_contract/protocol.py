@@ -46,6 +46,10 @@ ARTIFACT_ERROR = "artifact_error"
 # The learning curve is the trial's intermediate values (each evaluation, reported to the pruner); a two-objective
 # trial, which Optuna does not let report, records it as this attribute instead: [[env-step, mean return], ...].
 CURVE = "curve"
+# Written on a configuration that trains as instances (several tasks or seeds): how many, as they are queued, and
+# each instance's return when the configuration's value is settled: {task: [return, or None, per seed]}.
+INSTANCES = "instances"
+INSTANCE_RETURNS = "instance_returns"
 # Written before a trial is failed: why, and whether its configuration is queued again.
 PRUNED_REASON = "pruned_reason"
 """Why a trial was pruned before training (its configuration over the study's ``max_compute``)."""
@@ -73,7 +77,7 @@ KNOWN_GOOD = "known_good"
 PREVIOUS_WINNER = "previous_winner"
 """A campaign stage's re-run of the winner so far."""
 CANDIDATE = "candidate"
-"""A confirmation run: the tuning trial number it confirms, or ``baseline``."""
+"""A confirmation run or an instance: the tuning trial number it runs (a confirmation's may be ``baseline``)."""
 WARM_START = "warm_start"
 """The winner of a finished study this slot tries: {study, env_id, trial, value, confirmed}."""
 ROLES = (BASELINE, KNOWN_GOOD, PREVIOUS_WINNER, CANDIDATE, WARM_START)
@@ -212,6 +216,14 @@ def _candidate(value: Any) -> int | str | None:
     return BASELINE if value == BASELINE else _count(value)
 
 
+def _instance_returns(value: Any) -> dict[str, list[float | None]] | None:
+    if not isinstance(value, dict) or len(value) > MAX_PROVENANCE_NAMES:
+        return None
+    valid = all(isinstance(task, str) and ENV_ID.fullmatch(task) and isinstance(runs, list) and len(runs) <= 100
+                and all(r is None or finite(r) is not None for r in runs) for task, runs in value.items())  # fmt: skip
+    return value if valid else None
+
+
 def _trial_numbers(value: Any) -> list[int] | None:
     if not isinstance(value, list) or not all(_count(n) is not None for n in value):
         return None
@@ -233,7 +245,8 @@ USER_ATTRS: dict[str, Decoder] = {
     SECONDS_PER_KSTEP: recorded_number, COMPUTE_PER_STEP: recorded_number, RELATIVE_COMPUTE: recorded_number,
     PRUNED_REASON: _text, FAIL_REASON: _text, RETRY: _flag, HANDED_BACK: _text, BASELINE: _flag, KNOWN_GOOD: _flag,
     PREVIOUS_WINNER: _flag, CANDIDATE: _candidate, WARM_START: _origin, SAVED_MODEL: _flag, VIDEO_FRAMES: _count,
-    VIDEO_ERROR: _text, ARTIFACT_ERROR: _text, CURVE: _curve_points,
+    VIDEO_ERROR: _text, ARTIFACT_ERROR: _text, CURVE: _curve_points, INSTANCES: _count,
+    INSTANCE_RETURNS: _instance_returns,
 }  # fmt: skip
 SYSTEM_ATTRS: dict[str, Decoder] = {
     FAILED_TRIAL: _count, RETRY_HISTORY: _trial_numbers, STALE_RETRIES: _count, OWNER_GRACE: recorded_number,

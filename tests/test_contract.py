@@ -36,6 +36,10 @@ def test_every_committed_definition_still_reads(fixture: Path) -> None:
             spec["kind"], spec["low"], spec["high"], spec["fixed"], spec["value"]), name  # fmt: skip
         assert kept.exponent == (spec["kind"] == "pow2" and stored["schema_version"] == 1), name
     assert definition.known_good is stored.get("known_good", False)  # older studies were created without them
+    # Older studies train each configuration once, on their one task.
+    assert definition.tasks == [stored["env_id"], *stored.get("more_envs", [])]
+    assert definition.seeds_per_config == stored.get("seeds_per_config", 1)
+    assert definition.has_instances is (stored["schema_version"] >= 6)
     assert StudyDefinition.from_json(definition.to_json()) == definition
 
 
@@ -59,7 +63,7 @@ def test_create_options_are_derived_from_the_definition() -> None:
         assert option.flag in text, option.name
         assert option.help in text and option.help == fields_by_name[option.name].metadata["help"], option.name
     hidden = {f.name for f in fields(StudyDefinition)} - {o.name for o in options_of(StudyDefinition)}
-    assert hidden == {"space", "policy", "schema_version", "stage", "parent", "campaign"}
+    assert hidden == {"space", "policy", "schema_version", "stage", "parent", "campaign", "more_envs"}
     assert "Ant-v5, the guide's example task" in text
 
 

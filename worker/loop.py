@@ -22,7 +22,8 @@ from study_contract.definition import FOLLOW_UP_ATTR
 from study_contract.engine.confirmation import StudyBusy
 from study_contract.engine.creation import study_created
 from study_contract.engine.follow_ups import follow_up_of
-from study_contract.names import StudyError
+from study_contract.engine.instances import settle
+from study_contract.names import Stage, StudyError
 from study_contract.store.artifacts import location as artifact_location
 from study_contract.store.artifacts import open_store
 from study_contract.store.catalog import TuningStudy, live_counts, tuning_studies
@@ -155,6 +156,9 @@ class Worker:
                 ),
             ),
         )
+        if definition.has_instances:  # an instance whose worker died after it ended, or that failed as stale
+            settling = functools.partial(settle, self.storage, study.name)
+            self._guarded(study, "settling its configurations", lambda: self.retry("settling", settling))
 
     def follow_up(self, study: TuningStudy) -> bool:
         """Create what follows a finished study (a campaign's next stage, a confirmation), exactly once across
@@ -203,7 +207,9 @@ class Worker:
         touch(self.config.health_file)
         studies = self.studies()
         live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
-        active = sorted((s for s in studies if s.study_id in live), key=lambda s: live[s.study_id].running)
+        # Instances of configurations already sampled come first: the sampler learns sooner, and racing has a best.
+        active = sorted((s for s in studies if s.study_id in live),
+                        key=lambda s: (s.definition.stage != Stage.INSTANCES, live[s.study_id].running))  # fmt: skip
         for study in active:
             self.maintain(study)  # paused or not: a dead worker's trial must not stay RUNNING
             if study.paused:

@@ -22,6 +22,8 @@ class Outcome(StrEnum):
     """Its study was deleted, or it was failed as stale, while this worker ran it: nothing is written."""
     RELEASED = "released"
     """A shutdown came before training started: the trial is WAITING again."""
+    QUEUED = "queued as instances"
+    """A configuration of a study with several tasks or seeds: its instances are queued for any worker to train."""
 
 
 @dataclass

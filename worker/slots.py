@@ -70,6 +70,8 @@ def maintain(
         now, running = db_now(conn), running_trials(conn, study_id, grace_period)
         lost = [n for n, kind in failures(conn, study_id).get(study_id, {}).items() if kind == FailureKind.LOST]
         for trial in running:
+            if trial.awaits_instances:
+                continue
             cutoff = timedelta(seconds=trial.grace_period)
             if trial.heartbeat is not None and now - trial.heartbeat > cutoff:
                 _fail_stale(conn, study_id, trial, max_retry, done)

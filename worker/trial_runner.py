@@ -24,6 +24,8 @@ from optuna.trial import TrialState
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import SEED_SPACE, StudyDefinition
+from study_contract.engine.instances import queue_instances, settle
+from study_contract.names import Stage
 from study_contract.store.cache import PlayedTrialsStorage
 from study_contract.store.claims import beat
 from worker.db import DatabaseUnavailable, RetryAborted
@@ -90,7 +92,30 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def run_trial(session: TrialSession, train: Trainer = train_with_sb3) -> Outcome:
-    """Train the claimed trial to its end; what it came to."""
+    """Train the claimed trial to its end; what it came to. An instance's end may settle its configuration."""
+    outcome = _run_claimed(session, train)
+    if session.definition.stage == Stage.INSTANCES and outcome != Outcome.RELEASED:
+        _settle_configuration(session)
+    return outcome
+
+
+def _settle_configuration(session: TrialSession) -> None:
+    """End the instance's configuration if its instances are done, or race it out; a failure here is logged, and
+    the maintenance of its tuning study settles it later."""
+    parent = session.definition.parent
+    try:
+        settled = session.retry("settling its configuration", lambda: settle(session.storage, parent or ""))
+    except (RetryAborted, DatabaseUnavailable):
+        raise
+    except Exception as exc:  # noqa: BLE001 - its study's trouble, never the worker's
+        log.warning("%s: its configuration in %s not settled: %s", session.label, parent, failure_reason(exc))
+        return
+    for ended in settled:
+        log.info("trial %d of %s %s%s", ended.number, parent, ended.state.name.lower(),
+                 "" if ended.value is None else f" (value {ended.value:.4g} over its instances)")  # fmt: skip
+
+
+def _run_claimed(session: TrialSession, train: Trainer) -> Outcome:
     with Heartbeat(lambda: beat(session.storage.engine, session.claim), session.config.heartbeat_interval,
                    name=session.label):  # fmt: skip
         try:
@@ -131,6 +156,14 @@ def _run(session: TrialSession, train: Trainer) -> Outcome:
     queued = protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS)  # what its slot was queued with
     seed = queued.get(protocol.SEED, definition.trial_seed(number))
     session.record({protocol.SEED: seed, protocol.HYPERPARAMS: params, protocol.WORKER: WORKER_ID})
+    if definition.has_instances:
+        queue = functools.partial(queue_instances, session.storage, name, definition, session.claim, params)
+        if not session.guarded("queueing instances", queue):
+            raise TrialGone("it was failed as stale before its instances were queued; its retry queues them",
+                            deleted=False)  # fmt: skip
+        log.info("trial %d of %s: %s queued as %d instances", number, name, params,
+                 len(definition.tasks) * definition.seeds_per_config)  # fmt: skip
+        return Outcome.QUEUED
     log.info("trial %d of %s: %s seed=%d", number, name, params, seed)
     result = train(session, trial, params, seed)
     attrs = result.attrs()

@@ -120,6 +120,8 @@ def plan(
         n_trials=(len(picks) + 1) * (seeds or definition.test_seeds),
         stage=Stage.CONFIRMATION,
         parent=parent,
+        seeds_per_config=1,  # every test seed is a slot of its own
+        more_envs=[],
         baseline=False,
         known_good=False,
         confirm=False,

@@ -17,6 +17,7 @@ import optuna
 from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import DEFINITION_ATTR, FOLLOW_UP_ATTR, METRIC_NAMES, PAUSED_ATTR, StudyDefinition
+from study_contract.engine.instances import instance_studies
 from study_contract.names import StudyError
 from study_contract.space import optuna_params
 from study_contract.store.catalog import study_names
@@ -65,10 +66,15 @@ def create_study(
     attrs = {PAUSED_ATTR: False, DEFINITION_ATTR: definition.to_json()}
     while True:
         study_name = name or unique_name(storage, f"{definition.algo}-{definition.env_id}")
+        companions = [
+            (companion, {PAUSED_ATTR: False, DEFINITION_ATTR: d.to_json()})
+            for companion, d in (instance_studies(definition, study_name) if definition.has_instances else [])
+        ]
         try:
             insert_study(storage.engine, study_name, rows, attrs, encode=encode,
                          metric_names=METRIC_NAMES[definition.objective],
-                         marks={follows: {FOLLOW_UP_ATTR: study_name}} if follows is not None else None)  # fmt: skip
+                         marks={follows: {FOLLOW_UP_ATTR: study_name}} if follows is not None else None,
+                         companions=companions)  # fmt: skip
             return study_name
         except optuna.exceptions.DuplicatedStudyError:
             if name is not None:

@@ -29,7 +29,7 @@ from study_contract.definition import (
     StudyDefinition,
     check_stored_name,
 )
-from study_contract.names import DefinitionError, StudyError
+from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.protocol import FailureKind
 from study_contract.store.trials import TrialView
 
@@ -278,6 +278,8 @@ class Summary:
     """The best trial's training compute per env-step, as a multiple of SB3's defaults'."""
     paused_reason: str | None = None
     error: str | None = None
+    grows: bool = False
+    """An instance study: its slots are queued as its tuning study samples configurations, up to its budget."""
 
     @property
     def done(self) -> int:
@@ -299,7 +301,7 @@ class Summary:
             return None
         if self.lost:
             return f"{self.lost} failed trial(s) neither retried nor final: a worker will queue their retries"
-        if self.accounted != self.n_trials:
+        if self.accounted > self.n_trials or (self.accounted < self.n_trials and not self.grows):
             return f"{self.accounted} slots accounted for, budget is {self.n_trials}"
         return None
 
@@ -359,7 +361,11 @@ def _summary(
     if definition is None:
         state, eta = (StudyState.INCOMPLETE if study.incomplete else StudyState.UNREADABLE), None
     else:
-        if n["WAITING"] == 0 and n["RUNNING"] == 0 and not kinds[FailureKind.LOST]:
+        idle = n["WAITING"] == 0 and n["RUNNING"] == 0 and not kinds[FailureKind.LOST]
+        # An instance study's slots come as its tuning study samples configurations: idle is not finished before then.
+        slots = sum(n.values()) + kinds[FailureKind.FINAL] + kinds[FailureKind.LOST]
+        queued = definition.stage != Stage.INSTANCES or slots >= definition.n_trials
+        if idle and queued:
             state = StudyState.FINISHED
         elif study.paused:
             state = StudyState.PAUSED
@@ -390,6 +396,7 @@ def _summary(
         eta_seconds=eta,
         paused_reason=study.paused_reason if study.paused else None,
         error=study.error,
+        grows=definition is not None and definition.stage == Stage.INSTANCES,
     )
 
 

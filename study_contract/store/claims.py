@@ -145,6 +145,8 @@ class Running:
     """Who trains it, recorded as training starts: None while it is still in setup."""
     stale_retries: int
     """Retries its configuration already got after workers that stopped sending heartbeats."""
+    awaits_instances: bool = False
+    """A configuration whose instances are queued: its instances' ends settle it, not a heartbeat."""
 
 
 def _grace(value_json: str | None, default: float) -> float:
@@ -168,14 +170,15 @@ def running_trials(conn: sqlalchemy.Connection, study_id: int, default_grace: fl
     query = (
         sqlalchemy.select(trials.c.trial_id, trials.c.number, trials.c.datetime_start, beats.c.heartbeat,
                           _attr(system, trials, protocol.OWNER_GRACE), _attr(user, trials, protocol.WORKER),
-                          _attr(system, trials, protocol.STALE_RETRIES))
+                          _attr(system, trials, protocol.STALE_RETRIES), _attr(user, trials, protocol.INSTANCES))
         .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
         .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
     )  # fmt: skip
     return [
         Running(row[0], row[1], row[2], row[3], _grace(row[4], default_grace),
                 protocol.decode_json(protocol.WORKER, row[5], protocol.USER_ATTRS),
-                protocol.decode_json(protocol.STALE_RETRIES, row[6], protocol.SYSTEM_ATTRS) or 0)
+                protocol.decode_json(protocol.STALE_RETRIES, row[6], protocol.SYSTEM_ATTRS) or 0,
+                protocol.decode_json(protocol.INSTANCES, row[7], protocol.USER_ATTRS) is not None)
         for row in conn.execute(query)
     ]  # fmt: skip
 

@@ -9,7 +9,7 @@ followed by a second retry of the same slot. Rows are laid out as Optuna lays th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -29,19 +29,23 @@ SYSTEM_ATTRS = models.TrialSystemAttributeModel.__table__
 
 
 @contextmanager
-def locked_writes(engine: sqlalchemy.engine.Engine, study_id: int, *, wait: bool = True) -> Iterator[Any]:
-    """A connection in a transaction that holds the lock of ``study_id``, committed at the end (None: the lock was
-    busy and ``wait`` is False). On PostgreSQL the lock belongs to that transaction, so losing the session loses
-    the lock and every write made under it alike."""
+def locked_writes(
+    engine: sqlalchemy.engine.Engine, study_id: int, *, wait: bool = True, also: Sequence[int] = ()
+) -> Iterator[Any]:
+    """A connection in a transaction that holds the lock of ``study_id`` (and of the studies ``also`` names), committed
+    at the end (None: a lock was busy and ``wait`` is False). On PostgreSQL the locks belong to that transaction, so
+    losing the session loses the locks and every write made under them alike. Locks are taken in the order of their
+    ids, so two holders of several never wait for each other."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-            taken = conn.execute(sqlalchemy.text(f"SELECT {function}(:ns, :key)"),
-                                 {"ns": LOCK_NAMESPACE, "key": study_id}).scalar()  # fmt: skip
-            if not wait and not taken:
-                conn.rollback()
-                yield None
-                return
+            for key in sorted({study_id, *also}):
+                taken = conn.execute(sqlalchemy.text(f"SELECT {function}(:ns, :key)"),
+                                     {"ns": LOCK_NAMESPACE, "key": key}).scalar()  # fmt: skip
+                if not wait and not taken:
+                    conn.rollback()
+                    yield None
+                    return
             try:
                 yield conn
             except BaseException:
@@ -49,7 +53,7 @@ def locked_writes(engine: sqlalchemy.engine.Engine, study_id: int, *, wait: bool
                 raise
             conn.commit()
         return
-    with file_lock(engine, wait=wait) as taken:
+    with file_lock(engine, wait=wait) as taken:  # one lock for every study of the embedded database
         if not taken:
             yield None
             return
@@ -57,7 +61,7 @@ def locked_writes(engine: sqlalchemy.engine.Engine, study_id: int, *, wait: bool
             yield conn
 
 
-def _set_attr(conn: Any, table: sqlalchemy.Table, trial_id: int, key: str, value: Any) -> None:
+def set_attr(conn: Any, table: sqlalchemy.Table, trial_id: int, key: str, value: Any) -> None:
     conn.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
     conn.execute(sqlalchemy.insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
 
@@ -71,7 +75,7 @@ def fail_trial(conn: Any, trial_id: int, attrs: Mapping[str, Any]) -> bool:
     ).rowcount
     if failed:
         for key, value in attrs.items():
-            _set_attr(conn, USER_ATTRS, trial_id, key, value)
+            set_attr(conn, USER_ATTRS, trial_id, key, value)
     return bool(failed)
 
 
@@ -111,7 +115,7 @@ def queue_retry(conn: Any, study_id: int, failed_id: int, *, stale: bool) -> int
     user = {key: protocol.decode_json(key, value, protocol.USER_ATTRS) for key, value in stored
             if key in protocol.INHERITED}  # fmt: skip
     for key, value in protocol.inherited({k: v for k, v in user.items() if v is not None}).items():
-        _set_attr(conn, USER_ATTRS, new_id, key, value)
+        set_attr(conn, USER_ATTRS, new_id, key, value)
     fixed = conn.execute(sqlalchemy.select(_attr(SYSTEM_ATTRS, failed_id, FIXED_PARAMS))).scalar()
     system = {
         protocol.FAILED_TRIAL: number,
@@ -119,7 +123,7 @@ def queue_retry(conn: Any, study_id: int, failed_id: int, *, stale: bool) -> int
         protocol.STALE_RETRIES: stale_retries + int(stale),
     }
     for key, value in system.items():
-        _set_attr(conn, SYSTEM_ATTRS, new_id, key, value)
+        set_attr(conn, SYSTEM_ATTRS, new_id, key, value)
     if fixed is not None:  # a slot that failed before it sampled keeps the values it was queued with
         conn.execute(sqlalchemy.insert(SYSTEM_ATTRS).values(trial_id=new_id, key=FIXED_PARAMS, value_json=fixed))
     return int(new_id)

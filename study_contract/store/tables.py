@@ -47,55 +47,90 @@ def insert_study(
     encode: Callable[[dict[str, Any]], dict[str, Any]],
     metric_names: Sequence[str] = ("value",),
     marks: Mapping[int, Mapping[str, Any]] | None = None,
+    companions: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> int:
     """Write study ``name`` with one WAITING trial per slot (its configuration as the Optuna parameters ``encode``
-    gives) and the study's user ``attrs``, all in one transaction,
-    with the user attributes ``marks`` sets on other studies (by id); its id. The first objective is maximised,
-    a second one minimised; ``metric_names`` name them (the dashboard shows them).
-    :class:`optuna.exceptions.DuplicatedStudyError` if the name is taken."""
+    gives) and the study's user ``attrs``, then each of its ``companions`` (a name and its user attributes; no slots
+    yet), all in one transaction, with the user attributes ``marks`` sets on other studies (by id); its id. The first
+    objective is maximised, a second one minimised; ``metric_names`` name them (the dashboard shows them).
+    :class:`optuna.exceptions.DuplicatedStudyError` if a name is taken."""
     try:
         with engine.begin() as conn:
-            study_id = conn.execute(
-                sqlalchemy.insert(STUDIES).values(study_name=name).returning(STUDIES.c.study_id)
-            ).scalar_one()
-            directions = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE][: len(metric_names)]
-            conn.execute(sqlalchemy.insert(DIRECTIONS), [{"study_id": study_id, "objective": n, "direction": d}
-                                                         for n, d in enumerate(directions)])  # fmt: skip
-            conn.execute(
-                sqlalchemy.insert(STUDY_SYSTEM_ATTRS).values(
-                    study_id=study_id, key=METRIC_NAMES_ATTR, value_json=json.dumps(list(metric_names))
-                )
-            )
-            rows = [{"study_id": study_id, "number": n, "state": TrialState.WAITING} for n in range(len(slots))]
-            conn.execute(sqlalchemy.insert(TRIALS), rows)
-            ids: dict[int, int] = dict(
-                conn.execute(
-                    sqlalchemy.select(TRIALS.c.number, TRIALS.c.trial_id).where(TRIALS.c.study_id == study_id)
-                ).all()
-            )
-            system = [
-                {"trial_id": ids[n], "key": FIXED_PARAMS, "value_json": json.dumps(encode(slot.params))}
-                for n, slot in enumerate(slots)
-                if slot.params is not None
-            ]
-            user = [
-                {"trial_id": ids[n], "key": key, "value_json": json.dumps(value)}
-                for n, slot in enumerate(slots)
-                for key, value in slot.user_attrs.items()
-            ]
-            for table, values in ((TRIAL_SYSTEM_ATTRS, system), (TRIAL_USER_ATTRS, user)):
-                if values:
-                    conn.execute(sqlalchemy.insert(table), values)
-            conn.execute(
-                sqlalchemy.insert(STUDY_USER_ATTRS),
-                [{"study_id": study_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()],
-            )
+            study_id = _insert(conn, name, slots, attrs, encode, metric_names)
+            for companion, companion_attrs in companions:
+                _insert(conn, companion, (), companion_attrs, encode, metric_names)
             for other, marked in (marks or {}).items():
                 for key, value in marked.items():
                     set_study_attr(conn, other, key, value)
     except sqlalchemy.exc.IntegrityError:
-        raise optuna.exceptions.DuplicatedStudyError(f"study {name!r} already exists") from None
+        raise optuna.exceptions.DuplicatedStudyError(f"study {name!r} or a companion already exists") from None
+    return study_id
+
+
+def _insert(
+    conn: sqlalchemy.engine.Connection,
+    name: str,
+    slots: Sequence[Slot],
+    attrs: Mapping[str, Any],
+    encode: Callable[[dict[str, Any]], dict[str, Any]],
+    metric_names: Sequence[str],
+) -> int:
+    study_id = conn.execute(
+        sqlalchemy.insert(STUDIES).values(study_name=name).returning(STUDIES.c.study_id)
+    ).scalar_one()
+    directions = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE][: len(metric_names)]
+    conn.execute(sqlalchemy.insert(DIRECTIONS), [{"study_id": study_id, "objective": n, "direction": d}
+                                                 for n, d in enumerate(directions)])  # fmt: skip
+    conn.execute(
+        sqlalchemy.insert(STUDY_SYSTEM_ATTRS).values(
+            study_id=study_id, key=METRIC_NAMES_ATTR, value_json=json.dumps(list(metric_names))
+        )
+    )
+    if slots:
+        rows = [{"study_id": study_id, "number": n, "state": TrialState.WAITING} for n in range(len(slots))]
+        conn.execute(sqlalchemy.insert(TRIALS), rows)
+        ids: dict[int, int] = dict(
+            conn.execute(
+                sqlalchemy.select(TRIALS.c.number, TRIALS.c.trial_id).where(TRIALS.c.study_id == study_id)
+            ).all()
+        )
+        system = [
+            {"trial_id": ids[n], "key": FIXED_PARAMS, "value_json": json.dumps(encode(slot.params))}
+            for n, slot in enumerate(slots)
+            if slot.params is not None
+        ]
+        user = [
+            {"trial_id": ids[n], "key": key, "value_json": json.dumps(value)}
+            for n, slot in enumerate(slots)
+            for key, value in slot.user_attrs.items()
+        ]
+        for table, values in ((TRIAL_SYSTEM_ATTRS, system), (TRIAL_USER_ATTRS, user)):
+            if values:
+                conn.execute(sqlalchemy.insert(table), values)
+    conn.execute(
+        sqlalchemy.insert(STUDY_USER_ATTRS),
+        [{"study_id": study_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()],
+    )
     return int(study_id)
+
+
+def add_slot(
+    conn: sqlalchemy.engine.Connection, study_id: int, fixed: dict[str, Any], user_attrs: Mapping[str, Any]
+) -> int:
+    """One WAITING trial appended to study ``study_id``, fixed to the Optuna parameters ``fixed``, inside the caller's
+    transaction (which holds the study's lock: the trial's number is the count of its trials); its id."""
+    number = conn.execute(sqlalchemy.select(sqlalchemy.func.count()).where(TRIALS.c.study_id == study_id)).scalar_one()
+    trial_id = conn.execute(
+        sqlalchemy.insert(TRIALS).values(study_id=study_id, number=number, state=TrialState.WAITING)
+        .returning(TRIALS.c.trial_id)
+    ).scalar_one()  # fmt: skip
+    conn.execute(sqlalchemy.insert(TRIAL_SYSTEM_ATTRS).values(trial_id=trial_id, key=FIXED_PARAMS,
+                                                              value_json=json.dumps(fixed)))  # fmt: skip
+    for key, value in user_attrs.items():
+        conn.execute(
+            sqlalchemy.insert(TRIAL_USER_ATTRS).values(trial_id=trial_id, key=key, value_json=json.dumps(value))
+        )
+    return int(trial_id)
 
 
 def set_study_attr(conn: sqlalchemy.engine.Connection, study_id: int, key: str, value: Any) -> None:

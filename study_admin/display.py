@@ -311,4 +311,18 @@ def confirmation(report: ConfirmationReport | None) -> list[str]:
         return []
     head = f"confirmation  {report.study}: {report.done}/{report.budget} runs on test seeds {report.test_seeds}"
     rows = table([CONFIRMATION_HEADER, *confirmation_rows(report)]).splitlines()
-    return [head, *("  " + row for row in rows), *("  " + note for note in confirmation_notes(report))]
+    return [head, *("  " + row for row in rows), *("  " + note for note in confirmation_notes(report)),
+            *confirmation_tasks(report)]  # fmt: skip
+
+
+def confirmation_tasks(report: ConfirmationReport) -> list[str]:
+    """A study tuned for several tasks: each candidate's IQM of raw fresh-seed returns on every task (the table's
+    IQMs are of returns normalised per task, 0 the worst fresh-seed run there and 1 the best)."""
+    if report.baseline_per_task is None:
+        return []
+    tasks = list(report.baseline_per_task)
+    rows = [["CANDIDATE", *tasks]]
+    rows += [[f"trial {c.trial}", *(format_value((c.per_task or {}).get(t)) for t in tasks)] for c in report.candidates]
+    rows.append(["baseline (SB3 defaults)", *(format_value(report.baseline_per_task.get(t)) for t in tasks)])
+    return ["  fresh-seed IQM per task (raw returns; the table above is normalised per task)",
+            *("    " + row for row in table(rows).splitlines())]  # fmt: skip

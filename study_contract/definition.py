@@ -274,21 +274,18 @@ class StudyDefinition:
             raise DefinitionError(f"tasks {tasks} name a task twice; give each task once")
         if len(tasks) > MAX_TASKS:
             raise DefinitionError(f"{len(tasks)} tasks is more than the {MAX_TASKS} a study may tune for")
-        if not self.has_instances:
-            return
+        several = len(tasks) * self.seeds_per_config > 1
+        if not several or (self.stage == Stage.CONFIRMATION and self.seeds_per_config == 1):
+            return  # a confirmation's slots are each one run, on one of its tuning study's tasks
+        if self.campaign is not None:
+            raise DefinitionError("a campaign stage tunes one task with one seed per configuration; tune several tasks "
+                                  "or seeds per configuration in a study of its own")  # fmt: skip
         if self.stage != Stage.TUNING:
             raise DefinitionError(f"a {self.stage} study runs one configuration per slot: it has no instances; "
                                   "tasks and seeds per configuration belong to its tuning study")  # fmt: skip
         if self.two_objectives:
             raise DefinitionError(f"objective={RETURN_AND_COMPUTE!r} takes one run per configuration; with several "
                                   "tasks or seeds per configuration use objective='return'")  # fmt: skip
-        if len(tasks) > 1 and self.confirm:
-            raise DefinitionError(f"confirm=True: the fresh-seed confirmation re-trains on one task, and this study "
-                                  f"tunes {len(tasks)}; give --no-confirm (a confirmation across tasks is not built "
-                                  "yet)")  # fmt: skip
-        if self.campaign is not None:
-            raise DefinitionError("a campaign stage tunes one task with one seed per configuration; tune several tasks "
-                                  "or seeds per configuration in a study of its own")  # fmt: skip
 
     @property
     def tasks(self) -> list[str]:
@@ -298,7 +295,7 @@ class StudyDefinition:
     @property
     def has_instances(self) -> bool:
         """Whether each configuration trains more than once (on several tasks or seeds), as instances of its own."""
-        return len(self.tasks) * self.seeds_per_config > 1
+        return self.stage == Stage.TUNING and len(self.tasks) * self.seeds_per_config > 1
 
     @property
     def instance_seed_list(self) -> list[int]:

@@ -78,11 +78,13 @@ PREVIOUS_WINNER = "previous_winner"
 """A campaign stage's re-run of the winner so far."""
 CANDIDATE = "candidate"
 """A confirmation run or an instance: the tuning trial number it runs (a confirmation's may be ``baseline``)."""
+TASK = "task"
+"""A confirmation run of a study tuned for several tasks: the task it trains on."""
 WARM_START = "warm_start"
 """The winner of a finished study this slot tries: {study, env_id, trial, value, confirmed}."""
 ROLES = (BASELINE, KNOWN_GOOD, PREVIOUS_WINNER, CANDIDATE, WARM_START)
 
-INHERITED = (SEED, HYPERPARAMS, *ROLES)
+INHERITED = (SEED, HYPERPARAMS, TASK, *ROLES)
 """What a retry takes over from the trial it replaces: the same configuration, seed and role. Nothing
 else: not the dead run's results, progress or artifacts."""
 
@@ -246,7 +248,7 @@ USER_ATTRS: dict[str, Decoder] = {
     PRUNED_REASON: _text, FAIL_REASON: _text, RETRY: _flag, HANDED_BACK: _text, BASELINE: _flag, KNOWN_GOOD: _flag,
     PREVIOUS_WINNER: _flag, CANDIDATE: _candidate, WARM_START: _origin, SAVED_MODEL: _flag, VIDEO_FRAMES: _count,
     VIDEO_ERROR: _text, ARTIFACT_ERROR: _text, CURVE: _curve_points, INSTANCES: _count,
-    INSTANCE_RETURNS: _instance_returns,
+    INSTANCE_RETURNS: _instance_returns, TASK: lambda v: v if isinstance(v, str) and ENV_ID.fullmatch(v) else None,
 }  # fmt: skip
 SYSTEM_ATTRS: dict[str, Decoder] = {
     FAILED_TRIAL: _count, RETRY_HISTORY: _trial_numbers, STALE_RETRIES: _count, OWNER_GRACE: recorded_number,

@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from study_contract import protocol
-from study_contract.engine.instances import Run, Scale, configuration_value, raced_out
+from study_contract.engine.instances import Run, configuration_value, raced_out, scale_of
 from study_contract.store.storage import open_storage
 from study_contract.store.study_view import load_study
 from tests.conftest import (
@@ -56,17 +56,17 @@ def _lucky_fourth_seed(session: TrialSession, trial: optuna.Trial, params: dict[
 
 
 def _runs(task: str, values: dict[int, float], candidate: int = 0) -> list[Run]:
-    return [Run(n, task, candidate, seed, TrialState.COMPLETE, v, False, False, 256, 1.0) for n, (seed, v) in
+    return [Run(n, task, candidate, seed, TrialState.COMPLETE, v, False, False, 256, 1.0, 2.0) for n, (seed, v) in
             enumerate(values.items())]  # fmt: skip
 
 
 def test_each_task_counts_the_same_once_normalised_and_one_task_keeps_raw_returns() -> None:
     pendulum = _runs("P", {0: -1000.0, 1: -200.0})
     balance = _runs("B", {0: 10.0, 1: 1000.0})
-    scale = Scale.of(pendulum + balance)
-    assert [scale.normalised(r) for r in pendulum + balance] == [0.0, 1.0, 0.0, 1.0]
+    scale = scale_of(pendulum + balance)
+    assert [scale.normalised(r.task, r.value) for r in pendulum + balance] == [0.0, 1.0, 0.0, 1.0]  # type: ignore[arg-type]
     assert configuration_value(pendulum + balance, scale, tasks=2) == 0.5
-    assert configuration_value(pendulum, Scale.of(pendulum), tasks=1) == -600.0
+    assert configuration_value(pendulum, scale_of(pendulum), tasks=1) == -600.0
 
 
 def test_a_configuration_is_raced_out_only_when_half_its_instances_lose_to_the_best() -> None:
@@ -74,7 +74,7 @@ def test_a_configuration_is_raced_out_only_when_half_its_instances_lose_to_the_b
     one_worse = _runs("P", {0: 5.0}, candidate=1)
     two_worse = _runs("P", {0: 5.0, 1: 5.0}, candidate=1)
     two_better = _runs("P", {0: 12.0, 1: 12.0}, candidate=1)
-    scale = Scale.of(best + two_worse + two_better)
+    scale = scale_of(best + two_worse + two_better)
     assert raced_out(two_worse, best, scale, total=4)
     assert not raced_out(one_worse, best, scale, total=4)  # a quarter of its instances is not evidence
     assert not raced_out(two_better, best, scale, total=4)
@@ -88,7 +88,7 @@ def test_create_writes_one_instance_study_per_task_and_refuses_what_instances_ca
               "--space", str(tiny_space), "--warm-start", "off"]  # fmt: skip
     refusals = {
         ("--env", "Pendulum-v1", "--env", "Pendulum-v1", "--no-confirm"): "name a task twice",
-        ("--env", "Pendulum-v1,InvertedPendulum-v5"): "give --no-confirm",
+        ("--env", "Pendulum-v1,", "--no-confirm"): "unknown environment ''",
         ("--env", "Pendulum-v1", "--seeds-per-config", "2", "--objective", "return-and-compute"): "objective='return'",
         ("--env", "Pendulum-v1", "--seeds-per-config", "0"): r"--seeds-per-config=0 is outside the accepted range",
         ("--env", "Pendulum-v1", "--env", "Pendulum-v9", "--no-confirm"): "unknown environment 'Pendulum-v9'",
@@ -125,6 +125,7 @@ def test_a_configuration_is_valued_on_every_instance_and_losers_are_raced_out(
     # The best on every instance: 1 on each normalised task, whatever the tasks' scales.
     assert first.value == 1.0
     assert first.user_attrs[protocol.INSTANCE_RETURNS] == {TASKS[0]: [10_000.0] * 2, TASKS[1]: [10.0] * 2}
+    assert first.user_attrs[protocol.ENV_STEPS] == 4 * 256 and first.user_attrs[protocol.WALL_SECONDS] == 4 * 1.0
     for raced in (second, third):  # worse than the baseline on the first task's two seeds: the second task not run
         assert raced.state == TrialState.PRUNED and "raced out" in raced.user_attrs[protocol.PRUNED_REASON]
         assert raced.user_attrs[protocol.INSTANCE_RETURNS][TASKS[1]] == [None, None]
@@ -167,6 +168,24 @@ def test_one_task_with_several_seeds_takes_the_iqm_of_raw_returns_and_is_confirm
     assert other.value < best.value
     confirmation = assert_budget_accounted(storage_url, "seeds:confirm", 4)  # the winner and the baseline, 2 seeds each
     assert {t.user_attrs[protocol.CANDIDATE] for t in confirmation} == {protocol.BASELINE, other.number}
+
+
+def test_a_multi_task_winner_is_confirmed_on_fresh_seeds_of_every_task(storage_url: str, tiny_space: Path) -> None:
+    create_tiny_study(storage_url, "both", tiny_space, 3, 256, *INSTANCES, "--no-race", "--confirm", "--confirm-top",
+                      "1", "--test-seeds", "2")  # fmt: skip
+    run_worker_in_process(storage_url, train=_returns)
+    runs = assert_budget_accounted(storage_url, "both:confirm", 2 * 2 * 2)  # (the pick + the baseline) x seeds x tasks
+    for run in runs:  # each trained on the task its slot names
+        assert run.value == (1000.0 if run.user_attrs[protocol.TASK] == TASKS[0] else 1.0) * (
+            10.0 - (run.user_attrs[protocol.CANDIDATE] if run.user_attrs[protocol.CANDIDATE] != "baseline" else 0)
+        )
+    assert sorted(run.user_attrs[protocol.TASK] for run in runs) == sorted(TASKS * 4)
+    shown = run_admin("show", "--storage", storage_url, "both").stdout
+    assert "fresh-seed IQM per task" in shown and "baseline (SB3 defaults)  10000.00     10.00" in shown
+    best = json.loads(run_admin("best", "--storage", storage_url, "both", "--format", "json").stdout)
+    assert best["confirmed"] and best["tasks"] == list(TASKS)
+    report = best["confirmation"]
+    assert report["baseline"]["per_task"] == {TASKS[0]: 10_000.0, TASKS[1]: 10.0} and report["baseline"]["iqm"] == 1.0
 
 
 def test_an_instance_that_fails_for_good_fails_its_configuration_and_spares_the_rest(

@@ -155,6 +155,8 @@ def _run(session: TrialSession, train: Trainer) -> Outcome:
     params = definition.check_params(sampled)  # a slot's fixed values come from the database
     queued = protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS)  # what its slot was queued with
     seed = queued.get(protocol.SEED, definition.trial_seed(number))
+    if len(definition.tasks) > 1 and not definition.has_instances:  # a multi-task study's confirmation run
+        session.train_on(queued.get(protocol.TASK, ""))
     session.record({protocol.SEED: seed, protocol.HYPERPARAMS: params, protocol.WORKER: WORKER_ID})
     if definition.has_instances:
         queue = functools.partial(queue_instances, session.storage, name, definition, session.claim, params)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from optuna.artifacts import upload_artifact
 
 from study_contract import protocol
 from study_contract.definition import StudyDefinition
+from study_contract.names import DefinitionError
 from study_contract.store.catalog import TuningStudy
 from study_contract.store.claims import Claim, LostClaim, lost_claim
 from worker.config import WorkerConfig
@@ -69,11 +71,21 @@ class TrialSession:
         self.retry = retry
         self.artifact_store = artifact_store
         self._uploaded: list[str] = []  # removed again if the study is deleted meanwhile
+        self._on_task: StudyDefinition | None = None
 
     @property
     def definition(self) -> StudyDefinition:
+        """The study's definition; for a run on one of its several tasks (:meth:`train_on`), as if that were its only
+        task."""
         assert self.study.definition is not None  # only readable studies are served
-        return self.study.definition
+        return self._on_task or self.study.definition
+
+    def train_on(self, task: str) -> None:
+        """Train on ``task``, one of the study's tasks (a multi-task study's confirmation slot names it)."""
+        assert self.study.definition is not None
+        if task not in self.study.definition.tasks:
+            raise DefinitionError(f"task={task!r} is not one of the study's tasks {self.study.definition.tasks}")
+        self._on_task = replace(self.study.definition, env_id=task, more_envs=[])
 
     @property
     def trial_id(self) -> int:

@@ -21,9 +21,10 @@ from study_contract import protocol
 from study_contract.algorithms import algorithm
 from study_contract.definition import RETURN, StudyDefinition
 from study_contract.engine.creation import create_study, discard_unfinished, study_exists
+from study_contract.engine.instances import Scale
 from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.space import ParamSpec
-from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, probability_of_improvement, summarise_scores
+from study_contract.statistics import CHEAPEST_TIED, ScoreSummary, iqm, probability_of_improvement, summarise_scores
 from study_contract.store.locks import study_lock
 from study_contract.store.study_view import StudyView, load_study
 from study_contract.store.tables import Slot
@@ -117,11 +118,10 @@ def plan(
         )
     confirmation = replace(
         definition,
-        n_trials=(len(picks) + 1) * (seeds or definition.test_seeds),
+        n_trials=(len(picks) + 1) * (seeds or definition.test_seeds) * len(definition.tasks),
         stage=Stage.CONFIRMATION,
         parent=parent,
-        seeds_per_config=1,  # every test seed is a slot of its own
-        more_envs=[],
+        seeds_per_config=1,  # every test seed is a slot of its own, on every task
         baseline=False,
         known_good=False,
         confirm=False,
@@ -136,9 +136,11 @@ def plan(
         space=candidate_space([*(c.params for c in picks), baseline]),
         campaign=None,
     )
+    several = len(definition.tasks) > 1
     fixed = [
-        Slot(params, {protocol.CANDIDATE: key, protocol.SEED: seed})
+        Slot(params, {protocol.CANDIDATE: key, protocol.SEED: seed, **({protocol.TASK: task} if several else {})})
         for seed in confirmation.test_seed_list  # seed by seed: early results cover every configuration
+        for task in definition.tasks
         for key, params in [*((c.trial, c.params) for c in picks), (protocol.BASELINE, baseline)]
     ]
     return confirmation, fixed
@@ -194,12 +196,14 @@ class CandidateResult:
     """Training compute per env-step as a multiple of SB3's defaults' (machine-independent)."""
     seconds_per_kstep: float | None = None
     """Measured training seconds per 1,000 env-steps, over its runs on the test seeds."""
+    per_task: dict[str, float | None] | None = None
+    """A study tuned for several tasks: the IQM of the raw fresh-seed returns on each (``fresh`` is normalised)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"trial": self.trial, "tuning_value": self.tuning_value, "tuning_rank": self.tuning_rank,
                 **self.fresh.to_dict(), "failed_seeds": self.failed_seeds, "p_improvement": self.p_improvement,
                 "relative_compute": self.relative_compute, "seconds_per_kstep": self.seconds_per_kstep,
-                "hyperparams": self.hyperparams}  # fmt: skip
+                "per_task": self.per_task, "hyperparams": self.hyperparams}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,7 @@ class ConfirmationReport:
     baseline: ScoreSummary
     baseline_failed_seeds: int
     baseline_seconds_per_kstep: float | None = None
+    baseline_per_task: dict[str, float | None] | None = None
 
     @property
     def winner(self) -> CandidateResult | None:
@@ -249,7 +254,7 @@ class ConfirmationReport:
             "beats_baseline": self.beats_baseline,
             "candidates": [c.to_dict() for c in self.candidates],
             "baseline": {**self.baseline.to_dict(), "failed_seeds": self.baseline_failed_seeds,
-                         "seconds_per_kstep": self.baseline_seconds_per_kstep},
+                         "seconds_per_kstep": self.baseline_seconds_per_kstep, "per_task": self.baseline_per_task},
         }  # fmt: skip
 
     def tied_with_winner(self) -> list[CandidateResult]:
@@ -312,14 +317,20 @@ def confirmation_report(storage: optuna.storages.RDBStorage, parent: StudyView) 
     confirmation = load_study(storage, name)
     parent_trials = {t.number: t for t in parent.trials}
     trials = confirmation.trials
+    tasks = confirmation.definition.tasks
+    # With several tasks, every run's return normalised on its task, as the tuning study valued its configurations.
+    scale = Scale.of((t.get(protocol.TASK, ""), t.value) for t in trials if t.complete) if len(tasks) > 1 else None
     scores: dict[Any, list[float]] = {}
+    per_task: dict[Any, dict[str, list[float]]] = {}
     failed: dict[Any, int] = {}
     speeds: dict[Any, list[float]] = {}
     for trial in trials:
         key = trial.get(protocol.CANDIDATE)
         scores.setdefault(key, [])
         if trial.complete:
-            scores[key].append(trial.value or 0.0)
+            task, value = trial.get(protocol.TASK, ""), trial.value or 0.0
+            scores[key].append(scale.normalised(task, value) if scale else value)
+            per_task.setdefault(key, {}).setdefault(task, []).append(value)
             speed = trial.get(protocol.SECONDS_PER_KSTEP)
             if speed is not None:
                 speeds.setdefault(key, []).append(speed)
@@ -342,6 +353,7 @@ def confirmation_report(storage: optuna.storages.RDBStorage, parent: StudyView) 
                 hyperparams=tuned.hyperparams if tuned else None,
                 relative_compute=tuned.get(protocol.RELATIVE_COMPUTE) if tuned else None,
                 seconds_per_kstep=_mean(speeds.get(key)),
+                per_task=_task_iqms(per_task.get(key), tasks) if scale else None,
             )
         )
     candidates.sort(key=lambda c: -c.fresh.iqm if c.fresh.iqm is not None else float("inf"))
@@ -354,7 +366,13 @@ def confirmation_report(storage: optuna.storages.RDBStorage, parent: StudyView) 
         baseline=summarise_scores(baseline_scores),
         baseline_failed_seeds=failed.get(protocol.BASELINE, 0),
         baseline_seconds_per_kstep=_mean(speeds.get(protocol.BASELINE)),
+        baseline_per_task=_task_iqms(per_task.get(protocol.BASELINE), tasks) if scale else None,
     )
+
+
+def _task_iqms(returns: dict[str, list[float]] | None, tasks: list[str]) -> dict[str, float | None]:
+    """The IQM of the raw fresh-seed returns on each task (None where none completed)."""
+    return {task: iqm(returns[task]) if returns and returns.get(task) else None for task in tasks}
 
 
 def _mean(values: list[float] | None) -> float | None:

@@ -20,6 +20,7 @@ compares configurations on the same scale. One task needs no scale: its values a
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -118,6 +119,7 @@ class Run:
     lost: bool
     env_steps: int
     relative_compute: float | None
+    wall_seconds: float | None
 
     @property
     def pending(self) -> bool:
@@ -128,7 +130,7 @@ class Run:
         return self.task, self.seed
 
 
-_ATTR_KEYS = (protocol.CANDIDATE, protocol.SEED, protocol.ENV_STEPS, protocol.RELATIVE_COMPUTE)
+_ATTR_KEYS = (protocol.CANDIDATE, protocol.SEED, protocol.ENV_STEPS, protocol.RELATIVE_COMPUTE, protocol.WALL_SECONDS)
 
 
 def _runs(conn: Any, study_id: int, task: str) -> list[Run]:
@@ -156,33 +158,38 @@ def _runs(conn: Any, study_id: int, task: str) -> list[Run]:
         runs.append(Run(trial_id, task, candidate, seed, TrialState(state) if not isinstance(state, TrialState)
                         else state, protocol.finite(value) if state == TrialState.COMPLETE else None,
                         kind == FailureKind.FINAL, kind == FailureKind.LOST, found.get(protocol.ENV_STEPS) or 0,
-                        found.get(protocol.RELATIVE_COMPUTE)))  # fmt: skip
+                        found.get(protocol.RELATIVE_COMPUTE), found.get(protocol.WALL_SECONDS)))  # fmt: skip
     return runs
 
 
 @dataclass(frozen=True)
 class Scale:
-    """Per task, the worst and best return any instance reached there: 0 and 1 of the normalised return."""
+    """Per task, the worst and best return seen there: 0 and 1 of the normalised return."""
 
     bounds: dict[str, tuple[float, float]]
 
     @classmethod
-    def of(cls, runs: list[Run]) -> Scale:
-        returns: dict[str, list[float]] = defaultdict(list)
-        for run in runs:
-            if run.value is not None:
-                returns[run.task].append(run.value)
-        return cls({task: (min(values), max(values)) for task, values in returns.items()})
+    def of(cls, returns: Iterable[tuple[str, float | None]]) -> Scale:
+        """The scale of ``(task, return)`` pairs (a return of None is not one)."""
+        seen: dict[str, list[float]] = defaultdict(list)
+        for task, value in returns:
+            if value is not None:
+                seen[task].append(value)
+        return cls({task: (min(values), max(values)) for task, values in seen.items()})
 
-    def normalised(self, run: Run) -> float:
-        low, high = self.bounds[run.task]
-        return (run.value - low) / (high - low) if high > low else 1.0  # type: ignore[operator]
+    def normalised(self, task: str, value: float) -> float:
+        low, high = self.bounds[task]
+        return (value - low) / (high - low) if high > low else 1.0
+
+
+def scale_of(runs: list[Run]) -> Scale:
+    return Scale.of((run.task, run.value) for run in runs)
 
 
 def configuration_value(runs: list[Run], scale: Scale, tasks: int) -> float:
     """The IQM over a configuration's completed instances: of raw returns on one task, else of normalised ones."""
     done = [run for run in runs if run.value is not None]
-    return iqm([run.value if tasks == 1 else scale.normalised(run) for run in done])  # type: ignore[misc]
+    return iqm([run.value if tasks == 1 else scale.normalised(run.task, run.value) for run in done])  # type: ignore[arg-type]
 
 
 def raced_out(mine: list[Run], best: list[Run], scale: Scale, total: int) -> bool:
@@ -195,8 +202,8 @@ def raced_out(mine: list[Run], best: list[Run], scale: Scale, total: int) -> boo
     shared = [key for key in done if key in theirs]
     if not shared:
         return False
-    ours = sum(scale.normalised(done[key]) for key in shared)
-    return ours < sum(scale.normalised(theirs[key]) for key in shared)
+    ours = sum(scale.normalised(task, done[task, seed].value) for task, seed in shared)  # type: ignore[arg-type]
+    return ours < sum(scale.normalised(task, theirs[task, seed].value) for task, seed in shared)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -228,7 +235,7 @@ def settle(storage: optuna.storages.RDBStorage, name: str, number: int | None = 
         runs = [
             run for study_id, task in zip(ids, definition.tasks, strict=True) for run in _runs(conn, study_id, task)
         ]
-        scale = Scale.of(runs)
+        scale = scale_of(runs)
         by_candidate: dict[int, list[Run]] = defaultdict(list)
         for run in runs:
             by_candidate[run.candidate].append(run)
@@ -300,6 +307,9 @@ def _end(conn: Any, trial_id: int, number: int, definition: StudyDefinition, run
                              protocol.ENV_STEPS: sum(run.env_steps for run in runs)}  # fmt: skip
     if costs:
         attrs[protocol.RELATIVE_COMPUTE] = round(sum(costs) / len(costs), 3)
+    seconds = [run.wall_seconds for run in runs if run.wall_seconds is not None]
+    if seconds:  # what the configuration cost: all of its instances
+        attrs[protocol.WALL_SECONDS] = round(sum(seconds), 3)
     value = None
     if any(run.final_failure for run in runs):
         state = TrialState.FAIL

@@ -56,7 +56,7 @@ def _lucky_fourth_seed(session: TrialSession, trial: optuna.Trial, params: dict[
 
 
 def _runs(task: str, values: dict[int, float], candidate: int = 0) -> list[Run]:
-    return [Run(n, task, candidate, seed, TrialState.COMPLETE, v, False, False, 256, 1.0, 2.0) for n, (seed, v) in
+    return [Run(n, task, candidate, seed, TrialState.COMPLETE, v, False, False, 256, 1.0, 2.0, None) for n, (seed, v) in
             enumerate(values.items())]  # fmt: skip
 
 
@@ -203,6 +203,22 @@ def test_an_instance_that_fails_for_good_fails_its_configuration_and_spares_the_
     runs = [t for t in trials_of(storage_url, "fails:task-1") + trials_of(storage_url, "fails:task-2")
             if t.user_attrs[protocol.CANDIDATE] == 1]  # fmt: skip
     assert sorted(t.state.name for t in runs) == ["FAIL", "PRUNED", "PRUNED", "PRUNED"]  # the first failure stops it
+    assert failed.user_attrs[protocol.FAIL_REASON].startswith(f"its instance on {TASKS[0]} (seed 2000000000) failed "
+                                                              "for good: RuntimeError: diverged")  # fmt: skip
+
+
+def test_a_study_whose_configurations_all_fail_the_same_way_pauses(storage_url: str, tiny_space: Path) -> None:
+    def broken(*_: Any) -> TrainingResult:
+        raise RuntimeError("the task needs a package this worker lacks")
+
+    create_tiny_study(storage_url, "broken", tiny_space, 6, 256, *INSTANCES, "--pause-after-failures", "2")
+    run_worker_in_process(storage_url, train=broken)
+    configurations = trials_of(storage_url, "broken")
+    assert [t.state for t in configurations[:2]] == [TrialState.FAIL] * 2
+    assert all(t.state == TrialState.WAITING for t in configurations[2:])  # not burnt: the study paused itself
+    listed = {row["name"]: row for row in json.loads(run_admin("list", "--storage", storage_url, "--format",
+                                                               "json").stdout)}  # fmt: skip
+    assert listed["broken"]["state"] == "paused" and "lacks" in listed["broken"]["paused_reason"]
 
 
 def test_a_configuration_left_unsettled_by_a_dead_worker_is_settled_by_the_next(

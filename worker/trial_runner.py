@@ -27,6 +27,7 @@ from study_contract.definition import SEED_SPACE, StudyDefinition
 from study_contract.engine.instances import queue_instances, settle
 from study_contract.names import Stage
 from study_contract.store.cache import PlayedTrialsStorage
+from study_contract.store.catalog import TuningStudy, load_definition, study_id_of
 from study_contract.store.claims import beat
 from worker.db import DatabaseUnavailable, RetryAborted
 from worker.faults import crash_point
@@ -100,19 +101,22 @@ def run_trial(session: TrialSession, train: Trainer = train_with_sb3) -> Outcome
 
 
 def _settle_configuration(session: TrialSession) -> None:
-    """End the instance's configuration if its instances are done, or race it out; a failure here is logged, and
-    the maintenance of its tuning study settles it later."""
-    parent = session.definition.parent
+    """End the instance's configuration if its instances are done, or race it out, and pause its study if its
+    configurations all fail the same way; a failure here is logged, and the maintenance of its tuning study
+    settles the configuration later."""
+    parent = session.definition.parent or ""
     try:
-        settled = session.retry("settling its configuration", lambda: settle(session.storage, parent or ""))
+        settled = session.retry("settling its configuration", lambda: settle(session.storage, parent))
+        for ended in settled:
+            log.info("trial %d of %s %s%s", ended.number, parent, ended.state.name.lower(),
+                     "" if ended.value is None else f" (value {ended.value:.4g} over its instances)")  # fmt: skip
+        if any(ended.state == TrialState.FAIL for ended in settled):
+            tuning = TuningStudy(study_id_of(session.storage, parent), parent, load_definition(session.storage, parent))
+            session.retry("checking failures", lambda: pause_if_failing(session.storage, tuning))
     except (RetryAborted, DatabaseUnavailable):
         raise
     except Exception as exc:  # noqa: BLE001 - its study's trouble, never the worker's
         log.warning("%s: its configuration in %s not settled: %s", session.label, parent, failure_reason(exc))
-        return
-    for ended in settled:
-        log.info("trial %d of %s %s%s", ended.number, parent, ended.state.name.lower(),
-                 "" if ended.value is None else f" (value {ended.value:.4g} over its instances)")  # fmt: skip
 
 
 def _run_claimed(session: TrialSession, train: Trainer) -> Outcome:

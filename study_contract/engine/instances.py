@@ -120,6 +120,7 @@ class Run:
     env_steps: int
     relative_compute: float | None
     wall_seconds: float | None
+    fail_reason: str | None
 
     @property
     def pending(self) -> bool:
@@ -130,7 +131,8 @@ class Run:
         return self.task, self.seed
 
 
-_ATTR_KEYS = (protocol.CANDIDATE, protocol.SEED, protocol.ENV_STEPS, protocol.RELATIVE_COMPUTE, protocol.WALL_SECONDS)
+_ATTR_KEYS = (protocol.CANDIDATE, protocol.SEED, protocol.ENV_STEPS, protocol.RELATIVE_COMPUTE, protocol.WALL_SECONDS,
+              protocol.FAIL_REASON)  # fmt: skip
 
 
 def _runs(conn: Any, study_id: int, task: str) -> list[Run]:
@@ -158,7 +160,8 @@ def _runs(conn: Any, study_id: int, task: str) -> list[Run]:
         runs.append(Run(trial_id, task, candidate, seed, TrialState(state) if not isinstance(state, TrialState)
                         else state, protocol.finite(value) if state == TrialState.COMPLETE else None,
                         kind == FailureKind.FINAL, kind == FailureKind.LOST, found.get(protocol.ENV_STEPS) or 0,
-                        found.get(protocol.RELATIVE_COMPUTE), found.get(protocol.WALL_SECONDS)))  # fmt: skip
+                        found.get(protocol.RELATIVE_COMPUTE), found.get(protocol.WALL_SECONDS),
+                        found.get(protocol.FAIL_REASON)))  # fmt: skip
     return runs
 
 
@@ -311,9 +314,11 @@ def _end(conn: Any, trial_id: int, number: int, definition: StudyDefinition, run
     if seconds:  # what the configuration cost: all of its instances
         attrs[protocol.WALL_SECONDS] = round(sum(seconds), 3)
     value = None
-    if any(run.final_failure for run in runs):
+    failed = next((run for run in runs if run.final_failure), None)
+    if failed is not None:
         state = TrialState.FAIL
-        attrs |= {protocol.FAIL_REASON: "an instance failed for good: see its instance study", protocol.RETRY: False}
+        why = f"its instance on {failed.task} (seed {failed.seed}) failed for good: {failed.fail_reason or 'no reason'}"
+        attrs |= {protocol.FAIL_REASON: why[: protocol.MAX_TEXT], protocol.RETRY: False}
     elif reason is not None or any(run.state == TrialState.PRUNED for run in runs):
         state = TrialState.PRUNED
         attrs[protocol.PRUNED_REASON] = reason or "an instance was pruned"

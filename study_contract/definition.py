@@ -277,12 +277,9 @@ class StudyDefinition:
         several = len(tasks) * self.seeds_per_config > 1
         if not several or (self.stage == Stage.CONFIRMATION and self.seeds_per_config == 1):
             return  # a confirmation's slots are each one run, on one of its tuning study's tasks
-        if self.campaign is not None:
-            raise DefinitionError("a campaign stage tunes one task with one seed per configuration; tune several tasks "
-                                  "or seeds per configuration in a study of its own")  # fmt: skip
-        if self.stage != Stage.TUNING:
+        if not self.has_instances:
             raise DefinitionError(f"a {self.stage} study runs one configuration per slot: it has no instances; "
-                                  "tasks and seeds per configuration belong to its tuning study")  # fmt: skip
+                                  "tasks and seeds per configuration belong to the study it follows")  # fmt: skip
         if self.two_objectives:
             raise DefinitionError(f"objective={RETURN_AND_COMPUTE!r} takes one run per configuration; with several "
                                   "tasks or seeds per configuration use objective='return'")  # fmt: skip
@@ -295,7 +292,8 @@ class StudyDefinition:
     @property
     def has_instances(self) -> bool:
         """Whether each configuration trains more than once (on several tasks or seeds), as instances of its own."""
-        return self.stage == Stage.TUNING and len(self.tasks) * self.seeds_per_config > 1
+        sampled = self.stage not in (Stage.CONFIRMATION, Stage.INSTANCES)  # tuning, or a campaign stage
+        return sampled and len(self.tasks) * self.seeds_per_config > 1
 
     @property
     def instance_seed_list(self) -> list[int]:

@@ -188,6 +188,22 @@ def test_a_multi_task_winner_is_confirmed_on_fresh_seeds_of_every_task(storage_u
     assert report["baseline"]["per_task"] == {TASKS[0]: 10_000.0, TASKS[1]: 10.0} and report["baseline"]["iqm"] == 1.0
 
 
+def test_a_campaign_judges_each_stages_configurations_on_several_seeds(storage_url: str) -> None:
+    created = run_admin("campaign", "create", "--storage", storage_url, "--name", "ladder", "--algo", "ppo", "--env",
+                        "Pendulum-v1", "--timesteps", "512", "--n-evaluations", "2", "--eval-episodes", "1",
+                        "--trials-per-stage", "2", "--confirm-top", "1", "--test-seeds", "2", "--seeds-per-config",
+                        "2", "--no-race")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    run_worker_in_process(storage_url, train=_returns)
+    for stage in ("1-baseline", "2-coarse", "3-schedule", "4-finetune"):
+        configurations = assert_budget_accounted(storage_url, f"ladder:{stage}", 2)
+        assert all(len(t.user_attrs[protocol.INSTANCE_RETURNS][TASKS[0]]) == 2 for t in configurations), stage
+        assert_budget_accounted(storage_url, f"ladder:{stage}:task-1", 4)
+    assert_budget_accounted(storage_url, "ladder:4-finetune:confirm", 4)  # (winner + baseline) x 2 test seeds
+    shown = run_admin("campaign", "show", "--storage", storage_url, "ladder")
+    assert shown.returncode == 0 and "ladder:1-baseline:task-1" not in shown.stdout, shown.stdout
+
+
 def test_an_instance_that_fails_for_good_fails_its_configuration_and_spares_the_rest(
     storage_url: str, tiny_space: Path
 ) -> None:

@@ -56,7 +56,7 @@ def instance_studies(definition: StudyDefinition, name: str) -> list[tuple[str, 
         (instance_study_name(name, index), replace(
             definition, env_id=task, more_envs=[], seeds_per_config=1, stage=Stage.INSTANCES, parent=name,
             n_trials=definition.n_trials * definition.seeds_per_config, baseline=False, known_good=False,
-            confirm=False,
+            confirm=False, campaign=None,  # what follows is its tuning study's (or campaign stage's) to create
         ))
         for index, task in enumerate(definition.tasks)
     ]  # fmt: skip

@@ -432,7 +432,8 @@ def instances(seeds: list[dict[str, Any]], multi: list[dict[str, Any]], developm
     for r in sorted(multi, key=lambda r: r["sampler_seed"]):
         singles = {task: _defaults_by_task(development, r["trials"], r["timesteps"]).get(task, {})
                    .get(r["sampler_seed"]) for task in r["tasks"]}  # fmt: skip
-        three = sum(s["wall_seconds"] for s in singles.values()) if all(singles.values()) else None
+        found = [single for single in singles.values() if single is not None]
+        three = sum(single["wall_seconds"] for single in found) if len(found) == len(singles) else None
         for n, task in enumerate(r["tasks"]):
             own = singles[task]
             wall = f"{r['wall_seconds']:.0f} / {three:.0f}" if n == 0 and three is not None else ""

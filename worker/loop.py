@@ -209,7 +209,8 @@ class Worker:
         live = self.retry("counting trials", lambda: live_counts(self.storage.engine))
         # Instances of configurations already sampled come first: the sampler learns sooner, and racing has a best.
         active = sorted((s for s in studies if s.study_id in live),
-                        key=lambda s: (s.definition.stage != Stage.INSTANCES, live[s.study_id].running))  # fmt: skip
+                        key=lambda s: (s.definition is None or s.definition.stage != Stage.INSTANCES,
+                                       live[s.study_id].running))  # fmt: skip
         for study in active:
             self.maintain(study)  # paused or not: a dead worker's trial must not stay RUNNING
             if study.paused:

@@ -191,22 +191,22 @@ def scale_of(runs: list[Run]) -> Scale:
 
 def configuration_value(runs: list[Run], scale: Scale, tasks: int) -> float:
     """The IQM over a configuration's completed instances: of raw returns on one task, else of normalised ones."""
-    done = [run for run in runs if run.value is not None]
-    return iqm([run.value if tasks == 1 else scale.normalised(run.task, run.value) for run in done])  # type: ignore[arg-type]
+    done = [(run.task, run.value) for run in runs if run.value is not None]
+    return iqm([value if tasks == 1 else scale.normalised(task, value) for task, value in done])
 
 
 def raced_out(mine: list[Run], best: list[Run], scale: Scale, total: int) -> bool:
     """Whether a configuration is clearly worse than the best one (SMAC's intensification): at least half of its
     instances done, and its mean normalised return below the best's on the instances both have completed."""
-    done = {run.key: run for run in mine if run.value is not None}
+    done = {run.key: run.value for run in mine if run.value is not None}
     if 2 * len(done) < total:
         return False
-    theirs = {run.key: run for run in best if run.value is not None}
+    theirs = {run.key: run.value for run in best if run.value is not None}
     shared = [key for key in done if key in theirs]
     if not shared:
         return False
-    ours = sum(scale.normalised(task, done[task, seed].value) for task, seed in shared)  # type: ignore[arg-type]
-    return ours < sum(scale.normalised(task, theirs[task, seed].value) for task, seed in shared)  # type: ignore[arg-type]
+    ours = sum(scale.normalised(task, done[task, seed]) for task, seed in shared)
+    return ours < sum(scale.normalised(task, theirs[task, seed]) for task, seed in shared)
 
 
 @dataclass(frozen=True)
@@ -243,10 +243,11 @@ def settle(storage: optuna.storages.RDBStorage, name: str, number: int | None = 
         for run in runs:
             by_candidate[run.candidate].append(run)
         best = _best_configuration(conn, parent_id)
+        best_runs = by_candidate.get(best, []) if best is not None else []
         total = len(definition.tasks) * definition.seeds_per_config
         for config, trial_id in sorted(awaiting.items()):
             mine = by_candidate.get(config, [])
-            reason = _stop_reason(definition, mine, by_candidate.get(best, []), scale, total)  # best is COMPLETE
+            reason = _stop_reason(definition, mine, best_runs, scale, total)
             if reason is not None:
                 waiting = [run for run in mine if run.state == TrialState.WAITING]
                 _prune_unrun(conn, waiting, reason)

@@ -23,6 +23,7 @@ from study_contract.engine.confirmation import (
     confirmation_report,
     recommendation,
 )
+from study_contract.engine.instances import instance_study_name
 from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import count_trials, load_definition, study_id_of, study_names
@@ -132,11 +133,19 @@ def artifact_trial(storage: optuna.storages.RDBStorage, name: str, number: int |
     study = load_study(storage, name)
     config = trial_configuration(storage, study, number, pick)
     trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study.study_id, config.trial))
-    if MODEL in trial_artifacts(trial, strict=False) or not config.confirmed:
+    if MODEL in trial_artifacts(trial, strict=False):
         return trial
-    runs = [t for t in load_study(storage, confirmation_name(name)).trials if t.get(protocol.CANDIDATE) == config.trial]
-    # Of the pick's runs, one that kept its model, and the best of those.
-    best_run = max((t for t in runs if t.complete), key=lambda t: (t.get(protocol.SAVED_MODEL, False), t.value),
+    # A confirmed pick's runs on the test seeds, else a configuration's instances: on the first task, the one study
+    # whose returns compare, one that kept its model and the best of those.
+    if config.confirmed:
+        runs = load_study(storage, confirmation_name(name)).trials
+    elif study.definition.has_instances:
+        runs = load_study(storage, instance_study_name(name, 0)).trials
+    else:
+        return trial
+    first = study.definition.env_id
+    mine = [t for t in runs if t.get(protocol.CANDIDATE) == config.trial and t.get(protocol.TASK, first) == first]
+    best_run = max((t for t in mine if t.complete), key=lambda t: (t.get(protocol.SAVED_MODEL, False), t.value),
                    default=None)  # fmt: skip
     return trial if best_run is None else storage.get_trial(best_run.trial_id)
 

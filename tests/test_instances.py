@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.engine.instances import Run, configuration_value, raced_out, scale_of
+from study_contract.store.artifacts import MODEL
 from study_contract.store.storage import open_storage
 from study_contract.store.study_view import load_study
 from tests.conftest import (
@@ -139,6 +140,8 @@ def test_a_configuration_is_valued_on_every_instance_and_losers_are_raced_out(
     shown = run_admin("show", "--storage", storage_url, "multi")
     assert "PPO on Pendulum-v1, InvertedPendulum-v5 (2 seeds per configuration)" in shown.stdout
     assert "returns per instance" in shown.stdout and "10000.00  10000.00" in shown.stdout
+    again = run_admin("reproduce", "--storage", storage_url, "multi", "--trial", "0")
+    assert again.returncode == 2 and "reproduce one of them" in again.stderr, again.stderr
     zoo = yaml.safe_load(run_admin("export", "--storage", storage_url, "multi", "--format", "zoo").stdout)
     assert list(zoo) == list(TASKS) and zoo[TASKS[0]] == zoo[TASKS[1]]  # one configuration, an entry per task
 
@@ -272,8 +275,11 @@ def test_two_workers_train_one_configurations_instances_at_once_and_survive_a_ki
     create_tiny_study(pg_url, "fleet", tiny_space, 3, 512, *INSTANCES, "--eval-every", "256", "--eval-episodes", "1",
                       "--pruner", "none")  # fmt: skip
     fast = ["--poll-interval", "0.2", "--heartbeat-interval", "1", "--grace-period", "3"]
-    victim = start_worker(pg_url, *fast, log=tmp_path / "victim.log", env={"WORKER_CRASH_AT": "evaluation"})
-    survivor = start_worker(pg_url, *fast, "--until-idle", log=tmp_path / "survivor.log")
+    artifacts = {"TUNER_ARTIFACT_DIR": str(tmp_path / "artifacts")}
+    victim = start_worker(
+        pg_url, *fast, log=tmp_path / "victim.log", env={"WORKER_CRASH_AT": "evaluation", **artifacts}
+    )
+    survivor = start_worker(pg_url, *fast, "--until-idle", log=tmp_path / "survivor.log", env=artifacts)
     assert victim.wait(timeout=180) == -signal.SIGKILL  # in the middle of an instance, at its first evaluation
     assert survivor.wait(timeout=300) == 0, (tmp_path / "survivor.log").read_text()[-3000:]
     configurations = assert_budget_accounted(pg_url, "fleet", 3)
@@ -288,3 +294,8 @@ def test_two_workers_train_one_configurations_instances_at_once_and_survive_a_ki
                and a.get(protocol.WORKER) != b.get(protocol.WORKER)
                and a.started < b.completed and b.started < a.completed]  # type: ignore[operator]  # fmt: skip
     assert at_once, "no two instances of one configuration trained at once on two workers"
+    # The recommended configuration's files: those of its best instance on the first task that kept a model.
+    out = tmp_path / "download"
+    downloaded = run_admin("download", "fleet", "--storage", pg_url, "--artifact-dir", str(tmp_path / "artifacts"),
+                           "--out", str(out))  # fmt: skip
+    assert downloaded.returncode == 0 and MODEL in {p.name for p in out.iterdir()}, downloaded.stderr

@@ -42,23 +42,25 @@ class TrialArtifacts:
         self.seed = seed
         self.save_models = definition.save_models
         self.env_id = definition.env_id
-        self.rivals: tuple[str, Any] | None = None
-        if definition.stage == Stage.CONFIRMATION:  # a run competes with its candidate's other seeds only
+        self.rivals: dict[str, Any] | None = None
+        # A confirmation run or an instance competes with its configuration's other seeds on the same task only, so
+        # that every configuration keeps its best run's files (on every task).
+        if definition.stage in (Stage.CONFIRMATION, Stage.INSTANCES):
             queued = protocol.decode_attrs(trial.user_attrs, protocol.USER_ATTRS)
-            self.rivals = (protocol.CANDIDATE, queued.get(protocol.CANDIDATE))
+            self.rivals = {key: queued.get(key) for key in (protocol.CANDIDATE, protocol.TASK)}
 
     def _upload(self, path: Path) -> None:
         self.session.upload(self.trial, path, MIMETYPES[path.name])
 
     def _best_so_far(self, value: float | None) -> bool:
-        """Better than every completed trial, or, with ``rivals`` = (attribute, value), every completed trial
-        that shares it (a confirmation candidate's other seeds: each candidate keeps its best run's files)."""
+        """Better than every completed trial, or, with ``rivals`` (attribute values), every completed trial that
+        shares them (a configuration's other seeds on its task: each keeps its best run's files)."""
         study = self.trial.study
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ranked = views(complete)
         if self.rivals is not None:
-            key, mine = self.rivals
-            ranked = [t for t in ranked if t.get(key) == mine]
+            rivals = self.rivals
+            ranked = [t for t in ranked if all(t.get(key) == mine for key, mine in rivals.items())]
         leader = next(iter(by_value(ranked)), None)
         return value is not None and (leader is None or value > (leader.value or 0.0))
 

@@ -111,4 +111,9 @@ def trial_to_reproduce(
         raise StudyError(f"trial {number} of {name!r} is {trial.state}: only a complete trial has a value to reproduce")
     if trial.hyperparams is None or trial.seed is None:
         raise StudyError(f"trial {number} of {name!r} records no readable configuration or seed: nothing to re-run")
+    if study.definition.has_instances:
+        raise StudyError(
+            f"trial {number} of {name!r} is a configuration valued over its instances, one run each: "
+            f"reproduce one of them (study_admin show {name}:task-1 lists those of the first task)"
+        )
     return study.definition, trial

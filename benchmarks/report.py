@@ -447,7 +447,7 @@ def instances(seeds: list[dict[str, Any]], multi: list[dict[str, Any]], developm
         "",
         *lines,
         "",
-        f"Generated from `benchmarks/results/instances/seeds.jsonl` ({len(seeds)} runs) and "
+        f"Generated from `benchmarks/results/instances/seeds.jsonl` ({len(seeds)} run{'s' * (len(seeds) != 1)}) and "
         "`benchmarks/results/development/settings.jsonl`. A run's IQM is over its winner's 5 fresh seeds.",
         "",
         "(b) One configuration for all three development tasks (one study, 12 configurations × 3 tasks) against "
@@ -455,7 +455,7 @@ def instances(seeds: list[dict[str, Any]], multi: list[dict[str, Any]], developm
         "",
         *(table_b if multi else ["No run yet."]),
         "",
-        f"Generated from `benchmarks/results/instances/multi_task.jsonl` ({len(multi)} runs).",
+        f"Generated from `benchmarks/results/instances/multi_task.jsonl` ({len(multi)} run{'s' * (len(multi) != 1)}).",
     ])  # fmt: skip
 
 

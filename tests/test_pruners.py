@@ -16,7 +16,9 @@ def _stopped(pruner: str, curve: list[float], finished: int) -> int | None:
     """The step at which a trial with ``curve`` is pruned after ``finished`` trials that climbed to 100, if it is."""
     definition = define(algo="ppo", env_id="Pendulum-v1", n_trials=20, timesteps=900, eval_every=100,
                                  pruner=pruner, pruner_startup_trials=2, pruner_warmup=0.0)  # fmt: skip
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(definition))
+    # A fixed name: Hyperband puts a trial in a bracket by a hash of the study name and the trial number, and an
+    # in-memory study is otherwise named at random (some names left the losing trial in a bracket of its own).
+    study = optuna.create_study(study_name="pruners", direction="maximize", pruner=make_pruner(definition))
     for n in range(finished):
         trial = study.ask()
         for step in STEPS:

@@ -300,6 +300,16 @@ def run_one(args: argparse.Namespace, tool: str, *, base: Path | None = None) ->
     }
 
 
+def add_run_options(parser: argparse.ArgumentParser, *, workers: int) -> None:
+    """The options of one run that :func:`run_settings` records, for every harness built on :func:`tune_ours`."""
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=workers)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--evaluations", type=int, default=5)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--final-episodes", type=int, default=10)
+
+
 def run_settings(args: argparse.Namespace, tool: str) -> dict[str, Any]:
     return {"tool": tool, "algo": args.algo, "env": args.env, "timesteps": args.timesteps, "trials": args.trials,
             "workers": args.workers, "evaluations": args.evaluations, "eval_episodes": args.eval_episodes,
@@ -314,12 +324,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=3, help="runs per tool and task, with sampler seeds 0..R-1")
     parser.add_argument("--first-repeat", type=int, default=0, help="sampler seed of the first repeat")
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--evaluations", type=int, default=5)
-    parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--final-episodes", type=int, default=10)
+    add_run_options(parser, workers=1)
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "versus_zoo.jsonl")
     parser.add_argument(

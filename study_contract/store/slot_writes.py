@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from study_contract import protocol
 from study_contract.store.locks import LOCK_NAMESPACE, file_lock
-from study_contract.store.tables import FIXED_PARAMS
+from study_contract.store.tables import FIXED_PARAMS, append_trial
 
 TRIALS = models.TrialModel.__table__
 PARAMS = models.TrialParamModel.__table__
@@ -96,12 +96,7 @@ def queue_retry(conn: Any, study_id: int, failed_id: int, *, stale: bool) -> int
     ).one()  # fmt: skip
     history = protocol.decode_json(protocol.RETRY_HISTORY, history_json, protocol.SYSTEM_ATTRS) or []
     stale_retries = protocol.decode_json(protocol.STALE_RETRIES, stale_json, protocol.SYSTEM_ATTRS) or 0
-    count = conn.execute(sqlalchemy.select(sqlalchemy.func.count()).where(TRIALS.c.study_id == study_id)).scalar_one()
-    new_id = conn.execute(
-        sqlalchemy.insert(TRIALS)
-        .values(study_id=study_id, number=count, state=TrialState.WAITING)
-        .returning(TRIALS.c.trial_id)
-    ).scalar_one()
+    new_id = append_trial(conn, study_id)
     conn.execute(
         sqlalchemy.insert(PARAMS).from_select(
             ["trial_id", "param_name", "param_value", "distribution_json"],

@@ -114,16 +114,22 @@ def _insert(
     return int(study_id)
 
 
+def append_trial(conn: sqlalchemy.engine.Connection, study_id: int) -> int:
+    """A new WAITING trial at the end of study ``study_id``, inside the caller's transaction, which holds the study's
+    lock: its number is the count of the study's trials. Its id."""
+    number = conn.execute(sqlalchemy.select(sqlalchemy.func.count()).where(TRIALS.c.study_id == study_id)).scalar_one()
+    return int(conn.execute(
+        sqlalchemy.insert(TRIALS).values(study_id=study_id, number=number, state=TrialState.WAITING)
+        .returning(TRIALS.c.trial_id)
+    ).scalar_one())  # fmt: skip
+
+
 def add_slot(
     conn: sqlalchemy.engine.Connection, study_id: int, fixed: dict[str, Any], user_attrs: Mapping[str, Any]
 ) -> int:
     """One WAITING trial appended to study ``study_id``, fixed to the Optuna parameters ``fixed``, inside the caller's
-    transaction (which holds the study's lock: the trial's number is the count of its trials); its id."""
-    number = conn.execute(sqlalchemy.select(sqlalchemy.func.count()).where(TRIALS.c.study_id == study_id)).scalar_one()
-    trial_id = conn.execute(
-        sqlalchemy.insert(TRIALS).values(study_id=study_id, number=number, state=TrialState.WAITING)
-        .returning(TRIALS.c.trial_id)
-    ).scalar_one()  # fmt: skip
+    transaction (which holds the study's lock); its id."""
+    trial_id = append_trial(conn, study_id)
     conn.execute(sqlalchemy.insert(TRIAL_SYSTEM_ATTRS).values(trial_id=trial_id, key=FIXED_PARAMS,
                                                               value_json=json.dumps(fixed)))  # fmt: skip
     for key, value in user_attrs.items():

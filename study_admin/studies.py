@@ -6,7 +6,6 @@ Creating studies lives in ``study_contract/engine/creation.py``, which workers u
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +22,7 @@ from study_contract.engine.confirmation import (
     confirmation_report,
     recommendation,
 )
-from study_contract.engine.instances import instance_study_name
+from study_contract.engine.instances import instance_study_name, instance_study_names
 from study_contract.names import DefinitionError, Stage, StudyError
 from study_contract.statistics import CHEAPEST_TIED
 from study_contract.store.catalog import count_trials, load_definition, study_id_of, study_names
@@ -190,16 +189,15 @@ def trial_cost(trial: TrialView) -> Cost:
                                              protocol.SECONDS_PER_KSTEP)))  # fmt: skip
 
 
-def instance_study_names(storage: optuna.storages.RDBStorage, name: str) -> list[str]:
+def existing_instance_studies(storage: optuna.storages.RDBStorage, name: str) -> list[str]:
     """The instance studies of study ``name`` (``name:task-1``, ...) that exist, whatever its definition says."""
-    pattern = re.compile(re.escape(name) + r":task-[1-9][0-9]*")
-    return [other for other in study_names(storage.engine) if pattern.fullmatch(other)]
+    return instance_study_names(name, study_names(storage.engine))
 
 
 def set_paused(storage: optuna.storages.RDBStorage, name: str, paused: bool) -> None:
     """Pause or resume study ``name`` and its instance studies: a paused study's instances wait too."""
     load_definition(storage, name)
-    for each in [name, *instance_study_names(storage, name)]:
+    for each in [name, *existing_instance_studies(storage, name)]:
         study_id = study_id_of(storage, each)
         storage.set_study_user_attr(study_id, PAUSED_ATTR, paused)
         if not paused:
@@ -211,7 +209,7 @@ def delete(storage: optuna.storages.RDBStorage, name: str, *, force: bool = Fals
     refer to; the number of artifacts left behind (refused while trials run, unless ``force``)."""
     from study_contract.store.artifacts import owned_artifact_ids
 
-    family = [*instance_study_names(storage, name), name]  # its instances first: a study never lacks them
+    family = [*existing_instance_studies(storage, name), name]  # its instances first: a study never lacks them
     ids = [study_id_of(storage, each) for each in family]
     running = sum(count_trials(storage.engine, study_id, "RUNNING") for study_id in ids)
     if running and not force:

@@ -19,6 +19,7 @@ compares configurations on the same scale. One task needs no scale: its values a
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -46,8 +47,17 @@ STUDIES = models.StudyModel.__table__
 FINITE = models.TrialValueModel.TrialValueType.FINITE
 
 
+INSTANCE_SUFFIX = ":task-"
+
+
 def instance_study_name(parent: str, index: int) -> str:
-    return f"{parent}:task-{index + 1}"
+    return f"{parent}{INSTANCE_SUFFIX}{index + 1}"
+
+
+def instance_study_names(parent: str, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` that are instance studies of study ``parent``, whatever its definition says."""
+    pattern = re.compile(re.escape(parent + INSTANCE_SUFFIX) + "[1-9][0-9]*")
+    return [name for name in names if pattern.fullmatch(name)]
 
 
 def instance_studies(definition: StudyDefinition, name: str) -> list[tuple[str, StudyDefinition]]:
